@@ -1,0 +1,57 @@
+"""Command-line entry point: argument parsing, dispatch, and the exit-code contract.
+
+Exit codes (DESIGN.md): 0 success, 1 a claim failed or is inconclusive, 2 bad spec or usage,
+3 bad model or a failed internal check. Known errors print a message and a hint, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from .commands import eval_cmd, models_cmd, tasks_cmd, train_cmd
+from .engine.errors import CircuitspecError
+from .engine.tasks import UnknownTaskError
+
+COMMANDS = (train_cmd, eval_cmd, tasks_cmd, models_cmd)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 on usage errors, as the contract wants
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="circuitspec", description="Declarative circuit specifications for weight-sparse transformers.")
+    parser.add_argument("--version", action="version", version=f"circuitspec {__import__('circuitspec').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for command in COMMANDS:
+        p = sub.add_parser(command.NAME, help=command.HELP, description=command.__doc__)
+        command.add_arguments(p)
+        p.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    err = Console(stderr=True)
+    try:
+        return int(args.run(args) or 0)
+    except CircuitspecError as e:
+        err.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        if e.hint:
+            err.print(f"  [cyan]hint:[/] {e.hint}", highlight=False)
+        return e.exit_code
+    except UnknownTaskError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130

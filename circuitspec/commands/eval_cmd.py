@@ -1,0 +1,63 @@
+"""Measure a model on every task: accuracy, mean logit difference and binary cross-entropy.
+
+Examples come from the held-out evaluation seed, which training never draws from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from ..engine.evaluate import EVAL_SEED, score_task
+from ..engine.tasks import all_tasks, get_task
+from ..engine.zoo import DEFAULT_MODEL, load_model, resolve_model_path
+from .common import add_device_argument, resolve_device
+
+NAME, HELP = "eval", "per-task accuracy and logit difference of a model"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", nargs="?", default=None, help=f"shipped model name or checkpoint directory (default: {DEFAULT_MODEL})")
+    p.add_argument("--json", metavar="FILE", type=Path, help="also write results as JSON ('-' for stdout)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks")
+    p.add_argument("-n", "--examples", type=int, default=1000, metavar="N", help="examples per task (default 1000)")
+    p.add_argument("--seed", default=EVAL_SEED, help=f"example seed (default {EVAL_SEED!r}, held out from training)")
+    add_device_argument(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.examples < 1:
+        from ..engine.errors import UsageError
+        raise UsageError(f"--examples must be at least 1, got {args.examples}")
+    device = resolve_device(args.device)
+    path = resolve_model_path(args.model)
+    tasks = [get_task(t) for t in args.tasks] if args.tasks else all_tasks()
+    model = load_model(str(path), device)
+    console = Console(stderr=args.json is not None and str(args.json) == "-")
+    scores = {}
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("evaluating", total=len(tasks))
+        for task in tasks:
+            progress.update(bar, description=f"evaluating {task.name}")
+            scores[task.name] = score_task(model, task, n=args.examples, seed=args.seed)
+            progress.advance(bar)
+    table = Table(title=f"{args.model or DEFAULT_MODEL}: {args.examples} held-out examples per task")
+    for col, justify in (("task", "left"), ("accuracy", "right"), ("logit diff", "right"), ("bce", "right")):
+        table.add_column(col, justify=justify)
+    for s in scores.values():
+        style = "green" if s.accuracy >= 0.9 else "yellow" if s.accuracy >= 0.7 else "red"
+        table.add_row(s.task, f"[{style}]{s.accuracy:.1%}[/]", f"{s.logit_diff:+.2f}", f"{s.bce:.3f}")
+    console.print(table)
+    if args.json is not None:
+        data = {name: s.to_dict() for name, s in scores.items()}
+        text = json.dumps(data, indent=2) + "\n"
+        if str(args.json) == "-":
+            print(text, end="")
+        else:
+            args.json.write_text(text)
+    return 0

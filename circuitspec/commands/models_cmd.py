@@ -1,0 +1,35 @@
+"""List the shipped models: shape, parameters, non-zero weights and size on disk."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..engine.zoo import DEFAULT_MODEL, model_info, shipped_names
+
+NAME, HELP = "models", "list the shipped models"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def run(args: argparse.Namespace) -> int:
+    infos = [model_info(n) for n in shipped_names()]
+    if args.json:
+        print(json.dumps([{"name": i.name, "default": i.name == DEFAULT_MODEL, "path": str(i.path), "description": i.description,
+                           "shape": i.shape, "parameters": i.parameters, "nonzero": i.nonzero, "size_bytes": i.size_bytes}
+                          for i in infos], indent=2))
+        return 0
+    table = Table(title="shipped models")
+    for col in ("name", "shape", "parameters", "non-zero", "on disk", "description"):
+        table.add_column(col, overflow="fold")
+    for i in infos:
+        name = i.name + (" [dim](default)[/]" if i.name == DEFAULT_MODEL else "")
+        table.add_row(name, i.shape, f"{i.parameters:,}", f"{i.nonzero:,} ({i.nonzero / i.parameters:.1%})",
+                      f"{i.size_bytes / 1e6:.2f} MB", i.description)
+    Console().print(table)
+    return 0

@@ -1,0 +1,43 @@
+"""List the registered tasks with their answers, features and named positions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..engine.tasks import all_tasks
+
+NAME, HELP = "tasks", "list the tasks specs can name"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--examples", type=int, default=0, metavar="N", help="also show N example prefixes per task")
+
+
+def run(args: argparse.Namespace) -> int:
+    tasks = all_tasks()
+    if args.json:
+        data = {t.name: {"description": t.description, "answers": t.answers, "features": dict(t.features),
+                         "positions": dict(t.positions),
+                         "examples": [_example(ex) for ex in t.sample(args.examples, "cli")]} for t in tasks}
+        print(json.dumps(data, indent=2))
+        return 0
+    table = Table(title=f"{len(tasks)} tasks", show_lines=True)
+    for col in ("task", "answers", "features", "positions"):
+        table.add_column(col, overflow="fold")
+    for t in tasks:
+        name = f"[bold]{t.name}[/]\n{t.description}"
+        for ex in t.sample(args.examples, "cli"):
+            name += f"\n[dim]{ex.prefix!r} -> {ex.correct!r}[/]"
+        table.add_row(name, t.answers, "\n".join(t.features), "\n".join(t.positions))
+    Console().print(table)
+    return 0
+
+
+def _example(ex) -> dict:
+    return {"prefix": ex.prefix, "correct": ex.correct, "wrong": ex.wrong, "features": dict(ex.features),
+            "positions": dict(ex.positions)}

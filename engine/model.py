@@ -1,0 +1,218 @@
+"""A small GPT-style decoder built for circuit analysis (nanoGPT in spirit, TransformerLens in names).
+
+Choices that serve interpretability rather than loss:
+- RMSNorm without a learned gain: the gain would only rescale the next weight matrix, and without it
+  zero keeps a privileged meaning in the residual stream (the paper folds the gains the same way).
+- ReLU MLPs: exactly piecewise linear, so a solver can reason about them.
+- An attention sink per head (a learned logit for "attend to nothing"), so a head can stay silent.
+- Untied, separately sparsified embedding and unembedding.
+- Every weight matrix is an explicit parameter named like TransformerLens (``W_Q`` [head, d_model, d_head]
+  …), so graph edges, masks and checkpoints all speak of the same tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .hooks import HookedModule, HookPoint
+from .tokenizer import VOCAB_SIZE
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layers: int = 2
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = 32
+    d_mlp: int = 512
+    n_ctx: int = 128
+    d_vocab: int = VOCAB_SIZE
+    act_topk: int | None = None  # AbsTopK on every residual read (None: off)
+    attn_sink: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"model config: {name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.act_topk is not None and not 1 <= self.act_topk <= self.d_model:
+            raise ValueError(f"model config: act_topk must be in [1, d_model={self.d_model}] or null")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"model config: unknown keys {unknown} (known: {sorted(known)})")
+        return cls(**data)
+
+
+def rms_normalize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest-magnitude entries of the last dimension, zero the rest."""
+    idx = x.abs().topk(k, dim=-1).indices
+    return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
+
+
+class Norm(nn.Module):
+    """Gain-free RMSNorm (optionally followed by AbsTopK) with hooks on its scale and output."""
+
+    def __init__(self, act_topk: int | None) -> None:
+        super().__init__()
+        self.act_topk = act_topk
+        self.hook_scale = HookPoint()  # 1 / rms, one number per position
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.hook_scale(torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+        y = x * scale
+        if self.act_topk is not None:
+            y = abs_topk(y, self.act_topk)
+        return self.hook_normalized(y)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        H, D, dh = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.W_Q = nn.Parameter(torch.empty(H, D, dh))
+        self.W_K = nn.Parameter(torch.empty(H, D, dh))
+        self.W_V = nn.Parameter(torch.empty(H, D, dh))
+        self.W_O = nn.Parameter(torch.empty(H, dh, D))
+        self.b_Q = nn.Parameter(torch.zeros(H, dh))
+        self.b_K = nn.Parameter(torch.zeros(H, dh))
+        self.b_V = nn.Parameter(torch.zeros(H, dh))
+        self.b_O = nn.Parameter(torch.zeros(D))
+        self.sink = nn.Parameter(torch.zeros(H)) if cfg.attn_sink else None
+        self.register_buffer("causal", torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool)), persistent=False)
+        self.hook_q = HookPoint()  # [batch, pos, head, d_head]
+        self.hook_k = HookPoint()
+        self.hook_v = HookPoint()
+        self.hook_attn_scores = HookPoint()  # [batch, head, query_pos, key_pos]
+        self.hook_pattern = HookPoint()
+        self.hook_z = HookPoint()  # [batch, pos, head, d_head]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[1]
+        q = self.hook_q(torch.einsum("btd,hde->bthe", x, self.W_Q) + self.b_Q)
+        k = self.hook_k(torch.einsum("btd,hde->bthe", x, self.W_K) + self.b_K)
+        v = self.hook_v(torch.einsum("btd,hde->bthe", x, self.W_V) + self.b_V)
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
+        scores = self.hook_attn_scores(scores.masked_fill(~self.causal[:T, :T], float("-inf")))
+        if self.sink is not None:
+            sink = self.sink.view(1, -1, 1, 1).expand(scores.shape[0], -1, T, 1)
+            pattern = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :T]
+        else:
+            pattern = torch.softmax(scores, dim=-1)
+        pattern = self.hook_pattern(pattern)
+        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        return torch.einsum("bthe,hed->btd", z, self.W_O) + self.b_O
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.W_in = nn.Parameter(torch.empty(cfg.d_model, cfg.d_mlp))
+        self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
+        self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
+        self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
+        self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
+        self.hook_post = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        post = self.hook_post(F.relu(pre))
+        return post @ self.W_out + self.b_out
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.ln1 = Norm(cfg.act_topk)
+        self.attn = Attention(cfg)
+        self.ln2 = Norm(cfg.act_topk)
+        self.mlp = MLP(cfg)
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, resid: torch.Tensor) -> torch.Tensor:
+        resid = self.hook_resid_pre(resid)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid))))
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+
+
+class Embed(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
+
+
+class PosEmbed(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model))
+
+
+class Unembed(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab))
+        self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab))
+
+
+class Transformer(HookedModule):
+    """tokens [batch, pos] (byte ids) -> logits [batch, pos, d_vocab]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embed(cfg)
+        self.pos_embed = PosEmbed(cfg)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = Norm(None)
+        self.unembed = Unembed(cfg)
+        self.hook_embed = HookPoint()
+        self.hook_pos_embed = HookPoint()
+        self.hook_logits = HookPoint()
+        self.reset_parameters()
+        self.setup_hooks()
+
+    def reset_parameters(self) -> None:
+        """GPT-2-like init; output projections scaled down by depth."""
+        for name, p in self.named_parameters():
+            if name.split(".")[-1].startswith("W_"):
+                std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("W_O", "W_out")) else 0.02
+                nn.init.normal_(p, std=std)
+            else:
+                nn.init.zeros_(p)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        T = tokens.shape[1]
+        if T > self.cfg.n_ctx:
+            raise ValueError(f"sequence length {T} exceeds the model's context n_ctx={self.cfg.n_ctx}")
+        resid = self.hook_embed(self.embed.W_E[tokens]) + self.hook_pos_embed(self.pos_embed.W_pos[:T])
+        for block in self.blocks:
+            resid = block(resid)
+        logits = self.ln_final(resid) @ self.unembed.W_U + self.unembed.b_U
+        return self.hook_logits(logits)
+
+    def weight_matrices(self) -> dict[str, nn.Parameter]:
+        """The parameters that weight sparsity projects (every ``W_*``; biases and sinks stay dense)."""
+        return {n: p for n, p in self.named_parameters() if n.split(".")[-1].startswith("W_")}
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.W_E.device

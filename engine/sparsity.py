@@ -1,0 +1,70 @@
+"""Weight sparsity: after every optimizer step each weight matrix keeps only its top-k magnitudes.
+
+k is annealed linearly from dense to the target density over the first part of training (Gao et al.
+2025 anneal the L0 budget over the first half). With density 1 the projection is the identity, so the
+same training code produces the dense comparison model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SparsitySchedule:
+    target_density: float = 1.0  # fraction of entries kept in every weight matrix at the end
+    anneal_fraction: float = 0.5  # share of training over which density goes from 1 to target
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target_density <= 1.0:
+            raise ValueError(f"target_density must be in (0, 1], got {self.target_density}")
+        if not 0.0 <= self.anneal_fraction <= 1.0:
+            raise ValueError(f"anneal_fraction must be in [0, 1], got {self.anneal_fraction}")
+
+    def density(self, step: int, total_steps: int) -> float:
+        """Density allowed after optimizer step ``step`` (1-based) of ``total_steps``."""
+        anneal_steps = self.anneal_fraction * total_steps
+        if anneal_steps <= 0 or step >= anneal_steps:
+            return self.target_density
+        return 1.0 - (1.0 - self.target_density) * (step / anneal_steps)
+
+    def keep_count(self, numel: int, step: int, total_steps: int) -> int:
+        return keep_count(numel, self.density(step, total_steps))
+
+
+def keep_count(numel: int, density: float) -> int:
+    """Entries a matrix of ``numel`` keeps at ``density`` (at least one)."""
+    return max(1, min(numel, round(density * numel)))
+
+
+@torch.no_grad()
+def project_topk_(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """Zero all but the ``k`` largest-magnitude entries of ``weight`` in place; returns the kept mask.
+
+    Exactly k entries survive (ties broken by ``topk``), so the L0 budget is never exceeded.
+    """
+    flat = weight.view(-1)
+    if k >= flat.numel():
+        return torch.ones_like(weight, dtype=torch.bool)
+    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=weight.device)
+    keep[flat.abs().topk(k, sorted=False).indices] = True
+    flat.mul_(keep)
+    return keep.view_as(weight)
+
+
+@torch.no_grad()
+def project_model_(weights: dict[str, torch.Tensor], density: float) -> dict[str, int]:
+    """Project every matrix to ``density``; returns the kept count per matrix."""
+    counts = {}
+    for name, w in weights.items():
+        k = keep_count(w.numel(), density)
+        project_topk_(w, k)
+        counts[name] = k
+    return counts
+
+
+def density_report(weights: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Fraction of non-zero entries per matrix (what a checkpoint actually holds)."""
+    return {name: float((w != 0).float().mean()) for name, w in weights.items()}

@@ -1,0 +1,124 @@
+"""What a task is: a seeded, compositional generator of binary next-token problems.
+
+Generators draw every random choice through a :class:`Sampler`, so the same generator can be driven
+by ``random.Random`` (seeded datasets) or, later, by Hypothesis (shrinkable counterexamples).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Protocol, Sequence, TypeVar
+
+T = TypeVar("T")
+
+FeatureValue = int | str | bool
+
+
+class Sampler(Protocol):
+    """The only source of randomness a task generator may use."""
+
+    def integer(self, low: int, high: int) -> int:
+        """A uniform integer in [low, high] (both inclusive)."""
+        ...
+
+    def choice(self, options: Sequence[T]) -> T:
+        """One of ``options``; the first option is the "simplest" (Hypothesis shrinks towards it)."""
+        ...
+
+    def boolean(self) -> bool:
+        ...
+
+
+class RandomSampler:
+    """A :class:`Sampler` backed by ``random.Random`` (seeded, reproducible)."""
+
+    def __init__(self, seed: int | str | random.Random) -> None:
+        self.rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+
+    def integer(self, low: int, high: int) -> int:
+        return self.rng.randint(low, high)
+
+    def choice(self, options: Sequence[T]) -> T:
+        return options[self.rng.randrange(len(options))]
+
+    def boolean(self) -> bool:
+        return self.rng.random() < 0.5
+
+
+@dataclass(frozen=True)
+class TaskExample:
+    """One problem: after reading ``prefix`` the model should prefer ``correct`` over ``wrong``.
+
+    ``suffix`` continues the snippet after the correct answer so that ``full_text`` is plain valid
+    Python, which is what training mixes into the corpus. ``positions`` name character (== token)
+    indices into ``prefix``; ``"answer"`` (the last index, where the answer is read) is always there.
+    """
+
+    prefix: str
+    correct: str
+    wrong: str
+    suffix: str
+    features: Mapping[str, FeatureValue]
+    positions: Mapping[str, int]
+
+    @property
+    def full_text(self) -> str:
+        return self.prefix + self.correct + self.suffix
+
+    @property
+    def answer_position(self) -> int:
+        return len(self.prefix) - 1
+
+
+@dataclass(frozen=True)
+class Task:
+    """A named binary next-token task.
+
+    ``features`` and ``positions`` document (name -> meaning) what every example carries, so specs
+    can condition claims on them and tools can list them.
+    """
+
+    name: str
+    description: str
+    generate: Callable[[Sampler], TaskExample]
+    features: Mapping[str, str]
+    positions: Mapping[str, str]
+    answers: str = ""  # human summary of the answer pair, e.g. "'\"' vs \"'\""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def example(self, sampler: Sampler) -> TaskExample:
+        example = self.generate(sampler)
+        _check_example(self, example)
+        return example
+
+    def sample(self, n: int, seed: int | str) -> list[TaskExample]:
+        """``n`` examples drawn from a sampler seeded by (task name, seed)."""
+        sampler = RandomSampler(f"{self.name}:{seed}")
+        return [self.example(sampler) for _ in range(n)]
+
+
+def _check_example(task: Task, example: TaskExample) -> None:
+    """Generators are user code too: fail loudly on a malformed example, never silently."""
+    problems = []
+    if not example.prefix:
+        problems.append("empty prefix")
+    if not example.prefix.isascii() or not (example.correct + example.wrong + example.suffix).isascii():
+        problems.append("non-ASCII text (positions are byte indices)")
+    if len(example.correct) != 1 or len(example.wrong) != 1:
+        problems.append("answers must be single characters")
+    if example.correct == example.wrong:
+        problems.append("correct and wrong answers are equal")
+    if example.positions.get("answer") != len(example.prefix) - 1:
+        problems.append("positions['answer'] must be len(prefix) - 1")
+    for name, index in example.positions.items():
+        if not 0 <= index < len(example.prefix):
+            problems.append(f"position {name!r}={index} outside the prefix")
+    missing = set(task.features) - set(example.features)
+    if missing:
+        problems.append(f"missing features {sorted(missing)}")
+    missing_pos = set(task.positions) - set(example.positions)
+    if missing_pos:
+        problems.append(f"missing positions {sorted(missing_pos)}")
+    if problems:
+        raise ValueError(f"task {task.name!r} produced a bad example ({'; '.join(problems)}): {example.prefix!r}")

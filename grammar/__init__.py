@@ -1,0 +1,1 @@
+"""The .circ language grammar, shipped as package data (``circuitspec.grammar``)."""

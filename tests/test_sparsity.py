@@ -1,0 +1,59 @@
+"""Top-k weight projection and its annealing schedule."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from circuitspec.engine.model import ModelConfig, Transformer
+from circuitspec.engine.sparsity import SparsitySchedule, keep_count, project_model_, project_topk_
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.integers(1, 20), cols=st.integers(1, 20), density=st.floats(0.01, 1.0), seed=st.integers(0, 10**6))
+def test_projection_keeps_exactly_k_largest(rows, cols, density, seed):
+    torch.manual_seed(seed)
+    w = torch.randn(rows, cols)
+    original = w.clone()
+    k = keep_count(w.numel(), density)
+    project_topk_(w, k)
+    assert int((w != 0).sum()) == k
+    kept = original[w != 0].abs()
+    dropped = original[w == 0].abs()
+    if dropped.numel():
+        assert kept.min() >= dropped.max()
+    assert torch.equal(w[w != 0], original[w != 0])  # survivors unchanged
+
+
+def test_projection_of_every_matrix_in_a_model():
+    model = Transformer(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, n_ctx=8))
+    matrices = {n: p.data for n, p in model.weight_matrices().items()}
+    assert "embed.W_E" in matrices and "unembed.W_U" in matrices and "blocks.0.attn.W_Q" in matrices
+    counts = project_model_(matrices, 0.1)
+    for name, w in matrices.items():
+        assert int((w != 0).sum()) == counts[name] == keep_count(w.numel(), 0.1)
+    assert not any("b_" in n or "sink" in n for n in matrices)
+
+
+def test_schedule_anneals_linearly_then_holds():
+    s = SparsitySchedule(target_density=0.1, anneal_fraction=0.5)
+    assert s.density(0, 100) == 1.0
+    assert s.density(25, 100) == pytest.approx(0.55)
+    assert s.density(50, 100) == pytest.approx(0.1)
+    assert s.density(100, 100) == pytest.approx(0.1)
+    densities = [s.density(t, 100) for t in range(101)]
+    assert all(a >= b for a, b in zip(densities, densities[1:]))
+
+
+def test_dense_schedule_is_identity():
+    s = SparsitySchedule(target_density=1.0)
+    assert all(s.density(t, 10) == 1.0 for t in range(11))
+    w = torch.randn(5, 5)
+    assert torch.equal(project_topk_(w.clone(), 25), torch.ones(5, 5, dtype=torch.bool))
+
+
+def test_schedule_validation():
+    with pytest.raises(ValueError):
+        SparsitySchedule(target_density=0)
+    with pytest.raises(ValueError):
+        SparsitySchedule(anneal_fraction=1.5)
