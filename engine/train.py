@@ -92,9 +92,8 @@ def make_optimizer(model: Transformer, cfg: TrainConfig) -> torch.optim.AdamW:
 
 def clip_grad_rms_(model: Transformer, max_rms: float) -> float:
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    total = sum(float(g.pow(2).sum()) for g in grads)
-    count = sum(g.numel() for g in grads)
-    rms = math.sqrt(total / max(1, count))
+    total = float(torch.stack([g.pow(2).sum() for g in grads]).sum())
+    rms = math.sqrt(total / max(1, sum(g.numel() for g in grads)))
     if rms > max_rms:
         for g in grads:
             g.mul_(max_rms / rms)
@@ -143,6 +142,23 @@ def load_train_state(out: Path, model: Transformer, optimizer: torch.optim.Optim
     return TrainState(step=meta["step"], elapsed_s=meta["elapsed_s"], tokens=meta["tokens"], history=meta["history"])
 
 
+def train_step(model: Transformer, optimizer: torch.optim.Optimizer, matrices: dict[str, torch.Tensor],
+               cfg: TrainConfig, x: torch.Tensor, step: int) -> dict[str, float]:
+    """One optimizer step on tokens ``x`` [batch, seq+1], then the top-k projection for step + 1."""
+    lr = learning_rate(cfg, step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_rms = clip_grad_rms_(model, cfg.train.grad_clip_rms) if cfg.train.grad_clip_rms else float("nan")
+    optimizer.step()
+    density = cfg.sparsity.density(step + 1, cfg.train.steps)
+    if density < 1.0:
+        project_model_(matrices, density)
+    return {"loss": loss.item(), "lr": lr, "density": density, "grad_rms": grad_rms}
+
+
 def train(cfg: TrainConfig, out: Path | str, *, device: str = "cpu", resume: bool = False,
           manifest_extra: dict[str, Any] | None = None,
           on_progress: Callable[[TrainState, dict[str, float]], None] | None = None,
@@ -164,28 +180,19 @@ def train(cfg: TrainConfig, out: Path | str, *, device: str = "cpu", resume: boo
     tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
     while state.step < cfg.train.steps:
         t0 = time.perf_counter()
-        lr = learning_rate(cfg, state.step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         x = make_batch(cfg, corpus, tasks, state.step).to(device)
-        loss = F.cross_entropy(model(x[:, :-1]).flatten(0, 1), x[:, 1:].flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_rms = clip_grad_rms_(model, cfg.train.grad_clip_rms) if cfg.train.grad_clip_rms else float("nan")
-        optimizer.step()
+        stats = train_step(model, optimizer, matrices, cfg, x, state.step)
         state.step += 1
-        density = cfg.sparsity.density(state.step, cfg.train.steps)
-        if density < 1.0:
-            project_model_(matrices, density)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         state.elapsed_s += time.perf_counter() - t0
         state.tokens += tokens_per_step
         if on_progress:
-            on_progress(state, {"loss": float(loss), "lr": lr, "density": density, "grad_rms": grad_rms})
+            on_progress(state, stats)
+        loss, density = stats["loss"], stats["density"]
         last = state.step == cfg.train.steps
         if state.step % cfg.train.eval_every == 0 or last:
-            record = evaluate_during_training(model, corpus, cfg, tasks, state, float(loss), density)
+            record = evaluate_during_training(model, corpus, cfg, tasks, state, loss, density)
             state.history.append(record)
             if on_eval:
                 on_eval(record)

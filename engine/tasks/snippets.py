@@ -17,6 +17,7 @@ NAMES = (
     "text", "node", "path", "size", "word", "args", "obj", "y", "row", "buf", "out", "seen", "parts",
     "config", "cache", "target", "queue", "chars",
 )
+SHORT_NAMES = tuple(name for name in NAMES if len(name) <= 4)
 FUNCTIONS = (
     "f", "g", "len", "str", "int", "get", "parse", "load", "check", "sorted", "process", "run",
     "read", "update",
@@ -61,8 +62,13 @@ def distinct(s: Sampler, pool: Sequence[str], n: int, exclude: Sequence[str] = (
     return chosen
 
 
-def distinct_identifiers(s: Sampler, n: int, exclude: Sequence[str] = ()) -> list[str]:
-    return distinct(s, NAMES, n, exclude)
+def distinct_identifiers(s: Sampler, n: int, exclude: Sequence[str] = (), short: bool = False) -> list[str]:
+    return distinct(s, SHORT_NAMES if short else NAMES, n, exclude)
+
+
+def short_identifier(s: Sampler) -> str:
+    """A name of at most four characters, where several names must fit on a short prefix."""
+    return s.choice(SHORT_NAMES)
 
 
 def function_name(s: Sampler) -> str:
@@ -91,9 +97,13 @@ def exception_name(s: Sampler) -> str:
     return s.choice(EXCEPTIONS)
 
 
+def digit(s: Sampler) -> str:
+    return str(s.integer(0, 9))
+
+
 def small_int(s: Sampler) -> str:
     """Mostly one digit, sometimes two: the numbers short snippets actually use."""
-    return str(s.integer(0, 9) if s.integer(0, 3) else s.integer(10, 99))
+    return str(s.integer(10, 99) if s.integer(0, 3) == 3 else s.integer(0, 9))
 
 
 def atom(s: Sampler) -> str:
@@ -135,18 +145,23 @@ def comparison(s: Sampler) -> str:
     return f"not {identifier(s)}"
 
 
-def string_body(s: Sampler) -> str:
-    """The inside of a string literal: 1-3 words, no quote, backslash or newline."""
-    return " ".join(s.choice(WORDS) for _ in range(s.integer(1, 3)))
+def string_body(s: Sampler, max_words: int = 3) -> str:
+    """The inside of a string literal: a few words, no quote, backslash or newline."""
+    return " ".join(s.choice(WORDS) for _ in range(s.integer(1, max_words)))
 
 
 def quote(s: Sampler) -> str:
     return s.choice(QUOTES)
 
 
-def string_literal(s: Sampler) -> str:
+def string_literal(s: Sampler, max_words: int = 3) -> str:
     q = quote(s)
-    return f"{q}{string_body(s)}{q}"
+    return f"{q}{string_body(s, max_words)}{q}"
+
+
+def short_string(s: Sampler) -> str:
+    """A one-word string literal."""
+    return string_literal(s, max_words=1)
 
 
 def key_literals(s: Sampler, n: int) -> list[str]:
@@ -160,6 +175,16 @@ def key_literals(s: Sampler, n: int) -> list[str]:
 def parameters(s: Sampler, n: int) -> str:
     """A short parameter list such as ``a, b``."""
     return ", ".join(distinct(s, PARAMS, n))
+
+
+def short_statement(s: Sampler) -> str:
+    """A brief block body such as ``pass`` or ``n += 1``."""
+    kind = s.integer(0, 2)
+    if kind == 0:
+        return "pass"
+    if kind == 1:
+        return f"{short_identifier(s)} += 1"
+    return f"{short_identifier(s)} = {digit(s)}"
 
 
 def simple_statement(s: Sampler) -> str:
