@@ -7,6 +7,7 @@ from typing import Sequence
 
 import torch
 
+from .errors import UsageError
 from .tasks.base import TaskExample
 from .tokenizer import encode, token_id
 
@@ -26,7 +27,8 @@ def encode_examples(examples: Sequence[TaskExample], n_ctx: int) -> TaskBatch:
     rows = [encode(ex.prefix) for ex in examples]
     too_long = [len(r) for r in rows if len(r) > n_ctx]
     if too_long:
-        raise ValueError(f"{len(too_long)} prefixes are longer than the model context ({max(too_long)} > {n_ctx})")
+        raise UsageError(f"{len(too_long)} task prefixes are longer than the model's context ({max(too_long)} > n_ctx={n_ctx})",
+                         hint="use a model with a longer context, or a task with shorter inputs")
     width = max(len(r) for r in rows)
     tokens = torch.zeros(len(rows), width, dtype=torch.long)
     for i, row in enumerate(rows):

@@ -57,6 +57,8 @@ def task_rows(tasks: list[Task], rows: int, width: int, seed: int, step: int) ->
 
 
 def corpus_rows(data: np.ndarray, rows: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    if rows == 0:
+        return np.zeros((0, width), dtype=np.int64)
     starts = rng.integers(0, data.size - width, size=rows)
     return np.stack([data[s : s + width] for s in starts]).astype(np.int64)
 
