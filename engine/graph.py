@@ -2,13 +2,13 @@
 
 Node kinds (attribute ``kind``): ``tokens``, ``positions`` (embedding rows), ``resid`` (one residual
 channel at a block boundary or after attention), ``q``/``k``/``v``/``z`` (per-head channels),
-``scores`` (one per head: where q and k meet), ``mlp`` (a neuron, named by ``mlp.hook_post``),
+``pattern`` (one per head: where q and k meet), ``mlp`` (a neuron, named by ``mlp.hook_post``),
 ``logits``.
 
 Edge kinds: ``weight`` edges carry ``param`` (parameter name), ``entry`` (index into it) and ``weight``
 (its value) — one per non-zero entry, so ``edges == non-zero weights``. Structural edges have no
 weight: ``residual`` (identity through the residual stream), ``attn_value`` (v channel -> the same z
-channel), ``attn_query`` / ``attn_key`` (q/k channel -> its head's scores), ``attn_pattern`` (scores ->
+channel), ``attn_query`` / ``attn_key`` (q/k channel -> its head's pattern), ``attn_pattern`` (pattern ->
 every z channel of the head). Norms only rescale a whole position, so they add no edges.
 """
 
@@ -42,7 +42,7 @@ def build_graph(model: Transformer) -> nx.DiGraph:
         a = f"blocks.{layer}.attn"
         for kind in ("q", "k", "v", "z"):
             add_nodes((NodeName(f"{a}.hook_{kind}", j, h) for h in range(H) for j in range(dh)), kind, layer)
-        add_nodes((NodeName(f"{a}.hook_attn_scores", None, h) for h in range(H)), "scores", layer)
+        add_nodes((NodeName(f"{a}.hook_pattern", None, h) for h in range(H)), "pattern", layer)
         add_nodes((NodeName(f"blocks.{layer}.hook_resid_mid", i) for i in range(D)), "resid", layer)
         add_nodes((NodeName(f"blocks.{layer}.mlp.hook_post", n) for n in range(cfg.d_mlp)), "mlp", layer)
     g.add_nodes_from(
@@ -78,13 +78,13 @@ def build_graph(model: Transformer) -> nx.DiGraph:
             g.add_edge(_resid(layer, L, i), str(NodeName(mid, i)), kind="residual")
             g.add_edge(str(NodeName(mid, i)), _resid(layer + 1, L, i), kind="residual")
         for h in range(H):
-            scores = str(NodeName(f"{a}.hook_attn_scores", None, h))
+            pattern = str(NodeName(f"{a}.hook_pattern", None, h))
             for j in range(dh):
                 z = str(NodeName(f"{a}.hook_z", j, h))
                 g.add_edge(str(NodeName(f"{a}.hook_v", j, h)), z, kind="attn_value")
-                g.add_edge(str(NodeName(f"{a}.hook_q", j, h)), scores, kind="attn_query")
-                g.add_edge(str(NodeName(f"{a}.hook_k", j, h)), scores, kind="attn_key")
-                g.add_edge(scores, z, kind="attn_pattern")
+                g.add_edge(str(NodeName(f"{a}.hook_q", j, h)), pattern, kind="attn_query")
+                g.add_edge(str(NodeName(f"{a}.hook_k", j, h)), pattern, kind="attn_key")
+                g.add_edge(pattern, z, kind="attn_pattern")
     add_weight_edges("unembed.W_U", lambda i, v: _resid(L, L, i), lambda i, v: str(NodeName("hook_logits", v)))
     return g
 

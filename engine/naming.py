@@ -1,7 +1,7 @@
 """One naming scheme for model internals: a TransformerLens hook name plus an index.
 
 Examples: ``blocks.0.mlp.hook_post[113]``, ``blocks.1.attn.hook_v[head=2, 7]``,
-``blocks.1.attn.hook_attn_scores[head=0]``, ``blocks.0.hook_resid_mid[41]``, ``hook_logits[34]``.
+``blocks.1.attn.hook_pattern[head=0]``, ``blocks.0.hook_resid_mid[41]``, ``hook_logits[34]``.
 Graph nodes, DSL references, reports and JSON all use these strings.
 
 Two input pseudo-hooks name the embedding rows: ``hook_tokens[c]`` (byte c) and ``hook_positions[p]``.

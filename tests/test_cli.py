@@ -1,0 +1,113 @@
+"""End-to-end through the command line: tasks, models, eval, train, and the exit-code contract."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from circuitspec.cli import main
+from circuitspec.engine.tasks import task_names
+from circuitspec.engine.zoo import DEFAULT_MODEL, shipped_names
+
+
+def run_cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "circuitspec", *args], capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_tasks_lists_every_task_as_json():
+    code, out, err = run_cli("tasks", "--json", "--examples", "1")
+    assert code == 0, err
+    data = json.loads(out)
+    assert list(data) == task_names()
+    assert len(data) >= 8
+    for required in ("closing_quote", "bracket_nesting", "var_type"):
+        assert data[required]["features"] and "answer" in data[required]["positions"]
+        assert len(data[required]["examples"]) == 1
+
+
+def test_tasks_table(capsys):
+    assert main(["tasks"]) == 0
+    assert "closing_quote" in capsys.readouterr().out
+
+
+def test_models_lists_the_shipped_models(capsys):
+    assert main(["models", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = [m["name"] for m in data]
+    assert DEFAULT_MODEL in names and "py-dense-small" in names
+    sparse = next(m for m in data if m["name"] == DEFAULT_MODEL)
+    assert sparse["nonzero"] < 0.2 * sparse["parameters"] and sparse["size_bytes"] < 5_000_000
+
+
+def test_eval_default_model_writes_json(tmp_path):
+    out = tmp_path / "eval.json"
+    code, stdout, err = run_cli("eval", "--json", str(out), "-n", "200", "--tasks", "closing_quote", "for_in")
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert set(data) == {"closing_quote", "for_in"}
+    for score in data.values():
+        assert {"accuracy", "logit_diff", "bce", "n"} <= set(score) and score["n"] == 200
+        assert score["accuracy"] >= 0.85
+    assert "closing_quote" in stdout
+
+
+def test_eval_json_to_stdout(capsys):
+    assert main(["eval", "py-dense-small", "--json", "-", "-n", "50", "--tasks", "for_in"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["for_in"]["n"] == 50
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["eval", "py-sparse-smal"], 3, "did you mean 'py-sparse-small'"),
+    (["eval", "/no/such/dir"], 3, "unknown model"),
+    (["eval", "--tasks", "closing_quotes", "-n", "5"], 2, "did you mean 'closing_quote'"),
+    (["eval", "-n", "0"], 2, "--examples must be at least 1"),
+    (["train", "--config", "nope.toml", "--out", "x"], 2, "no such config file"),
+    (["frobnicate"], 2, "invalid choice"),
+])
+def test_errors_are_messages_with_exit_codes_not_tracebacks(args, code, message):
+    rc, out, err = run_cli(*args)
+    assert rc == code, err
+    assert message in err
+    assert "Traceback" not in err + out
+
+
+def test_corrupt_checkpoint_is_exit_3(tmp_path):
+    import shutil
+    from circuitspec.engine.zoo import resolve_model_path
+    copy = tmp_path / "model"
+    shutil.copytree(resolve_model_path(None), copy)
+    (copy / "model.safetensors").write_bytes(b"\0" * 100)
+    rc, _, err = run_cli("eval", str(copy), "-n", "5")
+    assert rc == 3 and "hash does not match" in err and "Traceback" not in err
+
+
+def test_train_command_end_to_end(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        'name = "tiny"\n[model]\nn_layers = 1\nd_model = 16\nn_heads = 2\nd_head = 8\nd_mlp = 32\nn_ctx = 80\n'
+        "[sparsity]\ntarget_density = 0.5\n[train]\nsteps = 4\nbatch_size = 4\nseq_len = 32\neval_every = 2\n"
+        'eval_examples = 5\n[data]\ntasks = ["for_in"]\n[corpus]\nmax_files = 2\n')
+    out = tmp_path / "run"
+    rc, _, err = run_cli("train", "--config", str(config), "--out", str(out))
+    assert rc == 0, err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["steps"] == 4 and "train --config" in manifest["command"] and manifest["corpus"]["sha256"]
+    rc, _, err = run_cli("train", "--config", str(config), "--out", str(out))
+    assert rc == 2 and "--resume" in err
+    rc, _, err = run_cli("train", "--config", str(config), "--out", str(out), "--resume", "--steps", "6")
+    assert rc == 0, err
+    assert json.loads((out / "manifest.json").read_text())["steps"] == 6
+    rc, _, err = run_cli("eval", str(out), "-n", "5", "--tasks", "for_in")
+    assert rc == 0, err
+
+
+def test_python_dash_m_and_console_script_agree():
+    rc, out, _ = run_cli("--version")
+    assert rc == 0 and out.startswith("circuitspec ")
+
+
+def test_shipped_models_present():
+    assert {DEFAULT_MODEL, "py-dense-small"} <= set(shipped_names())
