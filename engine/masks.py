@@ -2,7 +2,8 @@
 
 A :class:`Mask` holds one boolean tensor per maskable hook point (True = in the circuit) and one per
 weight matrix. Node masks index the channel dimensions of a hook (``[head, d_head]`` for q/k/v/z,
-``[head]`` for an attention pattern, ``[channel]`` otherwise); edge masks have the weight's own shape.
+``[channel]`` otherwise); edge masks have the weight's own shape. Attention patterns are graph nodes
+but not maskable: a head's pattern is ablated through its q and k channels.
 Inputs (token and position rows) and outputs (logits) are never masked: a circuit always sees its
 input and is always read at the logits.
 
@@ -54,7 +55,6 @@ class MaskSpace:
             nodes[pre] = (D,)
             for kind in "qkvz":
                 nodes[f"{a}.hook_{kind}"] = (H, dh)
-            nodes[f"{a}.hook_pattern"] = (H,)
             nodes[mid] = (D,)
             nodes[f"{mlp}.hook_post"] = (M,)
             for kind in "QKV":
@@ -77,10 +77,8 @@ class MaskSpace:
         if name.hook not in self.node_shapes:
             raise KeyError(f"{name.hook} is not a maskable hook point")
         shape = self.node_shapes[name.hook]
-        if name.hook.endswith("hook_pattern"):
-            index: tuple[int, ...] = (name.head,) if name.index is None else ()
-        elif is_per_head(name.hook):
-            index = (name.head, name.index) if name.head is not None and name.index is not None else ()
+        if is_per_head(name.hook):
+            index: tuple[int, ...] = (name.head, name.index) if name.head is not None and name.index is not None else ()
         else:
             index = (name.index,) if name.index is not None and name.head is None else ()
         if len(index) != len(shape):
@@ -179,9 +177,7 @@ class Mask:
         """Kept nodes, in the space's hook order then index order."""
         for hook, t in self.nodes.items():
             for index in torch.nonzero(t).tolist():
-                if hook.endswith("hook_pattern"):
-                    yield NodeName(hook, None, index[0])
-                elif is_per_head(hook):
+                if is_per_head(hook):
                     yield NodeName(hook, index[1], index[0])
                 else:
                     yield NodeName(hook, index[0])

@@ -203,7 +203,7 @@ class Transformer(HookedModule):
         T = tokens.shape[1]
         if T > self.cfg.n_ctx:
             raise ValueError(f"sequence length {T} exceeds the model's context n_ctx={self.cfg.n_ctx}")
-        resid = self.hook_embed(self.embed.W_E[tokens]) + self.hook_pos_embed(self.pos_embed.W_pos[:T])
+        resid = self.hook_embed(self.embed.W_E[tokens]) + self.hook_pos_embed(self.pos_embed.W_pos[:T].expand(tokens.shape[0], -1, -1))
         for block in self.blocks:
             resid = block(resid)
         logits = self.ln_final(resid) @ self.unembed.W_U + self.unembed.b_U

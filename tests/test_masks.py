@@ -92,13 +92,13 @@ def test_induced_edges_only_touch_kept_nodes(a, b):
 
 def test_node_names_round_trip_through_from_nodes():
     names = [parse_node_name(n) for n in ("blocks.0.mlp.hook_post[5]", "blocks.1.attn.hook_v[head=1, 0]",
-                                           "blocks.0.attn.hook_pattern[head=0]", "blocks.1.hook_resid_mid[3]",
+                                           "blocks.0.attn.hook_q[head=0, 1]", "blocks.1.hook_resid_mid[3]",
                                            "blocks.1.hook_resid_post[2]", "blocks.0.hook_resid_post[1]")]
     mask = Mask.from_nodes(SPACE, names)
     assert mask.node_count() == 6
     kept = set(mask.node_names())
     assert NodeName("blocks.1.hook_resid_pre", 1) in kept  # resid_post of block 0 is resid_pre of block 1
-    assert NodeName("blocks.0.attn.hook_pattern", None, 0) in kept
+    assert NodeName("blocks.0.attn.hook_q", 1, 0) in kept
 
 
 @pytest.mark.parametrize("text, error", [
@@ -107,6 +107,7 @@ def test_node_names_round_trip_through_from_nodes():
     ("blocks.0.attn.hook_v[head=2, 0]", IndexError),
     ("blocks.3.mlp.hook_post[0]", KeyError),
     ("hook_logits[3]", KeyError),
+    ("blocks.0.attn.hook_pattern[head=0]", KeyError),
 ])
 def test_invalid_node_positions(text, error):
     with pytest.raises(error):

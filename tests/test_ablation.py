@@ -1,0 +1,164 @@
+"""Ablated forward passes: the batched fast path against a channel-by-channel brute force."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from circuitspec.engine.ablation import Ablation, Reference, matmul_sites, run_conditions
+from circuitspec.engine.masks import Mask, MaskSpace
+from circuitspec.engine.model import ModelConfig, Transformer
+from circuitspec.engine.sparsity import project_model_
+
+CFG = ModelConfig(n_layers=2, d_model=6, n_heads=2, d_head=3, d_mlp=8, n_ctx=10, d_vocab=12)
+SPACE = MaskSpace.for_config(CFG)
+
+
+def make_model():
+    torch.manual_seed(0)
+    model = Transformer(CFG)
+    for p in model.parameters():
+        torch.nn.init.normal_(p.data, std=0.5)
+    project_model_({n: p.data for n, p in model.weight_matrices().items()}, 0.6)
+    return model.eval()
+
+
+MODEL = make_model()
+GEN = torch.Generator().manual_seed(1)
+TOKENS = torch.randint(0, CFG.d_vocab, (3, 7), generator=GEN)
+LENGTHS = torch.tensor([7, 5, 6])
+REF_TOKENS = torch.randint(0, CFG.d_vocab, (4, 8), generator=GEN)
+REF_LENGTHS = torch.tensor([8, 3, 6, 8])
+
+
+def random_mask(seed, p_node, p_edge):
+    gen = torch.Generator().manual_seed(seed)
+    return Mask(SPACE, {h: torch.rand(s, generator=gen) < p_node for h, s in SPACE.node_shapes.items()},
+                {w: torch.rand(s, generator=gen) < p_edge for w, s in SPACE.edge_shapes.items()})
+
+
+def brute_force(model, tokens, mask, reference):
+    """One condition, one channel and one weight entry at a time (slow, obviously right)."""
+    saved = {}
+    params = model.weight_matrices()
+    hooks = {}
+
+    def add(hook, fn):
+        hooks.setdefault(hook, []).append(fn)
+
+    # corrections first (raw matmul output), then node masks, then saving inputs: same order as the semantics
+    sites = matmul_sites(model)
+    for param, (src, dst, _) in sites.items():
+        w = params[param].detach()
+        entries = [tuple(e) for e in torch.nonzero(~mask.edges[param]).tolist()]
+        if not entries:
+            continue
+
+        def correct(y, name, param=param, src=src, w=w, entries=entries):
+            y = y.clone()
+            x, r = saved[param], reference.value(src)
+            r = r.expand_as(x) if r.dim() == x.dim() - 1 or r.dim() == x.dim() else r
+            for e in entries:
+                s_idx, d_idx = split_entry(param, e)
+                y[(..., *d_idx)] -= (x[(..., *s_idx)] - r[(..., *s_idx)]) * w[e]
+            return y
+
+        add(dst, correct)
+    for hook in SPACE.node_shapes:
+        off = [tuple(i) for i in torch.nonzero(~mask.nodes[hook]).tolist()]
+        if off:
+            def replace(x, name, off=off, hook=hook):
+                x = x.clone()
+                r = reference.value(hook).expand_as(x)
+                for idx in off:
+                    x[(..., *idx)] = r[(..., *idx)]
+                return x
+            add(hook, replace)
+    for param, (src, dst, _) in sites.items():
+        if (~mask.edges[param]).any():
+            if src == "<tokens>":
+                saved[param] = F.one_hot(tokens, CFG.d_vocab).float()
+            elif src == "<positions>":
+                saved[param] = F.one_hot(torch.arange(tokens.shape[1]), CFG.n_ctx).float().expand(tokens.shape[0], -1, -1)
+            else:
+                add(src, lambda x, name, param=param: saved.__setitem__(param, x))
+    with model.hooks(hooks):
+        return model(tokens)
+
+
+def split_entry(param, e):
+    """Weight entry -> (index into the input activation's channels, index into the output's channels)."""
+    kind = param.rsplit(".", 1)[-1]
+    if kind in ("W_Q", "W_K", "W_V"):
+        h, i, j = e
+        return (i,), (h, j)
+    if kind == "W_O":
+        h, j, i = e
+        return (h, j), (i,)
+    return (e[0],), (e[1],)
+
+
+ABLATIONS = [Ablation("zero"), Ablation("mean"), Ablation("mean", per_position=True), Ablation("resample")]
+
+
+def reference_for(ablation):
+    return Reference.compute(MODEL, ablation, TOKENS, LENGTHS, REF_TOKENS, REF_LENGTHS)
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=str)
+def test_full_mask_reproduces_the_model_exactly(ablation):
+    logits = run_conditions(MODEL, TOKENS, [Mask.full(SPACE)], reference_for(ablation))
+    assert torch.equal(logits[0], MODEL(TOKENS))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), p_node=st.sampled_from([0.0, 0.3, 0.8, 1.0]), p_edge=st.sampled_from([0.5, 0.9, 1.0]),
+       ablation=st.sampled_from(ABLATIONS))
+def test_fast_path_equals_brute_force(seed, p_node, p_edge, ablation):
+    mask = random_mask(seed, p_node, p_edge)
+    reference = reference_for(ablation)
+    fast = run_conditions(MODEL, TOKENS, [mask], reference)[0]
+    slow = brute_force(MODEL, TOKENS, mask, reference)
+    assert torch.allclose(fast, slow, atol=1e-4, rtol=1e-4)
+
+
+def test_batched_conditions_equal_one_at_a_time():
+    masks = [random_mask(s, 0.6, 0.8) for s in range(5)] + [Mask.full(SPACE)]
+    reference = reference_for(Ablation("mean"))
+    together = run_conditions(MODEL, TOKENS, masks, reference)
+    chunked = run_conditions(MODEL, TOKENS, masks, reference, max_tokens=2 * TOKENS.numel())
+    for i, m in enumerate(masks):
+        alone = run_conditions(MODEL, TOKENS, [m], reference)[0]
+        assert torch.allclose(together[i], alone, atol=1e-5)
+        assert torch.allclose(chunked[i], alone, atol=1e-5)
+
+
+def test_zero_ablating_everything_leaves_only_the_unembedding_bias():
+    none = Mask.empty(SPACE)
+    none = Mask(SPACE, none.nodes, Mask.full(SPACE).edges)
+    logits = run_conditions(MODEL, TOKENS, [none], reference_for(Ablation("zero")))[0]
+    assert torch.allclose(logits, MODEL.unembed.b_U.expand_as(logits))
+
+
+def test_answer_positions_are_gathered():
+    answer = LENGTHS - 1
+    logits = run_conditions(MODEL, TOKENS, [Mask.full(SPACE)], reference_for(Ablation("mean")), answer_pos=answer)
+    full = MODEL(TOKENS)
+    assert torch.equal(logits[0], full[torch.arange(3), answer])
+
+
+def test_mean_reference_ignores_padding():
+    tokens = REF_TOKENS.clone()
+    tokens[1, 3:] = 0  # row 1 is only 3 long: what lies beyond must not change the mean
+    a = Reference.compute(MODEL, Ablation("mean"), TOKENS, LENGTHS, REF_TOKENS, REF_LENGTHS)
+    b = Reference.compute(MODEL, Ablation("mean"), TOKENS, LENGTHS, tokens, REF_LENGTHS)
+    assert torch.allclose(a.value("blocks.0.mlp.hook_post"), b.value("blocks.0.mlp.hook_post"))
+
+
+def test_resample_aligns_answer_positions():
+    ref = Reference.compute(MODEL, Ablation("resample"), TOKENS, LENGTHS, REF_TOKENS, REF_LENGTHS)
+    _, cache = MODEL.run_with_cache(REF_TOKENS, ["blocks.1.mlp.hook_post"])
+    value = ref.value("blocks.1.mlp.hook_post")
+    for b in range(3):
+        assert torch.equal(value[b, LENGTHS[b] - 1], cache["blocks.1.mlp.hook_post"][b, REF_LENGTHS[b] - 1])
