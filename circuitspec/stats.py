@@ -1,0 +1,147 @@
+"""Statistics behind verdicts: faithfulness with bootstrap intervals, binomial tests, Holm correction.
+
+Everything works on per-example metric arrays, paired across conditions (example i is the same input in
+the full model, the circuit and the all-ablated run), so intervals reflect the spread across inputs,
+not only a mean.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+    confidence: float
+
+
+def faithfulness(m_circuit: np.ndarray, m_full: np.ndarray, m_ablated: np.ndarray) -> float:
+    """F(C) = mean(m_C - m_0) / mean(m_M - m_0): 1 = the circuit recovers the model, 0 = no better than nothing."""
+    denominator = float(np.mean(m_full - m_ablated))
+    if denominator == 0.0:
+        return float("nan")
+    return float(np.mean(m_circuit - m_ablated)) / denominator
+
+
+def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
+    """[resamples, n] example indices drawn with replacement; one draw shared by every statistic of a run."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def faithfulness_interval(m_circuit: np.ndarray, m_full: np.ndarray, m_ablated: np.ndarray, confidence: float = 0.95,
+                          resamples: int = 2000, seed: int = 0) -> Interval:
+    """Paired percentile bootstrap interval of F (resampling examples)."""
+    idx = bootstrap_indices(len(m_full), resamples, seed)
+    num = (m_circuit - m_ablated)[idx].mean(1)
+    den = (m_full - m_ablated)[idx].mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot = np.where(den != 0, num / den, np.nan)
+    boot = boot[np.isfinite(boot)]
+    estimate = faithfulness(m_circuit, m_full, m_ablated)
+    if boot.size == 0:
+        return Interval(estimate, float("nan"), float("nan"), confidence)
+    tail = (1 - confidence) / 2
+    return Interval(estimate, float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail)), confidence)
+
+
+def mean_interval(values: np.ndarray, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> Interval:
+    idx = bootstrap_indices(len(values), resamples, seed)
+    boot = values[idx].mean(1)
+    tail = (1 - confidence) / 2
+    return Interval(float(values.mean()), float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail)), confidence)
+
+
+def verdict_at_least(interval: Interval, threshold: float) -> Verdict:
+    """Claim "statistic >= threshold": pass if the whole interval clears it, fail if it lies wholly below."""
+    if math.isnan(interval.low) or math.isnan(interval.high):
+        return "inconclusive"
+    if interval.low >= threshold:
+        return "pass"
+    if interval.high < threshold:
+        return "fail"
+    return "inconclusive"
+
+
+def verdict_at_most(interval: Interval, threshold: float) -> Verdict:
+    """Claim "statistic <= threshold"."""
+    if math.isnan(interval.low) or math.isnan(interval.high):
+        return "inconclusive"
+    if interval.high <= threshold:
+        return "pass"
+    if interval.low > threshold:
+        return "fail"
+    return "inconclusive"
+
+
+def binomial_cdf(k: int, trials: int, p: float) -> float:
+    """Exact P(X <= k) for X ~ Binomial(trials, p)."""
+    return float(sum(math.comb(trials, i) * p**i * (1 - p) ** (trials - i) for i in range(0, min(k, trials) + 1)))
+
+
+def binomial_tail(successes: int, trials: int, p: float = 0.5) -> float:
+    """Exact one-sided P(X >= successes) for X ~ Binomial(trials, p)."""
+    return 1.0 if successes <= 0 else 1.0 - binomial_cdf(successes - 1, trials, p)
+
+
+@dataclass(frozen=True)
+class BaselineComparison:
+    """How a circuit's statistic ranks among random same-size circuits.
+
+    The hypothesis tested is "the circuit beats at least ``quantile`` of random same-size circuits".
+    Given the circuit's statistic, each random circuit independently beats it with some probability
+    q; under the null q >= 1 - quantile, so the number of random circuits that beat it is at least
+    Binomial(trials, 1 - quantile) and the exact binomial lower tail is a valid p-value. (Testing
+    "wins ~ Binomial(n, 1/2)" would not be: wins against shared baselines are not independent.)
+    """
+
+    losses: int  # random circuits at least as good as the circuit
+    trials: int
+    quantile: float
+    p_value: float
+    baseline_median: float
+    rank_p_value: float  # (1 + losses) / (1 + trials): exact under "the circuit is just another random one"
+
+
+def compare_to_baselines(statistic: float, baselines: Sequence[float], higher_is_better: bool = True,
+                         quantile: float = 0.95) -> BaselineComparison:
+    values = np.asarray([b for b in baselines if np.isfinite(b)], dtype=float)
+    if values.size == 0 or not np.isfinite(statistic):
+        return BaselineComparison(0, int(values.size), quantile, 1.0, float("nan"), 1.0)
+    losses = int(np.sum(values >= statistic)) if higher_is_better else int(np.sum(values <= statistic))
+    n = int(values.size)
+    return BaselineComparison(losses, n, quantile, binomial_cdf(losses, n, 1 - quantile), float(np.median(values)),
+                              (1 + losses) / (1 + n))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given); controls family-wise error at alpha."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def bootstrap_p_at_least(values_boot: np.ndarray, threshold: float) -> float:
+    """One-sided bootstrap p-value for "statistic >= threshold": the share of resamples below it."""
+    finite = values_boot[np.isfinite(values_boot)]
+    if finite.size == 0:
+        return 1.0
+    return float((np.sum(finite < threshold) + 1) / (finite.size + 1))
+
+
+def quantiles(values: np.ndarray, qs: Sequence[float] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)) -> dict[str, float]:
+    """Per-example spread for reports (averages hide cancellation)."""
+    return {f"q{int(q * 100):02d}": float(np.quantile(values, q)) for q in qs}

@@ -1,0 +1,117 @@
+"""Statistics: exact values on small cases, and Monte Carlo calibration where the truth is known."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from circuitspec.stats import (Interval, binomial_cdf, binomial_tail, compare_to_baselines, faithfulness, faithfulness_interval, holm,
+                               verdict_at_least, verdict_at_most)
+
+
+def test_faithfulness_definition():
+    full, none = np.array([4.0, 2.0]), np.array([1.0, 1.0])
+    assert faithfulness(full, full, none) == 1.0
+    assert faithfulness(none, full, none) == 0.0
+    assert faithfulness(np.array([2.5, 1.5]), full, none) == pytest.approx(0.5)
+    assert math.isnan(faithfulness(full, none, none))
+
+
+def test_binomial_tail_exact():
+    assert binomial_tail(0, 5) == 1.0
+    assert binomial_tail(5, 5) == pytest.approx(1 / 32)
+    assert binomial_tail(4, 5) == pytest.approx(6 / 32)
+    assert binomial_cdf(1, 5, 0.5) == pytest.approx(6 / 32)
+    assert binomial_cdf(5, 5, 0.3) == pytest.approx(1.0)
+
+
+def test_holm_matches_hand_computation():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=20))
+def test_holm_is_conservative_and_order_preserving(ps):
+    adjusted = holm(ps)
+    assert all(a >= p - 1e-12 and a <= 1.0 for a, p in zip(adjusted, ps))
+    for i in range(len(ps)):
+        for j in range(len(ps)):
+            if ps[i] < ps[j]:
+                assert adjusted[i] <= adjusted[j] + 1e-12
+
+
+def test_verdicts_from_intervals():
+    assert verdict_at_least(Interval(0.95, 0.92, 0.97, 0.95), 0.9) == "pass"
+    assert verdict_at_least(Interval(0.8, 0.75, 0.85, 0.95), 0.9) == "fail"
+    assert verdict_at_least(Interval(0.9, 0.85, 0.95, 0.95), 0.9) == "inconclusive"
+    assert verdict_at_most(Interval(0.1, 0.05, 0.15, 0.95), 0.2) == "pass"
+    assert verdict_at_most(Interval(0.3, 0.25, 0.35, 0.95), 0.2) == "fail"
+    assert verdict_at_least(Interval(float("nan"), float("nan"), float("nan"), 0.95), 0.9) == "inconclusive"
+
+
+def synthetic(rng, n, true_f, noise=1.0):
+    full = rng.normal(2.0, 1.0, n)
+    none = rng.normal(0.0, 1.0, n)
+    circuit = none + true_f * (full - none) + rng.normal(0.0, noise, n)
+    return circuit, full, none
+
+
+def test_sufficiency_false_pass_rate_is_at_most_alpha():
+    """At a true faithfulness exactly on the threshold, "F >= threshold" passes at most alpha = 2.5% of the time
+    (one side of a 95% interval), within Monte Carlo error."""
+    rng = np.random.default_rng(0)
+    trials, threshold = 300, 0.9
+    passes = 0
+    for t in range(trials):
+        circuit, full, none = synthetic(rng, 200, threshold)
+        interval = faithfulness_interval(circuit, full, none, confidence=0.95, resamples=400, seed=t)
+        passes += verdict_at_least(interval, threshold) == "pass"
+    alpha = 0.025
+    assert passes / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
+
+
+def test_necessity_false_pass_rate_is_at_most_alpha():
+    rng = np.random.default_rng(1)
+    trials, threshold = 300, 0.2
+    passes = 0
+    for t in range(trials):
+        circuit, full, none = synthetic(rng, 200, threshold)
+        interval = faithfulness_interval(circuit, full, none, confidence=0.95, resamples=400, seed=t)
+        passes += verdict_at_most(interval, threshold) == "pass"
+    alpha = 0.025
+    assert passes / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
+
+
+def test_true_claims_pass_with_enough_data():
+    rng = np.random.default_rng(2)
+    circuit, full, none = synthetic(rng, 500, 0.97, noise=0.2)
+    assert verdict_at_least(faithfulness_interval(circuit, full, none), 0.9) == "pass"
+
+
+def test_baseline_test_is_calibrated_at_the_null_boundary():
+    """A circuit sitting exactly at the 95th percentile of random circuits passes "beats 95%" at p <= 0.05
+    at most 5% of the time."""
+    rng = np.random.default_rng(3)
+    trials, rejections = 2000, 0
+    boundary = 1.6448536269514722  # 95th percentile of N(0, 1)
+    for _ in range(trials):
+        rejections += compare_to_baselines(boundary, rng.normal(size=100)).p_value <= 0.05
+    assert rejections / trials <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / trials)
+
+
+def test_rank_p_value_is_calibrated_for_a_random_circuit():
+    rng = np.random.default_rng(4)
+    trials, rejections = 2000, 0
+    for _ in range(trials):
+        draws = rng.normal(size=51)
+        rejections += compare_to_baselines(draws[0], draws[1:]).rank_p_value <= 0.05
+    assert rejections / trials <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / trials)
+
+
+def test_baseline_test_detects_a_real_circuit():
+    comparison = compare_to_baselines(0.95, np.linspace(0.0, 0.5, 100))
+    assert comparison.losses == 0 and comparison.p_value == pytest.approx(0.95**100)
+    assert compare_to_baselines(0.1, [0.2, 0.3], higher_is_better=False).losses == 0
+    assert compare_to_baselines(0.25, [0.2, 0.3]).losses == 1
