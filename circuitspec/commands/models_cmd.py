@@ -25,11 +25,11 @@ def run(args: argparse.Namespace) -> int:
                           for i in infos], indent=2))
         return 0
     table = Table(title="shipped models")
-    for col in ("name", "shape", "parameters", "non-zero", "on disk", "description"):
-        table.add_column(col, overflow="fold")
+    for col in ("name", "shape", "parameters", "non-zero", "on disk"):
+        table.add_column(col, no_wrap=col == "name")
     for i in infos:
-        name = i.name + (" [dim](default)[/]" if i.name == DEFAULT_MODEL else "")
-        table.add_row(name, i.shape, f"{i.parameters:,}", f"{i.nonzero:,} ({i.nonzero / i.parameters:.1%})",
-                      f"{i.size_bytes / 1e6:.2f} MB", i.description)
+        name = i.name + (" (default)" if i.name == DEFAULT_MODEL else "")
+        table.add_row(f"{name}\n[dim]{i.description}[/]", i.shape, f"{i.parameters:,}",
+                      f"{i.nonzero:,} ({i.nonzero / i.parameters:.1%})", f"{i.size_bytes / 1e6:.2f} MB")
     Console().print(table)
     return 0

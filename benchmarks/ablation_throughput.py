@@ -1,0 +1,83 @@
+"""Cost of K ablation conditions in batched masked passes vs K plain forward passes of the same batch.
+
+Workload (defaults): the default shipped model, 200 `closing_quote` examples, K = 30 single-node knockouts
+of a 30-node random circuit + 100 random same-size baseline circuits (a minimality check's shape), mean
+ablation, logits read at the answer position. Both arms run interleaved in rounds; the script prints
+conditions/s for each and the ratio (target: masked / plain cost <= 1.25).
+
+    python benchmarks/ablation_throughput.py [--model NAME] [--examples N] [--baselines N] [--device cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from circuitspec.engine.ablation import Ablation, Reference, run_conditions
+from circuitspec.engine.batch import encode_examples
+from circuitspec.engine.masks import Mask, MaskSpace
+from circuitspec.engine.tasks import get_task
+from circuitspec.engine.zoo import load_model
+
+
+def random_circuit(space: MaskSpace, size: int, gen: torch.Generator) -> Mask:
+    names = list(Mask.full(space).node_names())
+    chosen = torch.randperm(len(names), generator=gen)[:size].tolist()
+    return Mask.from_nodes(space, [names[i] for i in chosen])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--nodes", type=int, default=30)
+    parser.add_argument("--baselines", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    model = load_model(args.model, args.device)
+    batch = encode_examples(get_task("closing_quote").sample(args.examples, "bench"), model.cfg.n_ctx).to(args.device)
+    lengths = batch.answer_pos + 1
+    space = MaskSpace.for_config(model.cfg)
+    gen = torch.Generator().manual_seed(0)
+    circuit = random_circuit(space, args.nodes, gen)
+    masks = [circuit.without_node(n) for n in circuit.node_names()]
+    masks += [random_circuit(space, args.nodes, gen) for _ in range(args.baselines)]
+    K = len(masks)
+    reference = Reference.compute(model, Ablation("mean"), batch.tokens, lengths, batch.tokens, lengths)
+
+    def plain() -> float:
+        start = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(K):
+                model(batch.tokens)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    def masked() -> float:
+        start = time.perf_counter()
+        run_conditions(model, batch.tokens, masks, reference, answer_pos=batch.answer_pos)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    masked(), plain()  # warm-up
+    plain_times, masked_times = [], []
+    for _ in range(args.rounds):
+        plain_times.append(plain())
+        masked_times.append(masked())
+    p, m = statistics.median(plain_times), statistics.median(masked_times)
+    print(f"workload: {K} conditions ({args.nodes} knockouts + {args.baselines} random {args.nodes}-node circuits), "
+          f"{args.examples} examples x {batch.tokens.shape[1]} positions, device={args.device}, "
+          f"torch threads={torch.get_num_threads()}")
+    print(f"plain forward:  {K / p:8.1f} conditions/s ({p:.2f} s for {K} passes)")
+    print(f"masked batched: {K / m:8.1f} conditions/s ({m:.2f} s)")
+    print(f"masked / plain cost ratio: {m / p:.3f} (target <= 1.25)")
+
+
+if __name__ == "__main__":
+    main()
