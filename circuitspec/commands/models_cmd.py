@@ -29,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col, no_wrap=col == "name")
     for i in infos:
         name = i.name + (" (default)" if i.name == DEFAULT_MODEL else "")
-        table.add_row(f"{name}\n[dim]{i.description}[/]", i.shape, f"{i.parameters:,}",
-                      f"{i.nonzero:,} ({i.nonzero / i.parameters:.1%})", f"{i.size_bytes / 1e6:.2f} MB")
-    Console().print(table)
+        table.add_row(name, i.shape, f"{i.parameters:,}", f"{i.nonzero:,} ({i.nonzero / i.parameters:.1%})",
+                      f"{i.size_bytes / 1e6:.2f} MB")
+    console = Console()
+    console.print(table)
+    for i in infos:
+        console.print(f"[bold]{i.name}[/]: {i.description}", highlight=False)
     return 0
