@@ -1,0 +1,433 @@
+"""Resolution: bind a parsed spec's names to a real model and task, and compile its circuit to masks.
+
+Checks everything that needs the model but no forward pass: hook names, head and channel indices
+against the model's shape, token literals, edges against the actual non-zero weights, the task and the
+features and positions claims refer to. Every problem is a Diagnostic at the span that caused it.
+
+An edge ``a -> b`` exists when a path of non-zero weights leads from a channel of ``a`` to a channel of
+``b`` through nothing but residual-stream channels (a write, the identity through later blocks, a read)
+or through one attention head (q/k -> pattern -> z, v -> z). The residual channels on such paths join
+the circuit, so ``edge opener -> reader`` keeps the information flowing that it claims flows.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import deque
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+import networkx as nx
+import torch
+
+from ..engine.ablation import Ablation as EngineAblation
+from ..engine.errors import CircuitspecError
+from ..engine.graph import build_graph
+from ..engine.masks import Mask, MaskSpace
+from ..engine.model import ModelConfig, Transformer
+from ..engine.naming import NodeName, canonical, is_per_head, parse_node_name
+from ..engine.tasks import Task, UnknownTaskError, get_task
+from ..engine.tokenizer import token_id
+from ..engine.zoo import load_model, resolve_model_path
+from . import ast
+from .diagnostics import Diagnostic, error
+
+#: Codes this stage adds to the language layer's catalogue.
+RESOLVE_CODES: dict[str, str] = {
+    "E501": "model not found or unreadable",
+    "E502": "unknown task",
+    "E503": "unknown hook point",
+    "E504": "index out of range",
+    "E505": "head selector missing or not allowed",
+    "E506": "edge that the model's weights do not have",
+    "E507": "unknown task feature",
+    "E508": "unknown task position",
+    "E509": "invalid token literal",
+    "E510": "not a circuit node",
+}
+
+OUTPUT = "logits"  # built-in name for the model's output in edges: `edge reader -> logits`
+_INPUT_HOOKS = ("hook_tokens", "hook_positions")
+
+
+@dataclass
+class ModelContext:
+    """A loaded model and what resolution derives from it (graph, mask space, hook names)."""
+
+    ref: str
+    path: Path
+    model: Transformer
+    space: MaskSpace
+    graph: nx.DiGraph = field(repr=False)
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.model.cfg
+
+    def hook_names(self) -> list[str]:
+        """Hooks a node reference may name (aliases included), inputs and outputs last."""
+        L = self.cfg.n_layers
+        names = list(self.space.node_shapes)
+        names += [f"blocks.{i}.hook_resid_post" for i in range(L - 1)]
+        names += [f"blocks.{i}.attn.hook_pattern" for i in range(L)]
+        return names + ["hook_logits", *_INPUT_HOOKS]
+
+
+@lru_cache(maxsize=8)
+def _load_context(path: str) -> ModelContext:
+    model = load_model(path)
+    return ModelContext(path, Path(path), model, MaskSpace.for_config(model.cfg), build_graph(model))
+
+
+def load_context(ref: str, base: Path | None = None) -> ModelContext:
+    """A shipped model name, or a checkpoint path (relative paths are relative to the spec's folder)."""
+    candidate = Path(ref)
+    if base is not None and not candidate.is_absolute() and (base / candidate).is_dir():
+        ref = str(base / candidate)
+    return _load_context(str(resolve_model_path(ref)))
+
+
+# ---- resolved data -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedEdge:
+    source: str  # spec-level text of each end, for reports
+    target: str
+    weights: tuple[tuple[str, tuple[int, ...]], ...]  # (parameter, entry) on the connecting paths
+    through: tuple[NodeName, ...]  # residual channels the paths use (they join the circuit)
+    span: ast.Span
+
+
+@dataclass(frozen=True)
+class ResolvedClaim:
+    claim: ast.Claim
+    kind: str
+    ablation: EngineAblation | None
+    metric: str
+    confidence: float
+    samples: int | None
+    inherited: tuple[str, ...]
+    subject: tuple[NodeName, ...] = ()  # role claims: the node(s) whose activation is compared
+    logits: tuple[int, ...] = ()  # behaviour claims: token ids (left, right)
+    position: str = ast.DEFAULT_POSITION
+
+
+@dataclass(frozen=True)
+class ResolvedSpec:
+    spec: ast.Spec
+    file: str
+    context: ModelContext
+    task: Task
+    definitions: dict[str, tuple[NodeName, ...]]
+    nodes: tuple[NodeName, ...]  # the circuit: every channel it keeps
+    edges: tuple[ResolvedEdge, ...]
+    claims: tuple[ResolvedClaim, ...]
+    mask: Mask  # nodes (+ residual channels on declared edges); edges: the non-zero weights between kept nodes
+
+
+# ---- references ----------------------------------------------------------------------------------
+
+
+class _Problem(Exception):
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        self.diagnostic = diagnostic
+
+
+def _did_you_mean(word: str, options: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def _selector_values(sel, size: int, what: str, span_of) -> list[int]:
+    if isinstance(sel, ast.All):
+        return list(range(size))
+    if isinstance(sel, ast.Index):
+        if not 0 <= sel.value < size:
+            raise _Problem(error(span_of(sel), "E504", f"{what} {sel.value} is out of range", f"valid {what}s: 0..{size - 1}"))
+        return [sel.value]
+    if isinstance(sel, ast.Range):
+        if not (0 <= sel.start < sel.stop <= size):
+            raise _Problem(error(span_of(sel), "E504", f"{what} range {sel.start}:{sel.stop} is out of range or empty",
+                                 f"valid {what}s: 0..{size - 1}; a range a:b means a, a+1, ..., b-1"))
+        return list(range(sel.start, sel.stop))
+    raise _Problem(error(span_of(sel), "E509", f"a token literal cannot index {what}s",
+                         "token literals index hook_logits and hook_tokens"))
+
+
+def expand_ref(ref: ast.Ref, ctx: ModelContext) -> list[NodeName]:
+    """All channels a reference names, as graph node names (aliases made canonical)."""
+    span_of = lambda n: n.span if n.span is not ast.NOWHERE else ref.span  # noqa: E731
+    cfg, hook = ctx.cfg, ref.hook
+    known = ctx.hook_names()
+    if hook == "logits":
+        hook = "hook_logits"
+    if hook not in known:
+        raise _Problem(error(ref.span, "E503", f"the model has no hook point {hook!r}",
+                             _did_you_mean(hook, known) or f"hook points look like {known[0]!r} or 'blocks.0.mlp.hook_post'"))
+    per_head = is_per_head(hook)
+    if per_head and ref.head is None:
+        raise _Problem(error(ref.span, "E505", f"{hook} is per head: say which head",
+                             f"e.g. {hook}[head=0, 3]; heads are 0..{cfg.n_heads - 1}"))
+    if not per_head and ref.head is not None:
+        raise _Problem(error(span_of(ref.head), "E505", f"{hook} has no heads", f"write {hook}[i]"))
+    heads = _selector_values(ref.head, cfg.n_heads, "head", span_of) if per_head else [None]
+    if hook.endswith("hook_pattern"):
+        if ref.channels:
+            raise _Problem(error(ref.span, "E504", "an attention pattern is one node per head", f"write {hook}[head=h]"))
+        return [NodeName(hook, None, h) for h in heads]
+    if not ref.channels:
+        raise _Problem(error(ref.span, "E504", f"{hook} needs a channel index", f"e.g. {hook}[0]"))
+    if hook in ("hook_logits", "hook_tokens"):
+        size, what = cfg.d_vocab, "token"
+    elif hook == "hook_positions":
+        size, what = cfg.n_ctx, "position"
+    elif per_head:
+        size, what = cfg.d_head, "channel"
+    else:
+        size, what = ctx.space.node_shapes[canonical(NodeName(hook, 0), cfg.n_layers).hook][0], "channel"
+    channels: list[int] = []
+    for sel in ref.channels:
+        if isinstance(sel, ast.TokenLiteral) and hook in ("hook_logits", "hook_tokens"):
+            channels.append(_token(sel, span_of(sel)))
+        else:
+            channels.extend(_selector_values(sel, size, what, span_of))
+    return [canonical(NodeName(hook, c, h), cfg.n_layers) for h in heads for c in channels]
+
+
+def _token(literal: ast.TokenLiteral, span) -> int:
+    try:
+        return token_id(literal.text)
+    except ValueError:
+        raise _Problem(error(span, "E509", f"{literal.text!r} is not a single-byte token",
+                             "the model's vocabulary is bytes: one ASCII character, or an escape like '\\n'")) from None
+
+
+def _is_circuit_node(name: NodeName, ctx: ModelContext) -> bool:
+    try:
+        ctx.space.node_position(name)
+        return True
+    except (KeyError, IndexError):
+        return False
+
+
+# ---- edges ---------------------------------------------------------------------------------------
+
+_PASS_THROUGH = {"resid", "pattern"}
+
+
+def connecting_paths(ctx: ModelContext, sources: set[str], targets: set[str]) -> tuple[set[tuple[str, tuple]], set[str]]:
+    """Weight entries and residual channels on paths from ``sources`` to ``targets`` that pass only
+    through residual channels or one head's pattern. Empty when no such path exists."""
+    g = ctx.graph
+    parents: dict[str, set[str]] = {}
+    frontier = deque(sources)
+    seen = set(sources)
+    reached = set()
+    while frontier:
+        u = frontier.popleft()
+        for _, v in g.out_edges(u):
+            if v in targets:
+                parents.setdefault(v, set()).add(u)
+                reached.add(v)
+                continue
+            if g.nodes[v]["kind"] in _PASS_THROUGH:
+                parents.setdefault(v, set()).add(u)
+                if v not in seen:
+                    seen.add(v)
+                    frontier.append(v)
+    weights: set[tuple[str, tuple]] = set()
+    through: set[str] = set()
+    stack = list(reached)
+    visited = set(stack)
+    while stack:  # walk back from the targets along recorded parents: only nodes on complete paths
+        v = stack.pop()
+        for u in parents.get(v, ()):
+            data = g.edges[u, v]
+            if data["kind"] == "weight":
+                weights.add((data["param"], data["entry"]))
+            if u not in sources:
+                if g.nodes[u]["kind"] == "resid":
+                    through.add(u)
+                if u not in visited:
+                    visited.add(u)
+                    stack.append(u)
+    return weights, through
+
+
+# ---- the resolver --------------------------------------------------------------------------------
+
+
+class Resolver:
+    def __init__(self, spec: ast.Spec, file: str, ctx: ModelContext, task: Task) -> None:
+        self.spec, self.file, self.ctx, self.task = spec, file, ctx, task
+        self.diagnostics: list[Diagnostic] = []
+        self.definitions: dict[str, tuple[NodeName, ...]] = {}
+
+    def report(self, problem: _Problem) -> None:
+        self.diagnostics.append(problem.diagnostic)
+
+    def member_nodes(self, member: ast.Member) -> list[NodeName]:
+        if isinstance(member, ast.NameRef):
+            if member.name in self.definitions:
+                return list(self.definitions[member.name])
+            if member.name == OUTPUT:
+                return [NodeName("hook_logits", v) for v in range(self.ctx.cfg.d_vocab)]
+            raise _Problem(error(member.span, "E102", f"unknown name {member.name!r}",
+                                 _did_you_mean(member.name, [*self.definitions, OUTPUT])))
+        return expand_ref(member, self.ctx)
+
+    def define(self, stmt: ast.NodeDef | ast.GroupDef) -> None:
+        members = (stmt.ref,) if isinstance(stmt, ast.NodeDef) else stmt.members
+        nodes: list[NodeName] = []
+        try:
+            for member in members:
+                for name in self.member_nodes(member):
+                    if not _is_circuit_node(name, self.ctx):
+                        raise _Problem(error(member.span, "E510", f"{name} is not a circuit node",
+                                             "circuit nodes are residual, q/k/v/z and MLP channels; logits, tokens and "
+                                             "attention patterns can only appear in edges and claims"))
+                    nodes.append(name)
+        except _Problem as p:
+            self.report(p)
+        self.definitions[stmt.name] = tuple(dict.fromkeys(nodes))
+
+    def edge(self, stmt: ast.EdgePath) -> list[ResolvedEdge]:
+        out = []
+        for a, b in stmt.pairs():
+            try:
+                src, dst = self.member_nodes(a), self.member_nodes(b)
+            except _Problem as p:
+                self.report(p)
+                continue
+            weights, through = connecting_paths(self.ctx, {str(n) for n in src}, {str(n) for n in dst})
+            span = ast.Span(a.span.file, a.span.line, a.span.col, b.span.end_line, b.span.end_col)
+            if not weights and not through and not self._structural(src, dst):
+                self.diagnostics.append(error(span, "E506", f"no non-zero weights connect {a} to {b}",
+                                              "in this model nothing written by the first can be read by the second; "
+                                              "check the layer order and the channel indices"))
+                continue
+            through_names = tuple(sorted((parse_node_name(n) for n in through), key=str))
+            out.append(ResolvedEdge(str(a), str(b), tuple(sorted(weights)), through_names, span))
+        return out
+
+    def _structural(self, src: list[NodeName], dst: list[NodeName]) -> bool:
+        return any(self.ctx.graph.has_edge(str(u), str(v)) for u in src for v in dst)
+
+    def pattern_nodes(self, stmt: ast.IncludeNodes) -> list[NodeName]:
+        regex = stmt.regex()
+        names = [n for n in Mask.full(self.ctx.space).node_names() if regex.fullmatch(str(n))]
+        if not names:
+            self.diagnostics.append(error(stmt.span, "E303", f"no circuit node of the model matches {stmt.pattern!r}",
+                                          "patterns match node names such as 'blocks.0.mlp.hook_post[*]'"))
+        return names
+
+    def pattern_edges(self, stmt: ast.IncludeEdges) -> list[NodeName]:
+        """Circuit nodes at either end of the model's weights whose ends match the two patterns."""
+        src_re, dst_re = ast.glob_regex(stmt.source), ast.glob_regex(stmt.target)
+        ends = {n for u, v, d in self.ctx.graph.edges(data=True)
+                if d["kind"] == "weight" and src_re.fullmatch(u) and dst_re.fullmatch(v) for n in (u, v)}
+        if not ends:
+            self.diagnostics.append(error(stmt.span, "E303", f"no weight of the model connects {stmt.source!r} to {stmt.target!r}"))
+        names = (parse_node_name(n) for n in sorted(ends))
+        return [n for n in names if _is_circuit_node(n, self.ctx)]
+
+    def claim(self, claim: ast.Claim) -> ResolvedClaim | None:
+        settings = self.spec.settings(claim)
+        ablation = None
+        if settings.ablation is not None:
+            ablation = EngineAblation(settings.ablation.method, settings.ablation.per_position)
+        subject: tuple[NodeName, ...] = ()
+        logits: tuple[int, ...] = ()
+        try:
+            body = claim.body
+            if isinstance(body, ast.RoleBody):
+                subject = tuple(self.member_nodes(body.subject))
+            elif isinstance(body, ast.BehaviourBody):
+                sides = [body.left] + ([body.right] if isinstance(body.right, ast.Logit) else [])
+                logits = tuple(self._logit(side) for side in sides)
+            for cond in claim.conditions:
+                if cond.feature not in self.task.features:
+                    raise _Problem(error(cond.feature_span or cond.span, "E507",
+                                         f"task {self.task.name!r} has no feature {cond.feature!r}",
+                                         _did_you_mean(cond.feature, self.task.features)
+                                         or f"features: {', '.join(self.task.features)}"))
+            position = claim.position or ast.DEFAULT_POSITION
+            if position not in self.task.positions:
+                raise _Problem(error(claim.position_span or claim.span, "E508",
+                                     f"task {self.task.name!r} has no position {position!r}",
+                                     _did_you_mean(position, self.task.positions)
+                                     or f"positions: {', '.join(self.task.positions)}"))
+        except _Problem as p:
+            self.report(p)
+            return None
+        return ResolvedClaim(claim, claim.kind, ablation, settings.metric, settings.confidence, settings.samples,
+                             settings.inherited, subject, logits, position)
+
+    def _logit(self, logit: ast.Logit) -> int:
+        token = logit.token
+        if isinstance(token, ast.TokenLiteral):
+            return _token(token, token.span if token.span is not ast.NOWHERE else logit.span)
+        if not 0 <= token.value < self.ctx.cfg.d_vocab:
+            raise _Problem(error(logit.span, "E504", f"token id {token.value} is out of range",
+                                 f"valid token ids: 0..{self.ctx.cfg.d_vocab - 1}"))
+        return token.value
+
+    def run(self) -> ResolvedSpec | None:
+        nodes: dict[NodeName, None] = {}
+        edges: list[ResolvedEdge] = []
+        for stmt in self.spec.all_statements():
+            if isinstance(stmt, (ast.NodeDef, ast.GroupDef)):
+                self.define(stmt)
+                nodes.update(dict.fromkeys(self.definitions[stmt.name]))
+            elif isinstance(stmt, ast.EdgePath):
+                for member in stmt.members:
+                    if isinstance(member, ast.Ref):
+                        try:
+                            nodes.update(dict.fromkeys(n for n in expand_ref(member, self.ctx) if _is_circuit_node(n, self.ctx)))
+                        except _Problem:
+                            pass  # reported when the edge itself resolves
+                edges.extend(self.edge(stmt))
+            elif isinstance(stmt, ast.IncludeNodes):
+                nodes.update(dict.fromkeys(self.pattern_nodes(stmt)))
+            elif isinstance(stmt, ast.IncludeEdges):
+                nodes.update(dict.fromkeys(self.pattern_edges(stmt)))
+        claims = [c for c in (self.claim(claim) for claim in self.spec.claims) if c is not None]
+        if any(d.is_error for d in self.diagnostics):
+            return None
+        for edge in edges:
+            nodes.update(dict.fromkeys(edge.through))
+        mask = Mask.from_nodes(self.ctx.space, nodes).induced(self.ctx.model)
+        return ResolvedSpec(self.spec, self.file, self.ctx, self.task, dict(self.definitions), tuple(nodes),
+                            tuple(edges), tuple(claims), mask)
+
+
+def _header_span(spec: ast.Spec, kind) -> ast.Span:
+    stmt = next((s for s in spec.statements if isinstance(s, kind)), None)
+    if stmt is None:
+        return ast.Span(spec.file, 1, 1, 1, 2)
+    for attr in ("task_span",):
+        if getattr(stmt, attr, None) is not None:
+            return getattr(stmt, attr)
+    return stmt.span
+
+
+def resolve(spec: ast.Spec, file: str | None = None) -> tuple[ResolvedSpec | None, list[Diagnostic]]:
+    """Bind ``spec`` to its model and task; diagnostics instead of exceptions for every user error."""
+    file = file or spec.file
+    if spec.model is None or spec.task is None:
+        return None, []  # the parser already reported the missing header statement
+    try:
+        ctx = load_context(spec.model, Path(file).parent)
+    except CircuitspecError as e:
+        return None, [error(_header_span(spec, ast.ModelStmt), "E501", e.message, e.hint)]
+    try:
+        task = get_task(spec.task)
+    except UnknownTaskError as e:
+        hint = f"did you mean {e.suggestions[0]!r}?" if getattr(e, "suggestions", None) else "run `circuitspec tasks` to list them"
+        return None, [error(_header_span(spec, ast.TaskStmt), "E502", f"unknown task {spec.task!r}", hint)]
+    resolver = Resolver(spec, file, ctx, task)
+    resolved = resolver.run()
+    return resolved, resolver.diagnostics
