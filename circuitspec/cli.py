@@ -7,15 +7,16 @@ Exit codes (DESIGN.md): 0 success, 1 a claim failed or is inconclusive, 2 bad sp
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rich.console import Console
 
-from .commands import eval_cmd, models_cmd, tasks_cmd, train_cmd
+from .commands import check_cmd, eval_cmd, fmt_cmd, models_cmd, tasks_cmd, train_cmd
 from .engine.errors import CircuitspecError
 from .engine.tasks import UnknownTaskError
 
-COMMANDS = (train_cmd, eval_cmd, tasks_cmd, models_cmd)
+COMMANDS = (check_cmd, fmt_cmd, train_cmd, eval_cmd, tasks_cmd, models_cmd)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,3 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except BrokenPipeError:  # e.g. `circuitspec check --json x | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

@@ -44,6 +44,17 @@ CODES: dict[str, str] = {
     "E402": "include cycle",
     "E403": "statement not allowed in an included file",
     "E404": "unreadable file",
+    "E501": "model not found or unreadable",
+    "E502": "unknown task",
+    "E503": "unknown hook point",
+    "E504": "index out of range",
+    "E505": "head selector missing or not allowed",
+    "E506": "edge that the model's weights do not have",
+    "E507": "unknown task feature",
+    "E508": "unknown task position",
+    "E509": "invalid token literal",
+    "E510": "not a circuit node",
+    "E511": "not supported by the engine",
     "E999": "internal error",
 }
 

@@ -31,7 +31,8 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 from . import ast as A
 from .diagnostics import Diagnostic, error, normalize_newlines, render_all
 
-__all__ = ["ParseResult", "parse_file", "parse_spec", "grammar_text", "statement_keywords"]
+__all__ = ["ParseResult", "parse_file", "parse_library_file", "parse_spec", "parse_spec_or_library", "looks_like_library", "grammar_text",
+           "statement_keywords"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,41 @@ def parse_file(path: str | os.PathLike) -> ParseResult:
         diag = Diagnostic(name, 1, 1, 1, 1, "error", "E404", problem, "check the path and that the file is UTF-8 text")
         return ParseResult(None, [diag], {})
     return parse_spec(text, name)
+
+
+def parse_library_file(path: str | os.PathLike) -> ParseResult:
+    """Parse a file meant to be included (node, group, edge and include statements only, no header)."""
+    name = os.fspath(path)
+    text, problem = _read(name)
+    if problem:
+        diag = Diagnostic(name, 1, 1, 1, 1, "error", "E404", problem, "check the path and that the file is UTF-8 text")
+        return ParseResult(None, [diag], {})
+    session = _Session()
+    try:
+        key = os.path.realpath(name)
+        result = session.parse_text(text, name, key, library=True)
+        spec = A.Spec(tuple(result.statements), tuple(session.libraries), tuple(result.end_comments), file=name)
+        diags = sorted(set(session.diags), key=lambda d: (d.file != name, d.line, d.col, d.code, d.message))
+        return ParseResult(None if any(d.is_error for d in diags) else spec, diags, session.sources, spec)
+    except Exception as exc:  # as in parse_spec: never a traceback
+        return session.internal_error(name, exc)
+
+
+def looks_like_library(result: ParseResult) -> bool:
+    """A file whose only problem is the missing header and that holds only library statements: a file
+    written to be included, which `check` and `fmt` handle as such rather than as a broken spec."""
+    partial = result.partial
+    return (partial is not None and bool(partial.statements)
+            and {d.code for d in result.diagnostics if d.is_error} == {"E105"}
+            and all(isinstance(st, A.LIBRARY_TYPES) for st in partial.statements))
+
+
+def parse_spec_or_library(path: str | os.PathLike) -> tuple[ParseResult, bool]:
+    """Parse a file as a spec, or as a library when that is what it is; the flag says which."""
+    result = parse_file(path)
+    if looks_like_library(result):
+        return parse_library_file(path), True
+    return result, False
 
 
 # ---- the grammar ---------------------------------------------------------------------------------

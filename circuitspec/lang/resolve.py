@@ -34,20 +34,6 @@ from ..engine.zoo import load_model, resolve_model_path
 from . import ast
 from .diagnostics import Diagnostic, error
 
-#: Codes this stage adds to the language layer's catalogue.
-RESOLVE_CODES: dict[str, str] = {
-    "E501": "model not found or unreadable",
-    "E502": "unknown task",
-    "E503": "unknown hook point",
-    "E504": "index out of range",
-    "E505": "head selector missing or not allowed",
-    "E506": "edge that the model's weights do not have",
-    "E507": "unknown task feature",
-    "E508": "unknown task position",
-    "E509": "invalid token literal",
-    "E510": "not a circuit node",
-}
-
 OUTPUT = "logits"  # built-in name for the model's output in edges: `edge reader -> logits`
 _INPUT_HOOKS = ("hook_tokens", "hook_positions")
 
@@ -106,6 +92,7 @@ class ResolvedClaim:
     claim: ast.Claim
     kind: str
     ablation: EngineAblation | None
+    ablation_task: str | None  # the distribution means/resamples come from (None: zero ablation)
     metric: str
     confidence: float
     samples: int | None
@@ -218,9 +205,9 @@ def _is_circuit_node(name: NodeName, ctx: ModelContext) -> bool:
 _PASS_THROUGH = {"resid", "pattern"}
 
 
-def connecting_paths(ctx: ModelContext, sources: set[str], targets: set[str]) -> tuple[set[tuple[str, tuple]], set[str]]:
-    """Weight entries and residual channels on paths from ``sources`` to ``targets`` that pass only
-    through residual channels or one head's pattern. Empty when no such path exists."""
+def connecting_paths(ctx: ModelContext, sources: set[str], targets: set[str]) -> tuple[set[str], set[tuple[str, tuple]], set[str]]:
+    """Targets reached, and the weight entries and residual channels on the paths reaching them, from
+    ``sources`` through nothing but residual channels or one head's pattern."""
     g = ctx.graph
     parents: dict[str, set[str]] = {}
     frontier = deque(sources)
@@ -254,7 +241,7 @@ def connecting_paths(ctx: ModelContext, sources: set[str], targets: set[str]) ->
                 if u not in visited:
                     visited.add(u)
                     stack.append(u)
-    return weights, through
+    return reached, weights, through
 
 
 # ---- the resolver --------------------------------------------------------------------------------
@@ -302,9 +289,9 @@ class Resolver:
             except _Problem as p:
                 self.report(p)
                 continue
-            weights, through = connecting_paths(self.ctx, {str(n) for n in src}, {str(n) for n in dst})
+            reached, weights, through = connecting_paths(self.ctx, {str(n) for n in src}, {str(n) for n in dst})
             span = ast.Span(a.span.file, a.span.line, a.span.col, b.span.end_line, b.span.end_col)
-            if not weights and not through and not self._structural(src, dst):
+            if not reached:
                 self.diagnostics.append(error(span, "E506", f"no non-zero weights connect {a} to {b}",
                                               "in this model nothing written by the first can be read by the second; "
                                               "check the layer order and the channel indices"))
@@ -312,9 +299,6 @@ class Resolver:
             through_names = tuple(sorted((parse_node_name(n) for n in through), key=str))
             out.append(ResolvedEdge(str(a), str(b), tuple(sorted(weights)), through_names, span))
         return out
-
-    def _structural(self, src: list[NodeName], dst: list[NodeName]) -> bool:
-        return any(self.ctx.graph.has_edge(str(u), str(v)) for u in src for v in dst)
 
     def pattern_nodes(self, stmt: ast.IncludeNodes) -> list[NodeName]:
         regex = stmt.regex()
@@ -336,12 +320,12 @@ class Resolver:
 
     def claim(self, claim: ast.Claim) -> ResolvedClaim | None:
         settings = self.spec.settings(claim)
-        ablation = None
-        if settings.ablation is not None:
-            ablation = EngineAblation(settings.ablation.method, settings.ablation.per_position)
+        ablation, ablation_task = None, None
         subject: tuple[NodeName, ...] = ()
         logits: tuple[int, ...] = ()
         try:
+            if settings.ablation is not None:
+                ablation, ablation_task = self._ablation(settings.ablation)
             body = claim.body
             if isinstance(body, ast.RoleBody):
                 subject = tuple(self.member_nodes(body.subject))
@@ -363,8 +347,25 @@ class Resolver:
         except _Problem as p:
             self.report(p)
             return None
-        return ResolvedClaim(claim, claim.kind, ablation, settings.metric, settings.confidence, settings.samples,
+        return ResolvedClaim(claim, claim.kind, ablation, ablation_task, settings.metric, settings.confidence, settings.samples,
                              settings.inherited, subject, logits, position)
+
+    def _ablation(self, ablation: ast.Ablation) -> tuple[EngineAblation, str | None]:
+        if ablation.method == "resample" and ablation.per_position:
+            raise _Problem(error(ablation.span, "E511", "`resample ... per position` is not supported yet",
+                                 "`resample from task` already reads each position from the resampled input, "
+                                 "aligned at the answer position"))
+        task = None
+        if ablation.method != "zero":
+            task = self.task.name
+            if ablation.distribution is not None and ablation.distribution.task is not None:
+                task = ablation.distribution.task
+                try:
+                    get_task(task)
+                except UnknownTaskError as e:
+                    raise _Problem(error(ablation.distribution.span, "E502", f"unknown task {task!r}",
+                                         _suggestion(e))) from None
+        return EngineAblation(ablation.method, ablation.per_position), task
 
     def _logit(self, logit: ast.Logit) -> int:
         token = logit.token
@@ -404,6 +405,11 @@ class Resolver:
                             tuple(edges), tuple(claims), mask)
 
 
+def _suggestion(e: UnknownTaskError) -> str:
+    suggestions = getattr(e, "suggestions", None)
+    return f"did you mean {suggestions[0]!r}?" if suggestions else "run `circuitspec tasks` to list them"
+
+
 def _header_span(spec: ast.Spec, kind) -> ast.Span:
     stmt = next((s for s in spec.statements if isinstance(s, kind)), None)
     if stmt is None:
@@ -426,8 +432,7 @@ def resolve(spec: ast.Spec, file: str | None = None) -> tuple[ResolvedSpec | Non
     try:
         task = get_task(spec.task)
     except UnknownTaskError as e:
-        hint = f"did you mean {e.suggestions[0]!r}?" if getattr(e, "suggestions", None) else "run `circuitspec tasks` to list them"
-        return None, [error(_header_span(spec, ast.TaskStmt), "E502", f"unknown task {spec.task!r}", hint)]
+        return None, [error(_header_span(spec, ast.TaskStmt), "E502", f"unknown task {spec.task!r}", _suggestion(e))]
     resolver = Resolver(spec, file, ctx, task)
     resolved = resolver.run()
     return resolved, resolver.diagnostics
