@@ -111,3 +111,45 @@ def test_python_dash_m_and_console_script_agree():
 
 def test_shipped_models_present():
     assert {DEFAULT_MODEL, "py-dense-small"} <= set(shipped_names())
+
+
+def test_check_specs_directory_is_clean():
+    rc, _, err = run_cli("check", "specs")
+    assert rc == 0, err
+    assert "ok specs/closing_quote.circ" in err and "library" in err
+
+
+def test_check_reports_every_error_with_position_and_json(tmp_path):
+    spec = tmp_path / "bad.circ"
+    spec.write_text('spec bad "x"\nmodel "py-sparse-small"\ntask closing_quote\nablate zero\n'
+                    "node a = blocks.0.mlp.hook_post[600]\nnode b = blocks.0.mlp.hook_pots[1]\n")
+    rc, _, err = run_cli("check", str(spec))
+    assert rc == 2 and f"{spec}:5:" in err and f"{spec}:6:" in err and "did you mean" in err and "^" in err
+    rc, out, _ = run_cli("check", "--json", str(spec))
+    data = json.loads(out)
+    assert rc == 2 and [d["code"] for d in data] == ["E504", "E503"]
+    assert set(data[0]) == {"file", "line", "col", "end", "severity", "code", "message", "hint"}
+
+
+def test_check_missing_path_is_a_usage_error():
+    rc, _, err = run_cli("check", "no/such.circ")
+    assert rc == 2 and "no such file" in err and "Traceback" not in err
+
+
+def test_fmt_check_then_format(tmp_path):
+    spec = tmp_path / "messy.circ"
+    spec.write_text('spec   m  "x"\nmodel "py-sparse-small"\ntask closing_quote\nablate zero\n'
+                    "node a=blocks.0.mlp.hook_post[ 3 ]\nclaim sufficient faithfulness >= 0.90\n")
+    rc, _, err = run_cli("fmt", "--check", str(spec))
+    assert rc == 1 and "would reformat" in err
+    rc, _, _ = run_cli("fmt", str(spec))
+    assert rc == 0
+    assert "node a = blocks.0.mlp.hook_post[3]" in spec.read_text() and ">= 0.9\n" in spec.read_text()
+    assert run_cli("fmt", "--check", str(spec))[0] == 0
+
+
+def test_fmt_leaves_broken_files_alone(tmp_path):
+    spec = tmp_path / "broken.circ"
+    spec.write_text("spec broken\nnode = \n")
+    rc, _, err = run_cli("fmt", str(spec))
+    assert rc == 2 and "error[" in err and spec.read_text() == "spec broken\nnode = \n"

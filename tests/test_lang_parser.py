@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from circuitspec.lang import CODES, ast as A, parse_file, parse_spec, render, source_lines
+from circuitspec.commands.check_cmd import check_file
+from circuitspec.lang.diagnostics import render_all
 from circuitspec.lang.parser import _lark
 
 HEADER = 'spec closing_quote "a string is closed with the quote that opened it"\nmodel "py-sparse-small"\ntask closing_quote\n'
@@ -392,11 +394,13 @@ def test_a_bug_in_the_parser_is_a_diagnostic_not_a_traceback(monkeypatch):
 GOLDEN = sorted(INVALID.glob("*.circ"))
 
 
-def test_there_are_golden_files_for_every_error_code_family():
+def test_there_are_golden_files_for_every_error_code_family(monkeypatch):
+    """Goldens run the whole `circuitspec check` pipeline: parse, then resolve against the model."""
+    monkeypatch.chdir(INVALID)
     assert len(GOLDEN) >= 10
     seen = set()
     for path in GOLDEN:
-        seen.update(d.code for d in parse_file(path).diagnostics)
+        seen.update(d.code for d in check_file(Path(path.name))[1])
     assert seen >= set(CODES) - {"E999"}, sorted(set(CODES) - seen)
 
 
@@ -404,13 +408,13 @@ def test_there_are_golden_files_for_every_error_code_family():
 def test_golden_invalid_spec(path, monkeypatch):
     """Set CIRCUITSPEC_UPDATE_GOLDEN=1 to rewrite the .expected files after a deliberate change."""
     monkeypatch.chdir(INVALID)
-    result = parse_file(path.name)
-    assert not result.ok
-    rendered = result.render()
+    resolved, diagnostics, sources = check_file(Path(path.name))
+    assert resolved is None and any(d.is_error for d in diagnostics)
+    rendered = render_all(diagnostics, sources)
     expected = path.with_suffix(".expected")
     if os.environ.get("CIRCUITSPEC_UPDATE_GOLDEN"):
         expected.write_text(rendered)
     assert rendered == expected.read_text()
-    for diag in result.diagnostics:
-        lines = source_lines(result.sources[diag.file])
+    for diag in diagnostics:
+        lines = source_lines(sources[diag.file])
         assert 1 <= diag.line <= len(lines) and 1 <= diag.col <= len(lines[diag.line - 1]) + 1
