@@ -103,20 +103,27 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, pos, head, d_head]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        T = x.shape[1]
-        q = self.hook_q(torch.einsum("btd,hde->bthe", x, self.W_Q) + self.b_Q)
-        k = self.hook_k(torch.einsum("btd,hde->bthe", x, self.W_K) + self.b_K)
-        v = self.hook_v(torch.einsum("btd,hde->bthe", x, self.W_V) + self.b_V)
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
+        B, T, D = x.shape
+        H, dh = self.W_Q.shape[0], self.W_Q.shape[2]
+
+        def project(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, T, H, dh] as one matmul
+            return (x @ w.permute(1, 0, 2).reshape(D, H * dh)).view(B, T, H, dh) + b
+
+        q = self.hook_q(project(self.W_Q, self.b_Q))
+        k = self.hook_k(project(self.W_K, self.b_K))
+        v = self.hook_v(project(self.W_V, self.b_V))
+        scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)) / math.sqrt(dh)  # [B, H, T, T]
         scores = self.hook_attn_scores(scores.masked_fill(~self.causal[:T, :T], float("-inf")))
-        if self.sink is not None:
-            sink = self.sink.view(1, -1, 1, 1).expand(scores.shape[0], -1, T, 1)
-            pattern = torch.softmax(torch.cat([scores, sink], dim=-1), dim=-1)[..., :T]
+        if self.sink is not None:  # softmax over the keys plus one "nothing" logit, without concatenating
+            sink = self.sink.view(1, H, 1, 1)
+            top = torch.maximum(scores.amax(-1, keepdim=True), sink)
+            weights = (scores - top).exp()
+            pattern = weights / (weights.sum(-1, keepdim=True) + (sink - top).exp())
         else:
             pattern = torch.softmax(scores, dim=-1)
         pattern = self.hook_pattern(pattern)
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
-        return torch.einsum("bthe,hed->btd", z, self.W_O) + self.b_O
+        z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # [B, T, H, dh]
+        return z.reshape(B, T, H * dh) @ self.W_O.reshape(H * dh, D) + self.b_O
 
 
 class MLP(nn.Module):

@@ -51,11 +51,9 @@ def test_attention_edges_are_structural():
     assert r.edges[0].weights == () and r.edges[0].through == ()
 
 
-def test_mask_edges_are_the_nonzero_weights_between_kept_nodes():
+def test_the_compiled_mask_ablates_nodes_and_keeps_every_weight():
     r = resolved("node reader = blocks.1.attn.hook_z[head=1, 19]\nedge reader -> logits\n")
-    model = r.context.model
-    for param, keep in r.mask.edges.items():
-        assert not (keep & (model.weight_matrices()[param].detach() == 0)).any(), param
+    assert all(bool(keep.all()) for keep in r.mask.edges.values())
 
 
 def test_claims_inherit_visibly():

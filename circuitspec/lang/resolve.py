@@ -4,6 +4,10 @@ Checks everything that needs the model but no forward pass: hook names, head and
 against the model's shape, token literals, edges against the actual non-zero weights, the task and the
 features and positions claims refer to. Every problem is a Diagnostic at the span that caused it.
 
+The compiled mask ablates nodes: a channel outside the circuit carries its reference value (zero, mean
+or resampled) and every weight stays, so nothing outside the circuit carries information about the
+input. Declared edges select weights only for ``minimal each edge`` claims, which remove them one by one.
+
 An edge ``a -> b`` exists when a path of non-zero weights leads from a channel of ``a`` to a channel of
 ``b`` through nothing but residual-stream channels (a write, the identity through later blocks, a read)
 or through one attention head (q/k -> pattern -> z, v -> z). The residual channels on such paths join
@@ -112,7 +116,7 @@ class ResolvedSpec:
     nodes: tuple[NodeName, ...]  # the circuit: every channel it keeps
     edges: tuple[ResolvedEdge, ...]
     claims: tuple[ResolvedClaim, ...]
-    mask: Mask  # nodes (+ residual channels on declared edges); edges: the non-zero weights between kept nodes
+    mask: Mask  # nodes (+ residual channels on declared edges); every edge kept (node ablation)
 
 
 # ---- references ----------------------------------------------------------------------------------
@@ -329,6 +333,11 @@ class Resolver:
             body = claim.body
             if isinstance(body, ast.RoleBody):
                 subject = tuple(self.member_nodes(body.subject))
+                for node in subject:
+                    if not _is_circuit_node(node, self.ctx):
+                        raise _Problem(error(body.subject.span, "E510", f"{node} has no activation a role claim can read",
+                                             "role claims are about residual, q/k/v/z and MLP channels; use a behaviour "
+                                             "claim (logit[...]) for outputs"))
             elif isinstance(body, ast.BehaviourBody):
                 sides = [body.left] + ([body.right] if isinstance(body.right, ast.Logit) else [])
                 logits = tuple(self._logit(side) for side in sides)
@@ -400,7 +409,7 @@ class Resolver:
             return None
         for edge in edges:
             nodes.update(dict.fromkeys(edge.through))
-        mask = Mask.from_nodes(self.ctx.space, nodes).induced(self.ctx.model)
+        mask = Mask.from_nodes(self.ctx.space, nodes)  # node ablation: every weight kept, removed nodes carry the reference
         return ResolvedSpec(self.spec, self.file, self.ctx, self.task, dict(self.definitions), tuple(nodes),
                             tuple(edges), tuple(claims), mask)
 

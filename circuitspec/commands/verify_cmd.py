@@ -1,0 +1,97 @@
+"""Verify every claim of the given specs against their models; the exit code is the CI contract.
+
+Exit 0: every claim passes. 1: a claim fails or is inconclusive. 2: a spec or the usage is wrong.
+3: a model is unreadable or an internal self-check failed (no verdict can be trusted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from ..engine.errors import CircuitspecError, UsageError
+from ..lang.diagnostics import render_all
+from ..lang.parser import parse_spec_or_library
+from ..verify.report import manifest, print_table, summary, write_json, write_junit
+from ..verify.runner import RunSettings
+from ..verify.verifier import claim_groups, verify_spec
+from .check_cmd import check_file
+from .common import add_device_argument, resolve_device
+from .paths import circ_files
+
+NAME, HELP = "verify", "verify every claim of .circ specs (exit 0 pass, 1 fail, 2 spec error, 3 model error)"
+MODEL_ERROR_CODES = {"E512"}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help=".circ files or directories")
+    p.add_argument("--json", metavar="FILE", type=Path, help="write results as JSON ('-' for stdout)")
+    p.add_argument("--junit", metavar="FILE", type=Path, help="write JUnit XML for CI")
+    p.add_argument("--seed", type=int, default=0, help="seed for inputs, baselines and bootstrap (default 0)")
+    p.add_argument("--samples", type=int, help=f"inputs per claim group when the spec does not say (default {RunSettings.samples})")
+    p.add_argument("--baselines", type=int, default=RunSettings.baselines, help="random same-size circuits per check")
+    add_device_argument(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.samples is not None and args.samples < 1:
+        raise UsageError(f"--samples must be at least 1, got {args.samples}")
+    settings = RunSettings(seed=args.seed, samples=args.samples or RunSettings.samples, baselines=args.baselines,
+                           device=resolve_device(args.device))
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:  # CI logs: wide enough that the table does not fold
+        console = Console(stderr=True, highlight=False, width=140)
+    exit_code = 0
+    resolved_specs = []
+    for path in circ_files(args.paths):
+        if parse_spec_or_library(path)[1]:
+            continue  # an include-only library: verified through the specs that include it
+        resolved, diagnostics, sources = check_file(path)
+        if diagnostics:
+            sys.stderr.write(render_all(diagnostics, sources))
+        if resolved is None:
+            exit_code = max(exit_code, 3 if {d.code for d in diagnostics} & MODEL_ERROR_CODES else 2)
+            continue
+        resolved.context.model.to(settings.device)
+        resolved_specs.append(resolved)
+    results, specs_manifest = [], []
+    started = time.perf_counter()
+    with Progress(console=console, transient=True) as progress:
+        total = sum(len(claim_groups(r)) for r in resolved_specs)
+        bar = progress.add_task("verifying", total=total)
+        for resolved in resolved_specs:
+            progress.update(bar, description=f"verifying {Path(resolved.file).name}")
+            try:
+                results.extend(verify_spec(resolved, settings, lambda: progress.advance(bar)))
+            except CircuitspecError as e:
+                progress.console.print(f"[bold red]error:[/] {resolved.file}: {e}")
+                exit_code = max(exit_code, e.exit_code)
+                continue
+            specs_manifest.append(_spec_manifest(resolved))
+    if results:
+        print_table(results, console)
+    console.print(f"{summary(results)} in {time.perf_counter() - started:.1f} s" if results else "no claims verified")
+    if any(r.verdict != "pass" for r in results):
+        exit_code = max(exit_code, 1)
+    run_manifest = manifest(specs_manifest, {"seed": settings.seed, "samples": settings.samples,
+                                             "baselines": settings.baselines, "bootstrap_resamples": settings.resamples,
+                                             "reference_samples": settings.reference_samples})
+    if args.json:
+        write_json(args.json, results, run_manifest)
+    if args.junit:
+        write_junit(args.junit, results)
+    return exit_code
+
+
+def _spec_manifest(resolved) -> dict:
+    from ..engine.checkpoint import read_manifest
+    return {"file": resolved.file, "spec": resolved.spec.name,
+            "spec_sha256": hashlib.sha256(Path(resolved.file).read_bytes()).hexdigest(),
+            "model": resolved.spec.model, "model_sha256": read_manifest(resolved.context.path).get("weights_sha256"),
+            "task": resolved.task.name, "circuit_nodes": len(resolved.nodes), "circuit_edges": resolved.mask.edge_count()}

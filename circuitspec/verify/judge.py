@@ -1,0 +1,229 @@
+"""Per-example metrics -> a verdict per claim, with its statistic, interval, and the spread behind it.
+
+- sufficient: F(circuit) >= t with the interval's lower end, and the circuit beats random same-size
+  circuits (exact binomial test that it beats ``baseline_quantile`` of them).
+- necessary: F(model with only the circuit ablated) <= t with the interval's upper end, and it is lower
+  than for random same-size circuits ablated instead.
+- minimal: for every unit u, F(C) - F(C without u) >= t; one-sided bootstrap tests, Holm-corrected.
+- role / behaviour: evaluated per input in the circuit-alone run; they must hold on every sampled
+  input; the statistic is the fraction that holds (exact Clopper-Pearson interval) and the worst
+  inputs are listed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..engine.tokenizer import token_repr
+from ..lang import ast
+from ..lang.resolve import ResolvedClaim, ResolvedSpec
+from ..stats import (binomial_cdf, bootstrap_indices, bootstrap_p_at_least, compare_to_baselines,
+                     faithfulness, faithfulness_interval, holm, quantiles, verdict_at_least, verdict_at_most)
+from .examples import compare
+from .runner import GroupData, RunSettings, activation_at
+
+BASELINE_QUANTILE = 0.9  # "beats at least 90% of random same-size circuits"
+
+
+@dataclass
+class ClaimResult:
+    spec: str
+    file: str
+    line: int
+    name: str
+    kind: str
+    text: str
+    verdict: str
+    statistic: float | None
+    ci: list[float] | None
+    threshold: float | None
+    op: str
+    ablation: str
+    metric: str
+    confidence: float
+    n: int
+    seed: int
+    inherited: list[str]
+    spread: dict[str, float] = field(default_factory=dict)
+    baseline: dict[str, Any] | None = None
+    units: list[dict[str, Any]] | None = None
+    counterexample: dict[str, Any] | None = None
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: _clean(v) for k, v in asdict(self).items()}
+
+
+def _clean(value):
+    """JSON-safe and stable: NaN -> None, floats rounded so repeated runs print identical files."""
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else round(value, 6)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Exact binomial interval for a proportion k/n (bisection on the binomial CDF)."""
+    alpha = 1 - confidence
+
+    def solve(f, target):
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if f(mid) > target:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+
+    low = 0.0 if k == 0 else 1 - solve(lambda p: binomial_cdf(k - 1, n, 1 - p), 1 - alpha / 2)
+    high = 1.0 if k == n else solve(lambda p: binomial_cdf(k, n, p), alpha / 2)
+    return low, high
+
+
+def judge(resolved: ResolvedSpec, claim: ResolvedClaim, data: GroupData, settings: RunSettings) -> ClaimResult:
+    c = claim.claim
+    body = c.body
+    result = ClaimResult(
+        spec=resolved.spec.name or "", file=resolved.file, line=c.span.line, name=c.name, kind=claim.kind,
+        text=_claim_text(c), verdict="inconclusive", statistic=None, ci=None, threshold=None, op="",
+        ablation=_ablation_text(claim), metric=claim.metric, confidence=claim.confidence, n=len(data.examples),
+        seed=settings.seed, inherited=list(claim.inherited))
+    if not data.examples:
+        result.note = "no sampled input satisfies the claim's `when` conditions"
+        return result
+    if claim.kind in ("sufficient", "necessary"):
+        _faithfulness_claim(result, claim, body, data, settings)
+    elif claim.kind == "minimal":
+        _minimal_claim(result, claim, body, data, settings)
+    else:
+        _per_example_claim(result, claim, body, data)
+    return result
+
+
+def _claim_text(claim: ast.Claim) -> str:
+    from ..lang.fmt import format_statement
+    return format_statement(claim)
+
+
+def _ablation_text(claim: ResolvedClaim) -> str:
+    if claim.ablation is None:
+        return "none"
+    text = str(claim.ablation)
+    return text if claim.ablation.kind == "zero" else f"{text} ({claim.ablation_task})"
+
+
+def _contributions(m: np.ndarray, data: GroupData) -> np.ndarray:
+    """Per-example share of the full model's effect: (m - m_0) / mean(m_M - m_0)."""
+    denominator = float(np.mean(data.metric["full"] - data.metric["empty"]))
+    return (m - data.metric["empty"]) / denominator if denominator else np.full_like(m, np.nan)
+
+
+def _faithfulness_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.FaithfulnessBody, data: GroupData,
+                        settings: RunSettings) -> None:
+    m_full, m_empty = data.metric["full"], data.metric["empty"]
+    sufficient = claim.kind == "sufficient"
+    m = data.metric["circuit" if sufficient else "complement"]
+    interval = faithfulness_interval(m, m_full, m_empty, claim.confidence, settings.resamples, settings.seed)
+    threshold = float(body.threshold)
+    verdict = verdict_at_least(interval, threshold) if sufficient else verdict_at_most(interval, threshold)
+    result.statistic, result.ci, result.threshold, result.op = interval.estimate, [interval.low, interval.high], threshold, body.op
+    result.spread = quantiles(_contributions(m, data))
+    pool = data.baselines if sufficient else data.baseline_complements
+    baseline_f = [faithfulness(b, m_full, m_empty) for b in pool]
+    comparison = compare_to_baselines(interval.estimate, baseline_f, higher_is_better=sufficient, quantile=BASELINE_QUANTILE)
+    alpha = 1 - claim.confidence
+    result.baseline = {"random_circuits": comparison.trials, "as_good_or_better": comparison.losses,
+                       "median_faithfulness": comparison.baseline_median, "beats_quantile": BASELINE_QUANTILE,
+                       "p_value": comparison.p_value, "rank_p_value": comparison.rank_p_value}
+    if math.isnan(interval.estimate):
+        result.note = "the full model and the all-ablated model score the same: faithfulness is undefined"
+    elif verdict == "pass" and comparison.p_value > alpha:
+        verdict = "fail" if comparison.rank_p_value > alpha else "inconclusive"
+        what = "do as well" if sufficient else "hurt as much when ablated"
+        result.note = (f"random same-size circuits {what} ({comparison.losses} of {comparison.trials}): "
+                       f"the threshold holds but does not single this circuit out")
+    result.verdict = verdict
+
+
+def _minimal_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.MinimalBody, data: GroupData,
+                   settings: RunSettings) -> None:
+    threshold = float(body.threshold)
+    result.threshold, result.op = threshold, body.op
+    if not data.knockouts:
+        result.note = f"the spec has no {body.unit} units to remove (name nodes with `node`/`group`, or declare edges)"
+        return
+    m_full, m_empty, m_circuit = data.metric["full"], data.metric["empty"], data.metric["circuit"]
+    idx = bootstrap_indices(len(m_full), settings.resamples, settings.seed)
+    den = (m_full - m_empty)[idx].mean(1)
+    alpha = 1 - claim.confidence
+    units, p_values = [], []
+    for unit, m_without in data.knockouts.items():
+        drop = faithfulness(m_circuit, m_full, m_empty) - faithfulness(m_without, m_full, m_empty)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            boot = ((m_circuit - m_without)[idx].mean(1)) / den
+        tail = (1 - claim.confidence) / 2
+        finite = boot[np.isfinite(boot)]
+        low, high = (float(np.quantile(finite, tail)), float(np.quantile(finite, 1 - tail))) if finite.size else (math.nan, math.nan)
+        units.append({"unit": unit, "drop": drop, "ci": [low, high]})
+        p_values.append(bootstrap_p_at_least(boot, threshold))
+    for unit, p in zip(units, holm(p_values)):
+        unit["p_holm"] = p
+        unit["verdict"] = "pass" if p <= alpha else "fail" if unit["ci"][1] < threshold else "inconclusive"
+    worst = min(units, key=lambda u: u["drop"])
+    result.units = units
+    result.statistic = worst["drop"]
+    result.ci = worst["ci"]
+    verdicts = {u["verdict"] for u in units}
+    result.verdict = "fail" if "fail" in verdicts else "inconclusive" if "inconclusive" in verdicts else "pass"
+    if result.verdict != "pass":
+        bad = [u["unit"] for u in units if u["verdict"] != "pass"]
+        result.note = f"not shown to matter: {', '.join(bad)}"
+
+
+def _per_example_claim(result: ClaimResult, claim: ResolvedClaim, body, data: GroupData) -> None:
+    if claim.kind == "role":
+        values = np.stack([activation_at(data, node, claim.position) for node in claim.subject], axis=1)
+        threshold = float(body.threshold)
+        holds = np.array([all(compare(v, body.op, threshold) for v in row) for row in values])
+        margins = _margin(values, body.op, threshold).min(axis=1)
+        describe = lambda i: {str(node): float(values[i, j]) for j, node in enumerate(claim.subject)}  # noqa: E731
+    else:
+        logits = data.circuit_logits.cpu().numpy().astype(np.float64)
+        left = logits[:, claim.logits[0]]
+        right = logits[:, claim.logits[1]] if len(claim.logits) > 1 else np.full_like(left, float(body.right))
+        holds = np.array([compare(a, body.op, b) for a, b in zip(left, right)])
+        margins = _margin((left - right)[:, None], body.op, 0.0)[:, 0]
+        names = [f"logit[{token_repr(t)}]" for t in claim.logits]
+        describe = lambda i: {names[0]: float(left[i]), (names[1] if len(names) > 1 else "value"): float(right[i])}  # noqa: E731
+    result.threshold, result.op = 1.0, ">="  # the fraction of inputs on which the claim holds must be 1
+    k, n = int(holds.sum()), len(holds)
+    result.statistic = k / n
+    result.ci = list(clopper_pearson(k, n, claim.confidence))
+    result.spread = quantiles(margins)
+    result.verdict = "pass" if k == n else "fail"
+    order = np.argsort(margins)[:3]
+    worst = [{"input": data.examples[i].prefix, "features": dict(data.examples[i].features), **describe(i),
+              "holds": bool(holds[i])} for i in order]
+    if k < n:
+        result.counterexample = worst[0]
+        result.note = f"fails on {n - k} of {n} inputs"
+    result.units = worst
+
+
+def _margin(values: np.ndarray, op: str, threshold: float) -> np.ndarray:
+    """How far each value is on the right side of the comparison (negative: the claim fails there)."""
+    if op in (">", ">="):
+        return values - threshold
+    if op in ("<", "<="):
+        return threshold - values
+    if op == "==":
+        return -np.abs(values - threshold)
+    return np.abs(values - threshold)

@@ -1,0 +1,194 @@
+"""Run a resolved spec: sample inputs, build the ablation conditions, run them batched, self-check.
+
+Claims that share an ablation, `when` conditions and sample count share one batch of inputs and one
+batched pass over all the conditions they need:
+
+- ``full``: nothing ablated (the model itself)          - ``empty``: every node ablated
+- ``circuit``: everything outside the circuit ablated   - ``complement``: only the circuit ablated
+- one knockout per unit for ``minimal`` claims            - random same-size circuits (and their
+  complements) for ``sufficient`` / ``necessary`` claims.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..engine.ablation import Ablation, Reference, run_conditions_with_cache
+from ..engine.batch import TaskBatch, encode_examples
+from ..engine.errors import CircuitspecError
+from ..engine.masks import Mask
+from ..engine.metrics import METRICS
+from ..engine.naming import resid_hook
+from ..engine.tasks import TaskExample, get_task
+from ..lang.resolve import ResolvedClaim, ResolvedSpec
+from .baselines import random_circuits
+from .examples import sample_examples
+
+
+class SelfCheckError(CircuitspecError):
+    """The engine contradicted itself: no verdict can be trusted (exit 3)."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    seed: int = 0
+    samples: int = 100  # inputs per claim group, unless the spec or claim says `samples N`
+    baselines: int = 50  # random same-size circuits per sufficient/necessary claim group
+    resamples: int = 1000  # bootstrap resamples
+    reference_samples: int = 200  # inputs the mean ablation averages over
+    device: str = "cpu"
+
+
+@dataclass
+class GroupData:
+    """Per-example metric values of every condition a claim group needs (numpy, [n] each)."""
+
+    examples: list[TaskExample]
+    metric: dict[str, np.ndarray] = field(default_factory=dict)  # condition name -> per-example metric
+    baselines: list[np.ndarray] = field(default_factory=list)  # random circuits
+    baseline_complements: list[np.ndarray] = field(default_factory=list)
+    knockouts: dict[str, np.ndarray] = field(default_factory=dict)  # unit -> metric without it
+    circuit_logits: torch.Tensor | None = None  # [n, V] at the answer position
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (circuit run)
+
+
+def group_key(claim: ResolvedClaim) -> tuple:
+    return (claim.ablation, claim.ablation_task, claim.claim.conditions, claim.samples, claim.metric)
+
+
+def minimal_units(resolved: ResolvedSpec, unit: str) -> dict[str, Mask]:
+    """What a ``minimal each node|edge`` claim removes one at a time, as circuit masks without it.
+
+    Nodes: each named definition (a ``node`` or a ``group`` as a whole); edges: each declared edge
+    (its connecting weights). Residual channels that edges pulled in are not units of their own.
+    """
+    circuit = resolved.mask
+    units: dict[str, Mask] = {}
+    if unit == "node":
+        for name, nodes in resolved.definitions.items():
+            mask = circuit
+            for node in nodes:
+                mask = mask.without_node(node)
+            units[name] = mask
+    else:
+        for edge in resolved.edges:
+            if not edge.weights:
+                continue
+            edges = {p: t.clone() for p, t in circuit.edges.items()}
+            for param, entry in edge.weights:
+                edges[param][entry] = False
+            units[f"{edge.source} -> {edge.target}"] = Mask(circuit.space, circuit.nodes, edges)
+    return units
+
+
+def _metric(name: str, logits: torch.Tensor, full: torch.Tensor, batch: TaskBatch) -> np.ndarray:
+    """Per-example metric of one condition's answer logits [n, V]; ``kl`` is -KL(full || condition)."""
+    if name == "kl":
+        kl = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(full, -1), log_target=True, reduction="none").sum(-1)
+        return (-kl).cpu().numpy().astype(np.float64)
+    return METRICS[name](logits, batch.correct, batch.wrong).cpu().numpy().astype(np.float64)
+
+
+def _reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | None, batch: TaskBatch,
+               settings: RunSettings) -> Reference:
+    model = resolved.context.model
+    lengths = batch.answer_pos + 1
+    if ablation.kind == "zero":
+        return Reference.compute(model, ablation, batch.tokens, lengths)
+    task = get_task(task_name or resolved.task.name)
+    count = max(settings.reference_samples, batch.tokens.shape[0])
+    ref = encode_examples(sample_examples(task, count, f"{settings.seed}:reference"), model.cfg.n_ctx).to(batch.tokens.device)
+    return Reference.compute(model, ablation, batch.tokens, lengths, ref.tokens, ref.answer_pos + 1)
+
+
+def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: RunSettings,
+              advance: Callable[[], None] = lambda: None) -> GroupData:
+    first = claims[0]
+    model = resolved.context.model
+    n = first.samples or resolved.spec.samples or settings.samples
+    examples = sample_examples(resolved.task, n, settings.seed, first.claim.conditions)
+    data = GroupData(examples)
+    if not examples:
+        return data
+    batch = encode_examples(examples, model.cfg.n_ctx).to(settings.device)
+    reference = _reference(resolved, first.ablation, first.ablation_task, batch, settings)
+    space = resolved.mask.space
+    full, circuit = Mask.full(space), resolved.mask
+    empty = Mask(space, Mask.empty(space).nodes, full.edges)
+    complement = Mask(space, (~circuit).nodes, full.edges)
+    masks: dict[str, Mask] = {"full": full, "empty": empty, "circuit": circuit, "complement": complement}
+    kinds = {c.kind for c in claims}
+    baselines = []
+    if kinds & {"sufficient", "necessary"}:
+        baselines = random_circuits(resolved.context.graph, space, circuit.node_count(), settings.baselines, settings.seed)
+    for i, b in enumerate(baselines):
+        masks[f"baseline:{i}"] = b
+        masks[f"baseline_complement:{i}"] = Mask(space, (~b).nodes, full.edges)
+    for claim in claims:
+        if claim.kind == "minimal":
+            for unit, mask in minimal_units(resolved, claim.claim.body.unit).items():
+                masks[f"knockout:{unit}"] = mask
+    names = list(masks)
+    logits, _ = run_conditions_with_cache(model, batch.tokens, [masks[k] for k in names], reference, batch.answer_pos)
+    advance()
+    by_name = dict(zip(names, logits))
+    self_check(resolved, batch, reference, by_name)
+    full_logits = by_name["full"]
+    for name, lg in by_name.items():
+        value = _metric(first.metric, lg, full_logits, batch)
+        kind, _, unit = name.partition(":")
+        if kind == "baseline":
+            data.baselines.append(value)
+        elif kind == "baseline_complement":
+            data.baseline_complements.append(value)
+        elif kind == "knockout":
+            data.knockouts[unit] = value
+        else:
+            data.metric[name] = value
+    data.circuit_logits = by_name["circuit"]
+    hooks = sorted({node.hook for c in claims if c.kind == "role" for node in c.subject})
+    if hooks:
+        _, cache = run_conditions_with_cache(model, batch.tokens, [circuit], reference, batch.answer_pos, hooks)
+        data.activations = {h: a[0] for h, a in cache.items()}
+    return data
+
+
+def self_check(resolved: ResolvedSpec, batch: TaskBatch, reference: Reference, logits: dict[str, torch.Tensor]) -> None:
+    """Cheap checks on every run; any failure means the engine, not the circuit, is wrong."""
+    model = resolved.context.model
+    with torch.no_grad():
+        plain = model(batch.tokens)[torch.arange(batch.tokens.shape[0], device=batch.tokens.device), batch.answer_pos]
+    if not torch.equal(logits["full"], plain):
+        raise SelfCheckError("self-check failed: the unablated condition does not reproduce the model exactly",
+                             hint="this is a bug in circuitspec's ablation engine; please report it")
+    # With every node ablated the final residual stream is the reference itself: compute the logits
+    # from it directly, without the hook machinery, and compare.
+    final = reference.value(resid_hook(model.cfg.n_layers, model.cfg.n_layers))
+    if final.dim() == 1:
+        final = final.expand(batch.tokens.shape[0], batch.tokens.shape[1], -1)
+    elif final.dim() == 2:
+        final = final.expand(batch.tokens.shape[0], -1, -1)
+    direct = model.ln_final(final) @ model.unembed.W_U + model.unembed.b_U
+    direct = direct[torch.arange(batch.tokens.shape[0], device=direct.device), batch.answer_pos]
+    if not torch.allclose(logits["empty"], direct, atol=1e-4, rtol=1e-4):
+        raise SelfCheckError("self-check failed: ablating every node does not give the all-ablated reference output",
+                             hint="this is a bug in circuitspec's ablation engine; please report it")
+    if resolved.mask == Mask.full(resolved.mask.space) and not torch.equal(logits["circuit"], logits["full"]):
+        raise SelfCheckError("self-check failed: a circuit of the whole model differs from the model")
+
+
+def activation_at(data: GroupData, node, position: str) -> np.ndarray:
+    """Per-example activation of one node at a named task position (circuit run)."""
+    act = data.activations[node.hook]
+    pos = torch.tensor([ex.positions[position] for ex in data.examples], device=act.device)
+    rows = act[torch.arange(act.shape[0], device=act.device), pos]
+    value = rows[:, node.head, node.index] if node.head is not None else rows[:, node.index]
+    return value.cpu().numpy().astype(np.float64)
+

@@ -1,0 +1,27 @@
+"""Verify one resolved spec: group its claims, run each group's conditions once, judge every claim."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..lang.resolve import ResolvedClaim, ResolvedSpec
+from .judge import ClaimResult, judge
+from .runner import RunSettings, group_key, run_group
+
+
+def claim_groups(resolved: ResolvedSpec) -> list[list[ResolvedClaim]]:
+    """Claims that can share inputs and one batched run (same ablation, conditions, samples, metric)."""
+    groups: dict[tuple, list[ResolvedClaim]] = {}
+    for claim in resolved.claims:
+        groups.setdefault(group_key(claim), []).append(claim)
+    return list(groups.values())
+
+
+def verify_spec(resolved: ResolvedSpec, settings: RunSettings, advance: Callable[[], None] = lambda: None) -> list[ClaimResult]:
+    """One result per claim, in the spec's order."""
+    results: dict[int, ClaimResult] = {}
+    for group in claim_groups(resolved):
+        data = run_group(resolved, group, settings, advance)
+        for claim in group:
+            results[id(claim)] = judge(resolved, claim, data, settings)
+    return [results[id(c)] for c in resolved.claims]
