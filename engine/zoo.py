@@ -14,6 +14,10 @@ import torch
 
 from .checkpoint import load_checkpoint, read_config, read_manifest
 from .errors import ModelError
+
+
+class UnknownModelError(ModelError):
+    """A model reference that is neither a shipped name nor a directory (a spec or usage mistake)."""
 from .model import Transformer
 
 DEFAULT_MODEL = "py-sparse-small"
@@ -38,7 +42,7 @@ def resolve_model_path(ref: str | None) -> Path:
         return path
     close = difflib.get_close_matches(ref, shipped_names(), n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"shipped models: {', '.join(shipped_names()) or 'none'}; or pass a checkpoint directory"
-    raise ModelError(f"unknown model {ref!r}: not a shipped model name and not a directory", hint=hint)
+    raise UnknownModelError(f"unknown model {ref!r}: not a shipped model name and not a directory", hint=hint)
 
 
 def load_model(ref: str | None = None, device: str | torch.device = "cpu") -> Transformer:

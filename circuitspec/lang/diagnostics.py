@@ -55,6 +55,7 @@ CODES: dict[str, str] = {
     "E509": "invalid token literal",
     "E510": "not a circuit node",
     "E511": "not supported by the engine",
+    "E512": "model checkpoint corrupt or mismatched",
     "E999": "internal error",
 }
 

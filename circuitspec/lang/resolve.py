@@ -34,7 +34,7 @@ from ..engine.model import ModelConfig, Transformer
 from ..engine.naming import NodeName, canonical, is_per_head, parse_node_name
 from ..engine.tasks import Task, UnknownTaskError, get_task
 from ..engine.tokenizer import token_id
-from ..engine.zoo import load_model, resolve_model_path
+from ..engine.zoo import UnknownModelError, load_model, resolve_model_path
 from . import ast
 from .diagnostics import Diagnostic, error
 
@@ -436,8 +436,10 @@ def resolve(spec: ast.Spec, file: str | None = None) -> tuple[ResolvedSpec | Non
         return None, []  # the parser already reported the missing header statement
     try:
         ctx = load_context(spec.model, Path(file).parent)
-    except CircuitspecError as e:
+    except UnknownModelError as e:
         return None, [error(_header_span(spec, ast.ModelStmt), "E501", e.message, e.hint)]
+    except CircuitspecError as e:  # the checkpoint exists but cannot be trusted
+        return None, [error(_header_span(spec, ast.ModelStmt), "E512", e.message, e.hint)]
     try:
         task = get_task(spec.task)
     except UnknownTaskError as e:

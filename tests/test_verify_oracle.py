@@ -1,0 +1,190 @@
+"""Ground truth for the verifier: a tiny model whose weights are set by hand so that a known circuit
+computes the task exactly. True claims about it must pass; false ones must fail.
+
+The task ``last_ab``: the input ends in 'a' or 'b'; the answer repeats it (correct) rather than the other.
+The circuit: the token embedding writes +1 ('a') or -1 ('b') into residual channel 0; MLP neuron 0 =
+relu(channel 0) and neuron 1 = relu(-channel 0) write +1 / -1 into residual channel 1 (and erase channel 0,
+so every norm's scale is the same for 'a' and 'b' inputs and the circuit is exact); the unembedding
+reads channel 1 into logit 'a' (+) and 'b' (-). Everything else is structure that never reaches those
+two logits: every token writes the same random vector into channels 2..15 (so the graph branches
+everywhere, as real models do, while mean ablation of it changes nothing), decoy neurons 2..7 read and
+write only channels 2..15, which the 'a'/'b' logits do not read, and attention writes nothing (W_O = 0).
+"""
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+
+from circuitspec.cli import main
+from circuitspec.engine.checkpoint import save_checkpoint
+from circuitspec.engine.model import ModelConfig, Transformer
+from circuitspec.engine.tasks import Task, TaskExample, register_task, unregister_task
+from circuitspec.engine.tokenizer import token_id
+
+CFG = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_head=4, d_mlp=8, n_ctx=16)
+A, B = token_id("a"), token_id("b")
+
+
+def generate(s):
+    filler = "".join(s.choice("xyz") for _ in range(s.integer(1, 5)))
+    last = s.choice("ab")
+    prefix = filler + last
+    return TaskExample(prefix, last, "b" if last == "a" else "a", "\n", {"last": last}, {"answer": len(prefix) - 1})
+
+
+TASK = Task("last_ab", "repeat the final a/b", generate, {"last": "the final character"}, {"answer": "where it is read"})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def task():
+    register_task(TASK, replace=True)
+    yield
+    unregister_task(TASK.name)
+
+
+def hand_set_model() -> Transformer:
+    gen = torch.Generator().manual_seed(0)
+    model = Transformer(CFG)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        W_E = model.embed.W_E
+        W_E[:, 2:] = torch.randn(CFG.d_model - 2, generator=gen)  # the same vector for every token
+        W_E[:, 0] = 1.0  # every token has |channel 0| = 1, so norm scales are the same at every position
+        W_E[B, 0] = -1.0
+        mlp = model.blocks[0].mlp
+        mlp.W_in[0, 0], mlp.W_in[0, 1] = 1.0, -1.0
+        mlp.W_out[0, 1], mlp.W_out[1, 1] = 1.0, -1.0
+        mlp.W_out[0, 0], mlp.W_out[1, 0] = -1.0, 1.0  # erase the carrier, so the final norm's scale is the same for a and b
+        mlp.W_in[2:, 2:] = torch.randn(CFG.d_model - 2, CFG.d_mlp - 2, generator=gen)  # decoys read noise ...
+        mlp.W_out[2:, 2:] = torch.randn(CFG.d_mlp - 2, CFG.d_model - 2, generator=gen)  # ... and write noise
+        model.blocks[0].attn.W_Q.normal_(generator=gen)  # attention computes, but W_O = 0 drops its output
+        model.blocks[0].attn.W_K.normal_(generator=gen)
+        model.blocks[0].attn.W_V.normal_(generator=gen)
+        model.unembed.W_U[1, A], model.unembed.W_U[1, B] = 4.0, -4.0
+        model.unembed.W_U[2:, :] = torch.randn(CFG.d_model - 2, CFG.d_vocab, generator=gen) * 0.1
+        model.unembed.W_U[2:, A] = model.unembed.W_U[2:, B] = 0.0  # noise channels never reach 'a' / 'b'
+    return model.eval()
+
+
+HEADER = 'spec oracle "{name}"\nmodel "model"\ntask last_ab\nablate {ablation}\n'
+CIRCUIT = """node carrier = blocks.0.hook_resid_pre[0] "+1 for a, -1 for b"
+node carrier_mid = blocks.0.hook_resid_mid[0]
+node pos = blocks.0.mlp.hook_post[0] "relu(+carrier)"
+node neg = blocks.0.mlp.hook_post[1] "relu(-carrier)"
+node out = blocks.0.hook_resid_post[1] "read by logit a and b"
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("oracle")
+    save_checkpoint(hand_set_model(), root / "model", {"description": "hand-set oracle"})
+    return root
+
+
+def write(folder, name, body, ablation="mean over task"):
+    path = folder / f"{name}.circ"
+    path.write_text(HEADER.format(name=name, ablation=ablation) + body)
+    return path
+
+
+def verify(folder, path, *extra):
+    out = folder / f"{path.stem}.json"
+    code = main(["verify", str(path), "--json", str(out), "--samples", "60", "--baselines", "40", *extra])
+    return code, {c["name"] if not c["name"].startswith("line ") else c["kind"]: c for c in json.loads(out.read_text())["claims"]}
+
+
+TRUE_CLAIMS = CIRCUIT + """edge carrier -> pos -> out -> logits
+claim sufficient faithfulness >= 0.95
+claim necessary faithfulness <= 0.05
+claim minimal each node drop >= 0.2
+claim fires_for_a: pos > 0.5 when last == "a"
+claim silent_for_b: pos <= 0 when last == "b"
+claim says_a: logit['a'] > logit['b'] when last == "a"
+claim says_b: logit['b'] > logit['a'] when last == "b"
+"""
+
+
+@pytest.mark.parametrize("ablation", ["mean over task", "zero", "resample from task"])
+def test_true_claims_pass(folder, ablation):
+    path = write(folder, f"true_{ablation.split()[0]}", TRUE_CLAIMS, ablation)
+    code, claims = verify(folder, path)
+    failing = {k: (v["verdict"], v["statistic"], v["note"]) for k, v in claims.items() if v["verdict"] != "pass"}
+    assert code == 0 and not failing, failing
+    if ablation == "zero":  # zeroing the constant channels shrinks every norm's input: the circuit overshoots
+        assert claims["sufficient"]["statistic"] > 1.0
+    else:  # mean and resample leave the constant channels as they are: the circuit is the model
+        assert claims["sufficient"]["statistic"] == pytest.approx(1.0, abs=1e-4)
+    assert claims["sufficient"]["baseline"]["as_good_or_better"] == 0
+
+
+def test_a_wrong_node_is_not_sufficient(folder):
+    path = write(folder, "wrong_node", "node decoy = blocks.0.mlp.hook_post[4]\nclaim sufficient faithfulness >= 0.9\n")
+    code, claims = verify(folder, path)
+    assert code == 1 and claims["sufficient"]["verdict"] == "fail"
+    assert claims["sufficient"]["ci"][1] < 0.9
+
+
+def test_a_missing_node_is_not_sufficient(folder):
+    body = CIRCUIT.replace('node neg = blocks.0.mlp.hook_post[1] "relu(-carrier)"\n', "")
+    code, claims = verify(folder, write(folder, "missing_node", body + "claim sufficient faithfulness >= 0.95\n"))
+    assert code == 1 and claims["sufficient"]["verdict"] == "fail"
+    assert 0.3 < claims["sufficient"]["statistic"] < 0.8  # half the mechanism: one sign of the carrier
+
+
+def test_a_non_minimal_extra_node_fails_minimality(folder):
+    body = CIRCUIT + "node decoy = blocks.0.mlp.hook_post[5]\nclaim minimal each node drop >= 0.2\n"
+    code, claims = verify(folder, write(folder, "extra_node", body))
+    assert code == 1 and claims["minimal"]["verdict"] == "fail"
+    verdicts = {u["unit"]: u["verdict"] for u in claims["minimal"]["units"]}
+    assert verdicts["decoy"] == "fail" and verdicts["pos"] == "pass" and verdicts["carrier"] == "pass"
+
+
+def test_an_irrelevant_node_is_not_necessary(folder):
+    body = "node decoy = blocks.0.mlp.hook_post[6]\nclaim necessary faithfulness <= 0.5\n"
+    code, claims = verify(folder, write(folder, "irrelevant_node", body))
+    assert code == 1 and claims["necessary"]["verdict"] == "fail"
+    assert claims["necessary"]["statistic"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_false_role_claim_fails_with_a_counterexample(folder):
+    body = CIRCUIT + 'claim pos_for_b: pos > 0.5 when last == "b"\n'
+    code, claims = verify(folder, write(folder, "false_role", body))
+    assert code == 1 and claims["pos_for_b"]["verdict"] == "fail"
+    assert claims["pos_for_b"]["counterexample"]["input"].endswith("b")
+    assert claims["pos_for_b"]["statistic"] == 0.0
+
+
+def test_same_seed_gives_identical_json_and_junit_lists_every_claim(folder):
+    path = write(folder, "determinism", TRUE_CLAIMS)
+    first, second = folder / "a.json", folder / "b.json"
+    junit = folder / "junit.xml"
+    main(["verify", str(path), "--json", str(first), "--samples", "30", "--baselines", "10", "--seed", "7", "--junit", str(junit)])
+    main(["verify", str(path), "--json", str(second), "--samples", "30", "--baselines", "10", "--seed", "7"])
+    assert first.read_text() == second.read_text()
+    data = json.loads(first.read_text())
+    assert data["manifest"]["settings"]["seed"] == 7 and data["manifest"]["specs"][0]["model_sha256"]
+    for claim in data["claims"]:
+        assert {"spec", "line", "kind", "verdict", "statistic", "ci", "threshold", "ablation", "n"} <= set(claim)
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert int(suite.get("tests")) == len(data["claims"]) == 7
+    assert int(suite.get("failures")) == sum(c["verdict"] != "pass" for c in data["claims"])
+
+
+def test_spec_errors_exit_2_and_corrupt_models_exit_3(folder, capsys):
+    bad = write(folder, "bad_index", "node n = blocks.0.mlp.hook_post[99]\nclaim sufficient faithfulness >= 0.9\n")
+    assert main(["verify", str(bad)]) == 2
+    assert "error[E504]" in capsys.readouterr().err
+    corrupt = folder / "corrupt"
+    corrupt.mkdir()
+    for f in ("config.json", "manifest.json"):
+        (corrupt / f).write_text((folder / "model" / f).read_text())
+    (corrupt / "model.safetensors").write_bytes(b"garbage")
+    spec = folder / "corrupt_spec.circ"
+    spec.write_text(HEADER.format(name="c", ablation="zero").replace('model "model"', 'model "corrupt"') + CIRCUIT
+                    + "claim sufficient faithfulness >= 0.9\n")
+    assert main(["verify", str(spec)]) == 3
+    assert "error[E512]" in capsys.readouterr().err
