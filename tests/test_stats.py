@@ -115,3 +115,10 @@ def test_baseline_test_detects_a_real_circuit():
     assert comparison.losses == 0 and comparison.p_value == pytest.approx(0.95**100)
     assert compare_to_baselines(0.1, [0.2, 0.3], higher_is_better=False).losses == 0
     assert compare_to_baselines(0.25, [0.2, 0.3]).losses == 1
+
+
+def test_clopper_pearson_matches_known_values():
+    from circuitspec.verify.judge import clopper_pearson
+    assert clopper_pearson(5, 10, 0.95) == pytest.approx((0.1871, 0.8129), abs=1e-4)
+    assert clopper_pearson(0, 100, 0.95) == pytest.approx((0.0, 0.03622), abs=1e-4)
+    assert clopper_pearson(100, 100, 0.95) == pytest.approx((0.96378, 1.0), abs=1e-4)

@@ -77,18 +77,16 @@ def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
     """Exact binomial interval for a proportion k/n (bisection on the binomial CDF)."""
     alpha = 1 - confidence
 
-    def solve(f, target):
+    def solve_increasing(g, target: float) -> float:
         lo, hi = 0.0, 1.0
         for _ in range(60):
             mid = (lo + hi) / 2
-            if f(mid) > target:
-                lo = mid
-            else:
-                hi = mid
+            lo, hi = (mid, hi) if g(mid) < target else (lo, mid)
         return (lo + hi) / 2
 
-    low = 0.0 if k == 0 else 1 - solve(lambda p: binomial_cdf(k - 1, n, 1 - p), 1 - alpha / 2)
-    high = 1.0 if k == n else solve(lambda p: binomial_cdf(k, n, p), alpha / 2)
+    # lower: P(X >= k | p) = alpha/2 (increasing in p); upper: P(X > k | p) = 1 - alpha/2 (increasing in p)
+    low = 0.0 if k == 0 else solve_increasing(lambda p: 1 - binomial_cdf(k - 1, n, p), alpha / 2)
+    high = 1.0 if k == n else solve_increasing(lambda p: 1 - binomial_cdf(k, n, p), 1 - alpha / 2)
     return low, high
 
 
@@ -151,10 +149,15 @@ def _faithfulness_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.Fai
     if math.isnan(interval.estimate):
         result.note = "the full model and the all-ablated model score the same: faithfulness is undefined"
     elif verdict == "pass" and comparison.p_value > alpha:
-        verdict = "fail" if comparison.rank_p_value > alpha else "inconclusive"
-        what = "do as well" if sufficient else "hurt as much when ablated"
-        result.note = (f"random same-size circuits {what} ({comparison.losses} of {comparison.trials}): "
-                       f"the threshold holds but does not single this circuit out")
+        if comparison.rank_p_value <= alpha:
+            verdict = "inconclusive"
+            result.note = (f"none or few of {comparison.trials} random same-size circuits do as well ({comparison.losses}), "
+                           f"but that is too few to show it beats {quantile:.0%} of them: raise --baselines")
+        else:
+            verdict = "fail"
+            what = "do as well" if sufficient else "hurt as much when ablated"
+            result.note = (f"random same-size circuits {what} ({comparison.losses} of {comparison.trials}): "
+                           f"the threshold holds but does not single this circuit out")
     result.verdict = verdict
 
 
