@@ -129,8 +129,10 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
     if kinds & {"sufficient", "necessary"}:
         baselines = random_circuits(resolved.context.graph, space, circuit.node_count(), settings.baselines, settings.seed)
     for i, b in enumerate(baselines):
-        masks[f"baseline:{i}"] = b
-        masks[f"baseline_complement:{i}"] = Mask(space, (~b).nodes, full.edges)
+        if "sufficient" in kinds:
+            masks[f"baseline:{i}"] = b
+        if "necessary" in kinds:
+            masks[f"baseline_complement:{i}"] = Mask(space, (~b).nodes, full.edges)
     for claim in claims:
         if claim.kind == "minimal":
             for unit, mask in minimal_units(resolved, claim.claim.body.unit).items():
