@@ -153,3 +153,20 @@ def test_fmt_leaves_broken_files_alone(tmp_path):
     spec.write_text("spec broken\nnode = \n")
     rc, _, err = run_cli("fmt", str(spec))
     assert rc == 2 and "error[" in err and spec.read_text() == "spec broken\nnode = \n"
+
+
+def test_verify_a_shipped_spec_end_to_end(tmp_path):
+    out, junit = tmp_path / "v.json", tmp_path / "v.xml"
+    rc, _, err = run_cli("verify", "specs/quote_head.circ", "--samples", "40", "--baselines", "10",
+                         "--json", str(out), "--junit", str(junit))
+    data = json.loads(out.read_text())
+    verdicts = [c["verdict"] for c in data["claims"]]
+    assert rc == (0 if set(verdicts) == {"pass"} else 1), err
+    assert verdicts[0] == "pass"  # mean-ablating block 1 head 1 destroys the behaviour
+    assert "quote_head.circ:11" in err
+    assert junit.read_text().startswith("<?xml")
+
+
+def test_verify_usage_errors():
+    rc, _, err = run_cli("verify", "specs", "--samples", "0")
+    assert rc == 2 and "--samples" in err and "Traceback" not in err
