@@ -162,3 +162,24 @@ def test_resample_aligns_answer_positions():
     value = ref.value("blocks.1.mlp.hook_post")
     for b in range(3):
         assert torch.equal(value[b, LENGTHS[b] - 1], cache["blocks.1.mlp.hook_post"][b, REF_LENGTHS[b] - 1])
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10**6), ablation=st.sampled_from(ABLATIONS))
+def test_each_condition_changes_exactly_what_its_mask_says(seed, ablation):
+    """Ablated channels carry exactly the reference; kept channels carry what the model computes from
+    the (partly ablated) layers before them."""
+    from circuitspec.engine.ablation import run_conditions_with_cache
+    mask = random_mask(seed, 0.5, 1.0)
+    reference = reference_for(ablation)
+    hooks = list(SPACE.node_shapes)
+    _, cache = run_conditions_with_cache(MODEL, TOKENS, [mask], reference, capture=hooks)
+    for hook in hooks:
+        act = cache[hook][0]
+        ref = reference.value(hook).expand_as(act)
+        off = ~mask.nodes[hook]
+        assert torch.equal(act[..., off], ref[..., off]), hook
+    first = "blocks.0.hook_resid_pre"  # nothing upstream is ablated: kept channels equal the plain model's
+    _, plain = MODEL.run_with_cache(TOKENS, [first])
+    keep = mask.nodes[first]
+    assert torch.equal(cache[first][0][..., keep], plain[first][..., keep])

@@ -122,3 +122,19 @@ def test_clopper_pearson_matches_known_values():
     assert clopper_pearson(5, 10, 0.95) == pytest.approx((0.1871, 0.8129), abs=1e-4)
     assert clopper_pearson(0, 100, 0.95) == pytest.approx((0.0, 0.03622), abs=1e-4)
     assert clopper_pearson(100, 100, 0.95) == pytest.approx((0.96378, 1.0), abs=1e-4)
+
+
+def test_minimality_false_pass_rate_is_at_most_alpha():
+    """A unit whose true drop sits exactly on the threshold passes the one-sided bootstrap test (p <= 0.05)
+    at most 5% of the time; Holm over several such units only makes passing rarer."""
+    from circuitspec.stats import bootstrap_indices, bootstrap_p_at_least
+    rng = np.random.default_rng(5)
+    trials, passes, epsilon = 300, 0, 0.1
+    for t in range(trials):
+        full, none = rng.normal(2.0, 1.0, 150), rng.normal(0.0, 1.0, 150)
+        circuit = full.copy()
+        without = circuit - epsilon * (full - none) + rng.normal(0, 0.5, 150)  # true drop = epsilon
+        idx = bootstrap_indices(150, 400, t)
+        boot = (circuit - without)[idx].mean(1) / (full - none)[idx].mean(1)
+        passes += bootstrap_p_at_least(boot, epsilon) <= 0.05
+    assert passes / trials <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / trials)

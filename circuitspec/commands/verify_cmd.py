@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
             specs_manifest.append(_spec_manifest(resolved))
     if results:
         print_table(results, console)
-    console.print(f"{summary(results)} in {time.perf_counter() - started:.1f} s" if results else "no claims verified")
+    console.print(f"{summary(results)} in {time.perf_counter() - started:.1f} s (seed {settings.seed}, "
+                  f"{settings.baselines} random baselines)" if results else "no claims verified")
     if any(r.verdict != "pass" for r in results):
         exit_code = max(exit_code, 1)
     run_manifest = manifest(specs_manifest, {"seed": settings.seed, "samples": settings.samples,
