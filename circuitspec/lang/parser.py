@@ -61,23 +61,27 @@ def parse_spec(text: str, filename: str = "<string>") -> ParseResult:
         return session.internal_error(filename, exc)
 
 
-def parse_file(path: str | os.PathLike) -> ParseResult:
-    """Read and parse a spec file (UTF-8); an unreadable file is a diagnostic, not an exception."""
+def _read_source(path: str | os.PathLike) -> tuple[str, str | None, ParseResult | None]:
+    """(name, text, None), or (name, None, a result holding the E404 diagnostic) for an unreadable file."""
     name = os.fspath(path)
     text, problem = _read(name)
     if problem:
         diag = Diagnostic(name, 1, 1, 1, 1, "error", "E404", problem, "check the path and that the file is UTF-8 text")
-        return ParseResult(None, [diag], {})
-    return parse_spec(text, name)
+        return name, None, ParseResult(None, [diag], {})
+    return name, text, None
+
+
+def parse_file(path: str | os.PathLike) -> ParseResult:
+    """Read and parse a spec file (UTF-8); an unreadable file is a diagnostic, not an exception."""
+    name, text, unreadable = _read_source(path)
+    return unreadable or parse_spec(text, name)
 
 
 def parse_library_file(path: str | os.PathLike) -> ParseResult:
     """Parse a file meant to be included (node, group, edge and include statements only, no header)."""
-    name = os.fspath(path)
-    text, problem = _read(name)
-    if problem:
-        diag = Diagnostic(name, 1, 1, 1, 1, "error", "E404", problem, "check the path and that the file is UTF-8 text")
-        return ParseResult(None, [diag], {})
+    name, text, unreadable = _read_source(path)
+    if unreadable:
+        return unreadable
     session = _Session()
     try:
         key = os.path.realpath(name)
