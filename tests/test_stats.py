@@ -58,28 +58,17 @@ def synthetic(rng, n, true_f, noise=1.0):
     return circuit, full, none
 
 
-def test_sufficiency_false_pass_rate_is_at_most_alpha():
-    """At a true faithfulness exactly on the threshold, "F >= threshold" passes at most alpha = 2.5% of the time
+@pytest.mark.parametrize("verdict, threshold, seed", [(verdict_at_least, 0.9, 0), (verdict_at_most, 0.2, 1)],
+                         ids=["sufficient", "necessary"])
+def test_faithfulness_false_pass_rate_is_at_most_alpha(verdict, threshold, seed):
+    """At a true faithfulness exactly on the threshold, the claim passes at most alpha = 2.5% of the time
     (one side of a 95% interval), within Monte Carlo error."""
-    rng = np.random.default_rng(0)
-    trials, threshold = 300, 0.9
-    passes = 0
+    rng = np.random.default_rng(seed)
+    trials, passes = 300, 0
     for t in range(trials):
         circuit, full, none = synthetic(rng, 200, threshold)
         interval = faithfulness_interval(circuit, full, none, confidence=0.95, resamples=400, seed=t)
-        passes += verdict_at_least(interval, threshold) == "pass"
-    alpha = 0.025
-    assert passes / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
-
-
-def test_necessity_false_pass_rate_is_at_most_alpha():
-    rng = np.random.default_rng(1)
-    trials, threshold = 300, 0.2
-    passes = 0
-    for t in range(trials):
-        circuit, full, none = synthetic(rng, 200, threshold)
-        interval = faithfulness_interval(circuit, full, none, confidence=0.95, resamples=400, seed=t)
-        passes += verdict_at_most(interval, threshold) == "pass"
+        passes += verdict(interval, threshold) == "pass"
     alpha = 0.025
     assert passes / trials <= alpha + 3 * math.sqrt(alpha * (1 - alpha) / trials)
 
