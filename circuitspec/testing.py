@@ -1,0 +1,124 @@
+"""Helpers for property-based tests that try to falsify a circuit explanation.
+
+    from hypothesis import given
+    from circuitspec.testing import task_inputs, load_spec, assert_claim
+
+    SPEC = load_spec("specs/closing_quote.circ")
+
+    @given(task_inputs("closing_quote"))
+    def test_reader_tracks_the_quote(example):
+        assert_claim(SPEC, "reader_double", example)
+
+Task generators draw every choice through a Sampler; here the sampler is Hypothesis itself, so a failing
+input shrinks to a minimal Python snippet. ``assert_claim`` evaluates a role or behaviour claim on one
+input exactly as ``circuitspec verify`` does (in the circuit-alone run, with the claim's ablation), and
+skips inputs outside the claim's ``when`` conditions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, TypeVar
+
+import numpy as np
+from hypothesis import assume
+from hypothesis import strategies as st
+
+from .commands.check_cmd import check_file
+from .engine.ablation import Reference, run_conditions_with_cache
+from .engine.batch import encode_examples
+from .engine.tasks import Task, TaskExample, get_task
+from .lang.diagnostics import render_all
+from .lang.resolve import ResolvedClaim, ResolvedSpec
+from .verify.examples import compare, satisfies
+from .verify.runner import GroupData, RunSettings, _reference, activation_at
+
+T = TypeVar("T")
+
+
+class HypothesisSampler:
+    """A task Sampler whose choices are Hypothesis draws (the first option is where shrinking goes)."""
+
+    def __init__(self, draw) -> None:
+        self.draw = draw
+
+    def integer(self, low: int, high: int) -> int:
+        return self.draw(st.integers(low, high))
+
+    def choice(self, options: Sequence[T]) -> T:
+        return self.draw(st.sampled_from(options))
+
+    def boolean(self) -> bool:
+        return self.draw(st.booleans())
+
+
+@st.composite
+def task_inputs(draw, task: str | Task) -> TaskExample:
+    """A Hypothesis strategy over one task's inputs (a task name or a Task)."""
+    task = get_task(task) if isinstance(task, str) else task
+    return task.example(HypothesisSampler(draw))
+
+
+class SpecLoadError(AssertionError):
+    """The spec does not parse or resolve; the message is the rendered diagnostics."""
+
+
+@dataclass
+class LoadedSpec:
+    resolved: ResolvedSpec
+    settings: RunSettings = field(default_factory=RunSettings)
+    _references: dict = field(default_factory=dict, repr=False)
+
+    def claim(self, name: str) -> ResolvedClaim:
+        for claim in self.resolved.claims:
+            if claim.claim.label == name or claim.claim.name == name:
+                return claim
+        known = ", ".join(c.claim.name for c in self.resolved.claims)
+        raise KeyError(f"{self.resolved.file} has no claim {name!r} (claims: {known})")
+
+
+def load_spec(path: str | Path, seed: int = 0) -> LoadedSpec:
+    resolved, diagnostics, sources = check_file(Path(path))
+    if resolved is None:
+        raise SpecLoadError(render_all(diagnostics, sources))
+    return LoadedSpec(resolved, RunSettings(seed=seed))
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    holds: bool
+    values: dict[str, float]  # what was compared: node activations or logits
+
+
+def check_claim(spec: LoadedSpec, name: str, example: TaskExample) -> ClaimCheck:
+    """Evaluate a role or behaviour claim on one input (the caller checks its `when` conditions)."""
+    claim = spec.claim(name)
+    if claim.kind not in ("role", "behaviour"):
+        raise ValueError(f"claim {name!r} is a {claim.kind} claim: only role and behaviour claims hold per input")
+    resolved = spec.resolved
+    model = resolved.context.model
+    batch = encode_examples([example], model.cfg.n_ctx).to(spec.settings.device)
+    reference = _reference(resolved, claim.ablation, claim.ablation_task, batch, spec.settings)
+    hooks = sorted({node.hook for node in claim.subject})
+    logits, cache = run_conditions_with_cache(model, batch.tokens, [resolved.mask], reference, batch.answer_pos, hooks)
+    data = GroupData([example], circuit_logits=logits[0], activations={h: a[0] for h, a in cache.items()})
+    body = claim.claim.body
+    if claim.kind == "role":
+        values = {str(node): float(activation_at(data, node, claim.position)[0]) for node in claim.subject}
+        return ClaimCheck(all(compare(v, body.op, float(body.threshold)) for v in values.values()), values)
+    row = data.circuit_logits[0].cpu().numpy().astype(np.float64)
+    left = float(row[claim.logits[0]])
+    right = float(row[claim.logits[1]]) if len(claim.logits) > 1 else float(body.right)
+    return ClaimCheck(compare(left, body.op, right), {"left": left, "right": right})
+
+
+def assert_claim(spec: LoadedSpec, name: str, example: TaskExample) -> None:
+    """Fail (with the values) if the claim does not hold on this input; inputs outside the claim's
+    `when` conditions are rejected with ``hypothesis.assume``."""
+    claim = spec.claim(name)
+    assume(satisfies(example, claim.claim.conditions))
+    result = check_claim(spec, name, example)
+    if not result.holds:
+        raise AssertionError(f"{spec.resolved.file}:{claim.claim.span.line}: claim {name!r} does not hold on "
+                             f"{example.prefix!r}: {result.values}")
