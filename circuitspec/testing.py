@@ -32,7 +32,7 @@ from .engine.tasks import Task, TaskExample, get_task
 from .lang.diagnostics import render_all
 from .lang.resolve import ResolvedClaim, ResolvedSpec
 from .verify.examples import compare, satisfies
-from .verify.runner import GroupData, RunSettings, _reference, activation_at
+from .verify.runner import GroupData, RunSettings, make_reference, activation_at
 
 T = TypeVar("T")
 
@@ -70,6 +70,16 @@ class LoadedSpec:
     settings: RunSettings = field(default_factory=RunSettings)
     _references: dict = field(default_factory=dict, repr=False)
 
+    def reference(self, claim: ResolvedClaim, batch) -> Reference:
+        """Global means and zeros do not depend on the input, so they are computed once per claim setting;
+        per-position means and resampling are aligned to each input."""
+        key = (claim.ablation, claim.ablation_task)
+        if claim.ablation.kind == "zero" or (claim.ablation.kind == "mean" and not claim.ablation.per_position):
+            if key not in self._references:
+                self._references[key] = make_reference(self.resolved, claim.ablation, claim.ablation_task, batch, self.settings)
+            return self._references[key]
+        return make_reference(self.resolved, claim.ablation, claim.ablation_task, batch, self.settings)
+
     def claim(self, name: str) -> ResolvedClaim:
         for claim in self.resolved.claims:
             if claim.claim.label == name or claim.claim.name == name:
@@ -99,7 +109,7 @@ def check_claim(spec: LoadedSpec, name: str, example: TaskExample) -> ClaimCheck
     resolved = spec.resolved
     model = resolved.context.model
     batch = encode_examples([example], model.cfg.n_ctx).to(spec.settings.device)
-    reference = _reference(resolved, claim.ablation, claim.ablation_task, batch, spec.settings)
+    reference = spec.reference(claim, batch)
     hooks = sorted({node.hook for node in claim.subject})
     logits, cache = run_conditions_with_cache(model, batch.tokens, [resolved.mask], reference, batch.answer_pos, hooks)
     data = GroupData([example], circuit_logits=logits[0], activations={h: a[0] for h, a in cache.items()})

@@ -112,7 +112,7 @@ class Reference:
         real = _lengths_mask(ref_lengths, ref_tokens.shape[1])
         values = {}
         for hook, act in cache.items():
-            values[hook] = _reduce(hook, act, real, ablation, lengths, ref_lengths, T)
+            values[hook] = _reduce(act, real, ablation, lengths, ref_lengths, T)
         return cls(values, ablation)
 
 
@@ -122,7 +122,7 @@ def _needed_hooks(model: Transformer) -> list[str]:
     return sorted(set(space.node_shapes) | set(inputs))
 
 
-def _reduce(hook: str, act: torch.Tensor, real: torch.Tensor, ablation: Ablation, lengths: torch.Tensor,
+def _reduce(act: torch.Tensor, real: torch.Tensor, ablation: Ablation, lengths: torch.Tensor,
             ref_lengths: torch.Tensor, T: int) -> torch.Tensor:
     """Reference value of one hook from reference activations ``act`` [Bref, Tref, *channels]."""
     extra = [1] * (act.dim() - 2)

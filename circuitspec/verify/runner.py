@@ -96,7 +96,7 @@ def _metric(name: str, logits: torch.Tensor, full: torch.Tensor, batch: TaskBatc
     return METRICS[name](logits, batch.correct, batch.wrong).cpu().numpy().astype(np.float64)
 
 
-def _reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | None, batch: TaskBatch,
+def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | None, batch: TaskBatch,
                settings: RunSettings) -> Reference:
     model = resolved.context.model
     lengths = batch.answer_pos + 1
@@ -118,7 +118,7 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
     if not examples:
         return data
     batch = encode_examples(examples, model.cfg.n_ctx).to(settings.device)
-    reference = _reference(resolved, first.ablation, first.ablation_task, batch, settings)
+    reference = make_reference(resolved, first.ablation, first.ablation_task, batch, settings)
     space = resolved.mask.space
     full, circuit = Mask.full(space), resolved.mask
     empty = Mask(space, Mask.empty(space).nodes, full.edges)
