@@ -1,0 +1,74 @@
+"""Search for inputs that break the per-input claims of specs (role, behaviour, and "the circuit alone
+answers like the model"), shrink them to minimal snippets, and store them for replay.
+
+Exit 0: nothing falsified. 1: a claim was falsified, or no input met its conditions. 2: a spec or the
+usage is wrong. 3: a model is unreadable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..engine.errors import UsageError
+from ..lang.diagnostics import render_all
+from ..lang.parser import parse_spec_or_library
+from ..testing import LoadedSpec
+from ..verify.falsify import ExampleStore, falsify_spec
+from ..verify.runner import RunSettings
+from .check_cmd import check_file
+from .paths import circ_files
+from .verify_cmd import MODEL_ERROR_CODES
+
+NAME, HELP = "falsify", "search for inputs that break per-input claims (Hypothesis, shrunk, replayed)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help=".circ files or directories")
+    p.add_argument("--max-examples", type=int, default=200, metavar="N", help="inputs to try per claim (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="search seed (default 0: the same search every run)")
+    p.add_argument("--database", type=Path, metavar="DIR",
+                   help="where counterexamples are kept and replayed (default: .circuitspec/examples in the current folder)")
+    p.add_argument("--no-database", action="store_true", help="neither replay nor store counterexamples")
+    p.add_argument("--json", metavar="FILE", type=Path, help="write results as JSON ('-' for stdout)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_examples < 1:
+        raise UsageError(f"--max-examples must be at least 1, got {args.max_examples}")
+    store = None if args.no_database else ExampleStore(args.database or Path(".circuitspec") / "examples")
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=True, highlight=False, width=140)
+    exit_code, results = 0, []
+    for path in circ_files(args.paths):
+        if parse_spec_or_library(path)[1]:
+            continue
+        resolved, diagnostics, sources = check_file(path)
+        if diagnostics:
+            sys.stderr.write(render_all(diagnostics, sources))
+        if resolved is None:
+            exit_code = max(exit_code, 3 if {d.code for d in diagnostics} & MODEL_ERROR_CODES else 2)
+            continue
+        with console.status(f"falsifying {path.name}"):
+            results += falsify_spec(LoadedSpec(resolved, RunSettings(seed=args.seed)), args.max_examples, args.seed, store)
+    table = Table(title="falsification")
+    for col in ("claim", "result", "inputs tried", "counterexample"):
+        table.add_column(col, overflow="fold")
+    style = {"survived": "green", "falsified": "red", "inconclusive": "yellow"}
+    for r in results:
+        example = "" if not r.counterexample else repr(r.counterexample["input"])
+        table.add_row(f"{Path(r.file).name}:{r.line} {r.name}", f"[{style[r.verdict]}]{r.verdict}[/]", str(r.tried), example)
+    console.print(table)
+    if any(r.verdict != "survived" for r in results):
+        exit_code = max(exit_code, 1)
+    if args.json:
+        text = json.dumps({"seed": args.seed, "max_examples": args.max_examples,
+                           "results": [r.to_json() for r in results]}, indent=2, sort_keys=True) + "\n"
+        print(text, end="") if str(args.json) == "-" else args.json.write_text(text)
+    return exit_code

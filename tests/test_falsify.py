@@ -1,0 +1,51 @@
+"""circuitspec falsify: Hypothesis finds and shrinks inputs that break per-input claims, and replays them."""
+
+import json
+import shutil
+from pathlib import Path
+
+from circuitspec.cli import main
+
+BACKWARDS = "claim backwards: logit[\"'\"] > logit['\"'] when opening_quote == '\"'\n"
+
+
+def make_spec(tmp_path, extra=""):
+    shutil.copytree("specs/lib", tmp_path / "lib")
+    path = tmp_path / "quotes.circ"
+    path.write_text(Path("specs/closing_quote.circ").read_text() + extra)
+    return path
+
+
+def run(tmp_path, path, *args):
+    out = tmp_path / "falsify.json"
+    code = main(["falsify", str(path), "--max-examples", "40", "--database", str(tmp_path / "db"), "--json", str(out), *args])
+    return code, {r["name"]: r for r in json.loads(out.read_text())["results"]}
+
+
+def test_a_false_claim_is_falsified_shrunk_and_replayed(tmp_path):
+    path = make_spec(tmp_path, BACKWARDS)
+    code, results = run(tmp_path, path)
+    assert code == 1
+    first = results["backwards"]
+    assert first["verdict"] == "falsified" and first["counterexample"]["features"]["opening_quote"] == '"'
+    assert len(first["counterexample"]["input"]) <= 12  # shrunk to something like 'x = "a'
+    assert results["closes_single"]["verdict"] == "survived"
+    assert any((tmp_path / "db").rglob("*")), "the counterexample is stored"
+    code, again = run(tmp_path, path)
+    assert code == 1 and again["backwards"]["counterexample"]["input"] == first["counterexample"]["input"]
+    assert again["backwards"]["tried"] == 1 and "stored counterexample" in again["backwards"]["note"]  # replayed
+    stored = json.loads((tmp_path / "db" / "quotes" / "backwards.json").read_text())
+    assert [e["prefix"] for e in stored] == [first["counterexample"]["input"]]
+
+
+def test_claims_whose_conditions_never_hold_are_inconclusive(tmp_path):
+    path = make_spec(tmp_path, "claim never: logit['a'] > 0 when opening_quote == 'x'\n")
+    code, results = run(tmp_path, path, "--no-database")
+    assert code == 1 and results["never"]["verdict"] == "inconclusive"
+
+
+def test_falsify_reports_spec_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.circ"
+    bad.write_text('spec b "x"\nmodel "py-sparse-small"\ntask closing_quote\nablate zero\nnode n = blocks.0.mlp.hook_post[999]\n')
+    assert main(["falsify", str(bad), "--no-database"]) == 2
+    assert "E504" in capsys.readouterr().err
