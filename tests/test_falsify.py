@@ -49,3 +49,16 @@ def test_falsify_reports_spec_errors(tmp_path, capsys):
     bad.write_text('spec b "x"\nmodel "py-sparse-small"\ntask closing_quote\nablate zero\nnode n = blocks.0.mlp.hook_post[999]\n')
     assert main(["falsify", str(bad), "--no-database"]) == 2
     assert "E504" in capsys.readouterr().err
+
+
+def test_verify_with_falsify_fails_a_claim_the_search_breaks(tmp_path, monkeypatch):
+    path = make_spec(tmp_path, BACKWARDS)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "v.json"
+    code = main(["verify", str(path), "--falsify", "--max-examples", "30", "--samples", "30", "--baselines", "10",
+                 "--json", str(out)])
+    data = json.loads(out.read_text())
+    backwards = next(c for c in data["claims"] if c["name"] == "backwards")
+    assert code == 1 and backwards["verdict"] == "fail" and backwards["counterexample"]["input"]
+    assert any(f["name"] == "backwards" and f["verdict"] == "falsified" for f in data["manifest"]["falsification"])
+    assert (tmp_path / ".circuitspec" / "examples" / "quotes" / "backwards.json").is_file()

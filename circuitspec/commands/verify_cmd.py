@@ -18,6 +18,8 @@ from rich.progress import Progress
 from ..engine.errors import CircuitspecError, UsageError
 from ..lang.diagnostics import render_all
 from ..lang.parser import parse_spec_or_library
+from ..testing import LoadedSpec
+from ..verify.falsify import ExampleStore, falsify_spec
 from ..verify.report import manifest, print_table, summary, write_json, write_junit
 from ..verify.runner import RunSettings
 from ..verify.verifier import claim_groups, verify_spec
@@ -36,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for inputs, baselines and bootstrap (default 0)")
     p.add_argument("--samples", type=int, help=f"inputs per claim group when the spec does not say (default {RunSettings.samples})")
     p.add_argument("--baselines", type=int, default=RunSettings.baselines, help="random same-size circuits per check")
+    p.add_argument("--falsify", action="store_true",
+                   help="also search for inputs that break per-input claims (as `circuitspec falsify`, with its example store)")
+    p.add_argument("--max-examples", type=int, default=200, metavar="N", help="with --falsify: inputs to try per claim")
     add_device_argument(p)
 
 
@@ -74,20 +79,45 @@ def run(args: argparse.Namespace) -> int:
                 exit_code = max(exit_code, e.exit_code)
                 continue
             specs_manifest.append(_spec_manifest(resolved))
+    falsified = []
+    if args.falsify:
+        store = ExampleStore(Path(".circuitspec") / "examples")
+        for resolved in resolved_specs:
+            with console.status(f"falsifying {Path(resolved.file).name}"):
+                found = falsify_spec(LoadedSpec(resolved, settings), args.max_examples, settings.seed, store)
+            falsified += found
+        _merge_falsification(results, falsified, console)
     if results:
         print_table(results, console)
     console.print(f"{summary(results)} in {time.perf_counter() - started:.1f} s (seed {settings.seed}, "
                   f"{settings.baselines} random baselines)" if results else "no claims verified")
-    if any(r.verdict != "pass" for r in results):
+    if any(r.verdict != "pass" for r in results) or any(f.verdict != "survived" for f in falsified):
         exit_code = max(exit_code, 1)
     run_manifest = manifest(specs_manifest, {"seed": settings.seed, "samples": settings.samples,
                                              "baselines": settings.baselines, "bootstrap_resamples": settings.resamples,
                                              "reference_samples": settings.reference_samples})
+    if args.falsify:
+        run_manifest["falsification"] = [f.to_json() for f in falsified]
     if args.json:
         write_json(args.json, results, run_manifest)
     if args.junit:
         write_junit(args.junit, results)
     return exit_code
+
+
+def _merge_falsification(results, falsified, console) -> None:
+    """A per-input claim with a counterexample from the search fails, carrying that counterexample."""
+    by_place = {(f.file, f.line, f.name): f for f in falsified}
+    for r in results:
+        found = by_place.get((r.file, r.line, r.name))
+        if found is not None and found.verdict == "falsified":
+            r.verdict = "fail"
+            r.counterexample = found.counterexample
+            r.note = (r.note + "; " if r.note else "") + "falsified by search"
+    for f in falsified:
+        if f.kind == "agreement" and f.verdict == "falsified":
+            console.print(f"[red]falsified[/] {Path(f.file).name}: the circuit alone answers unlike the model on "
+                          f"{f.counterexample['input']!r}", highlight=False)
 
 
 def _spec_manifest(resolved) -> dict:
