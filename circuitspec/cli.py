@@ -11,6 +11,7 @@ import os
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from .commands import check_cmd, eval_cmd, falsify_cmd, fmt_cmd, models_cmd, prove_cmd, tasks_cmd, train_cmd, verify_cmd
 from .engine.errors import CircuitspecError
@@ -46,12 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except CircuitspecError as e:
-        err.print(f"[bold red]error:[/] {e.message}", highlight=False)
+        err.print("[bold red]error:[/] " + escape(e.message), highlight=False)
         if e.hint:
-            err.print(f"  [cyan]hint:[/] {e.hint}", highlight=False)
+            err.print("  [cyan]hint:[/] " + escape(e.hint), highlight=False)
         return e.exit_code
     except UnknownTaskError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print("[bold red]error:[/] " + escape(str(e)), highlight=False)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -62,3 +62,44 @@ def test_verify_with_falsify_fails_a_claim_the_search_breaks(tmp_path, monkeypat
     assert code == 1 and backwards["verdict"] == "fail" and backwards["counterexample"]["input"]
     assert any(f["name"] == "backwards" and f["verdict"] == "falsified" for f in data["manifest"]["falsification"])
     assert (tmp_path / ".circuitspec" / "examples" / "quotes" / "backwards.json").is_file()
+
+
+def test_aggregate_claims_are_attacked_over_ablation_choices(tmp_path):
+    path = make_spec(tmp_path)
+    code, results = run(tmp_path, path, "--no-database")
+    attacked = results["line 25"]
+    assert attacked["kind"] == "sufficient" and attacked["tried"] > 10
+    assert attacked["verdict"] == "survived" and "ablation choices" in attacked["note"]
+
+
+def test_a_sufficiency_that_needs_everything_ablated_at_once_is_falsified(tmp_path):
+    """Two neurons outside the circuit cancel each other exactly. Ablating all of the rest hides them (F = 1);
+    ablating one without the other does not, and the attack finds that."""
+    import torch
+    from circuitspec.commands.check_cmd import check_file
+    from circuitspec.engine.checkpoint import save_checkpoint
+    from circuitspec.engine.tasks import register_task, unregister_task
+    from circuitspec.verify.attack import attack_claim
+    from circuitspec.verify.runner import RunSettings
+    from test_verify_oracle import CIRCUIT, HEADER, TASK, hand_set_model
+
+    model = hand_set_model()
+    with torch.no_grad():
+        mlp = model.blocks[0].mlp
+        for n, sign in ((6, 1.0), (7, -1.0)):  # relu(carrier) written to the output channel, once with each sign
+            mlp.W_in[:, n] = 0.0
+            mlp.W_out[n, :] = 0.0
+            mlp.W_in[0, n] = 1.0
+            mlp.W_out[n, 1] = 3.0 * sign
+    save_checkpoint(model, tmp_path / "model", {})
+    spec = tmp_path / "cancel.circ"
+    spec.write_text(HEADER.format(name="cancel", ablation="mean over task") + CIRCUIT + "claim sufficient faithfulness >= 0.9\n")
+    register_task(TASK, replace=True)
+    try:
+        resolved, diagnostics, _ = check_file(spec)
+        assert not diagnostics
+        outcome = attack_claim(resolved, resolved.claims[0], RunSettings(samples=60), trials=12)
+    finally:
+        unregister_task(TASK.name)
+    assert outcome.broken and outcome.interval[1] < 0.9
+    assert outcome.what.startswith("ablating only a random")

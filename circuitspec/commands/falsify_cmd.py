@@ -1,5 +1,6 @@
 """Search for inputs that break the per-input claims of specs (role, behaviour, and "the circuit alone
-answers like the model"), shrink them to minimal snippets, and store them for replay.
+answers like the model"), shrink them to minimal snippets, and store them for replay; attack
+sufficient and necessary claims over ablation choices (partial ablations, reference inputs).
 
 Exit 0: nothing falsified. 1: a claim was falsified, or no input met its conditions. 2: a spec or the
 usage is wrong. 3: a model is unreadable.
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..engine.errors import UsageError
@@ -62,8 +64,15 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     style = {"survived": "green", "falsified": "red", "inconclusive": "yellow"}
     for r in results:
-        example = "" if not r.counterexample else repr(r.counterexample["input"])
-        table.add_row(f"{Path(r.file).name}:{r.line} {r.name}", f"[{style[r.verdict]}]{r.verdict}[/]", str(r.tried), example)
+        if not r.counterexample:
+            example = r.note if r.kind in ("sufficient", "necessary") else ""
+        elif "input" in r.counterexample:
+            example = repr(r.counterexample["input"])
+        else:
+            example = f"{r.counterexample['ablation choice']}: F = {r.counterexample['faithfulness']:.3g}"
+        name = r.kind if r.name.startswith("line ") else r.name
+        table.add_row(escape(f"{Path(r.file).name}:{r.line} {name}"), f"[{style[r.verdict]}]{r.verdict}[/]", str(r.tried),
+                      escape(example))
     console.print(table)
     if any(r.verdict != "survived" for r in results):
         exit_code = max(exit_code, 1)

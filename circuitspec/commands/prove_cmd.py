@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..lang.diagnostics import render_all
 from ..lang.parser import parse_spec_or_library
@@ -53,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
         for problem in report.inconsistencies:
             where = ", ".join(f"{k} == {v!r}" for k, v in problem.witness.items())
             more = f" (and {problem.witnesses - 1} more feature combinations)" if problem.witnesses > 1 else ""
-            console.print(f"[red]inconsistent[/] {path}: when {where}{more}, these claims cannot all hold:", soft_wrap=True)
+            console.print("[red]inconsistent[/] " + escape(f"{path}: when {where}{more}, these claims cannot all hold:"),
+                          soft_wrap=True)
             for ref in problem.claims:
-                console.print(f"  {Path(ref.file).name}:{ref.line}: {ref.text}", soft_wrap=True)
+                console.print(escape(f"  {Path(ref.file).name}:{ref.line}: {ref.text}"), soft_wrap=True)
     if args.json:
         text = json.dumps([asdict(r) for r in reports], indent=2, sort_keys=True) + "\n"
         print(text, end="") if str(args.json) == "-" else args.json.write_text(text)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 
 from ..engine.errors import CircuitspecError, UsageError
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 results.extend(verify_spec(resolved, settings, lambda: progress.advance(bar)))
             except CircuitspecError as e:
-                progress.console.print(f"[bold red]error:[/] {resolved.file}: {e}")
+                progress.console.print("[bold red]error:[/] " + escape(f"{resolved.file}: {e}"))
                 exit_code = max(exit_code, e.exit_code)
                 continue
             specs_manifest.append(_spec_manifest(resolved))
@@ -116,8 +117,8 @@ def _merge_falsification(results, falsified, console) -> None:
             r.note = (r.note + "; " if r.note else "") + "falsified by search"
     for f in falsified:
         if f.kind == "agreement" and f.verdict == "falsified":
-            console.print(f"[red]falsified[/] {Path(f.file).name}: the circuit alone answers unlike the model on "
-                          f"{f.counterexample['input']!r}", highlight=False)
+            console.print("[red]falsified[/] " + escape(f"{Path(f.file).name}: the circuit alone answers unlike the model on "
+                                                        f"{f.counterexample['input']!r}"), highlight=False)
 
 
 def _spec_manifest(resolved) -> dict:

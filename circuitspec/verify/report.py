@@ -9,6 +9,7 @@ from typing import Any, Sequence
 from xml.etree import ElementTree as ET
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .judge import ClaimResult
@@ -29,14 +30,15 @@ def print_table(results: Sequence[ClaimResult], console: Console) -> None:
         interval = "" if not r.ci else f" [{_fmt(r.ci[0])}, {_fmt(r.ci[1])}]"
         threshold = "—" if r.threshold is None else f"{r.op} {_fmt(r.threshold)}"
         spread = " / ".join(_fmt(r.spread.get(q)) for q in ("q10", "q50", "q90")) if r.spread else "—"
-        claim = f"{Path(r.file).name}:{r.line} [bold]{_title(r)}[/]\n[dim]{r.ablation}, {r.metric}[/]"
+        claim = f"{Path(r.file).name}:{r.line} [bold]{escape(_title(r))}[/]\n[dim]{escape(r.ablation)}, {r.metric}[/]"
         table.add_row(claim, f"[{STYLE[r.verdict]}]{r.verdict}[/]", _fmt(r.statistic) + interval, threshold, str(r.n), spread)
     console.print(table)
     for r in results:
         if r.note or r.counterexample:
-            console.print(f"[{STYLE[r.verdict]}]{r.verdict}[/] {Path(r.file).name}:{r.line} {_title(r)}: {r.note}", highlight=False)
+            console.print(f"[{STYLE[r.verdict]}]{r.verdict}[/] " + escape(f"{Path(r.file).name}:{r.line} {_title(r)}: {r.note}"),
+                          highlight=False)
             if r.counterexample:
-                console.print(f"    counterexample: {r.counterexample['input']!r}", highlight=False)
+                console.print(escape(f"    counterexample: {r.counterexample['input']!r}"), highlight=False)
 
 
 def _title(r: ClaimResult) -> str:

@@ -88,7 +88,7 @@ def minimal_units(resolved: ResolvedSpec, unit: str) -> dict[str, Mask]:
     return units
 
 
-def _metric(name: str, logits: torch.Tensor, full: torch.Tensor, batch: TaskBatch) -> np.ndarray:
+def per_example_metric(name: str, logits: torch.Tensor, full: torch.Tensor, batch: TaskBatch) -> np.ndarray:
     """Per-example metric of one condition's answer logits [n, V]; ``kl`` is -KL(full || condition)."""
     if name == "kl":
         kl = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(full, -1), log_target=True, reduction="none").sum(-1)
@@ -144,7 +144,7 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
     self_check(resolved, batch, reference, by_name)
     full_logits = by_name["full"]
     for name, lg in by_name.items():
-        value = _metric(first.metric, lg, full_logits, batch)
+        value = per_example_metric(first.metric, lg, full_logits, batch)
         kind, _, unit = name.partition(":")
         if kind == "baseline":
             data.baselines.append(value)

@@ -1,0 +1,100 @@
+"""Attack aggregate claims over ablation choices, not inputs.
+
+A circuit can look sufficient only because everything else is ablated at once, effects cancelling out.
+If the explanation is right, the rest of the model should not matter however much of it is ablated:
+keeping the circuit and ablating only *part* of the rest should still reach the threshold. The attack
+tries structured parts (each attention head, each MLP layer, each residual boundary) and random subsets
+of the non-circuit nodes, plus other reference inputs for mean/resample ablation, and reports the
+worst. Necessity is attacked over reference inputs: it must hold whichever inputs the means or
+resamples come from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..engine.ablation import run_conditions
+from ..engine.batch import encode_examples
+from ..engine.masks import Mask
+from ..lang.resolve import ResolvedClaim, ResolvedSpec
+from ..stats import faithfulness_interval, verdict_at_least, verdict_at_most
+from .examples import sample_examples
+from .runner import RunSettings, make_reference, per_example_metric
+
+
+@dataclass
+class AttackOutcome:
+    worst: float  # the faithfulness furthest on the wrong side of the threshold
+    interval: tuple[float, float]
+    what: str  # which ablation choice produced it
+    tried: int
+    broken: bool
+
+
+def _structured_parts(resolved: ResolvedSpec) -> dict[str, Mask]:
+    """Each component's non-circuit channels, as "ablate only these" masks."""
+    space, circuit = resolved.mask.space, resolved.mask
+    parts = {}
+    for hook, shape in space.node_shapes.items():
+        outside = ~circuit.nodes[hook]
+        groups = ({f"{hook}[head={h}]": (h,) for h in range(shape[0])} if len(shape) == 2 else {hook: ()})
+        for label, index in groups.items():
+            nodes = {h: torch.ones(s, dtype=torch.bool) for h, s in space.node_shapes.items()}
+            keep = torch.ones(shape, dtype=torch.bool)
+            if index:
+                keep[index] = ~outside[index]
+            else:
+                keep = ~outside
+            if bool(keep.all()):
+                continue
+            nodes[hook] = keep
+            parts[label] = Mask(space, nodes, circuit.edges)
+    return parts
+
+
+def _random_parts(resolved: ResolvedSpec, count: int, seed: int) -> dict[str, Mask]:
+    space, circuit = resolved.mask.space, resolved.mask
+    rng = torch.Generator().manual_seed(seed)
+    parts = {}
+    for i in range(count):
+        fraction = (0.25, 0.5, 0.75)[i % 3]
+        nodes = {h: ~((~circuit.nodes[h]) & (torch.rand(s, generator=rng) < fraction)) for h, s in space.node_shapes.items()}
+        parts[f"a random {fraction:.0%} of the non-circuit nodes (#{i})"] = Mask(space, nodes, circuit.edges)
+    return parts
+
+
+def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings, trials: int = 12) -> AttackOutcome:
+    model = resolved.context.model
+    examples = sample_examples(resolved.task, claim.samples or resolved.spec.samples or settings.samples, settings.seed,
+                               claim.claim.conditions)
+    batch = encode_examples(examples, model.cfg.n_ctx).to(settings.device)
+    space = resolved.mask.space
+    full = Mask.full(space)
+    empty = Mask(space, Mask.empty(space).nodes, full.edges)
+    sufficient = claim.kind == "sufficient"
+    target = resolved.mask if sufficient else Mask(space, (~resolved.mask).nodes, full.edges)
+    threshold = float(claim.claim.body.threshold)
+    choices: list[tuple[str, Mask, int]] = []  # (description, condition, reference seed)
+    reference_seeds = [settings.seed] if claim.ablation.kind == "zero" else [settings.seed + 1 + i for i in range(3)]
+    for seed in reference_seeds:
+        choices.append((f"reference inputs drawn with seed {seed}", target, seed))
+    if sufficient:
+        parts = {**_structured_parts(resolved), **_random_parts(resolved, trials, settings.seed)}
+        choices += [(f"ablating only {label}", mask, settings.seed) for label, mask in parts.items()]
+    by_seed: dict[int, list[tuple[str, Mask]]] = {}
+    for what, mask, seed in choices:
+        by_seed.setdefault(seed, []).append((what, mask))
+    outcomes: list[AttackOutcome] = []
+    for seed, group in by_seed.items():
+        reference = make_reference(resolved, claim.ablation, claim.ablation_task, batch, replace(settings, seed=seed))
+        logits = run_conditions(model, batch.tokens, [full, empty] + [m for _, m in group], reference, batch.answer_pos)
+        m_full, m_empty = (per_example_metric(claim.metric, lg, logits[0], batch) for lg in logits[:2])
+        for (what, _), lg in zip(group, logits[2:]):
+            interval = faithfulness_interval(per_example_metric(claim.metric, lg, logits[0], batch), m_full, m_empty,
+                                             claim.confidence, settings.resamples, settings.seed)
+            verdict = verdict_at_least(interval, threshold) if sufficient else verdict_at_most(interval, threshold)
+            outcomes.append(AttackOutcome(interval.estimate, (interval.low, interval.high), what, len(choices), verdict == "fail"))
+    # the worst failing choice if any fails, else the one closest to failing
+    return min(outcomes, key=lambda o: (not o.broken, o.worst if sufficient else -o.worst))
