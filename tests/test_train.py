@@ -1,6 +1,5 @@
 """Training: a tiny model learns a task within the test suite; resume replays the same run; configs validate."""
 
-import json
 from pathlib import Path
 
 import pytest

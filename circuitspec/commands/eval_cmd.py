@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from ..engine.errors import UsageError
 from ..engine.evaluate import EVAL_SEED, score_task
 from ..engine.tasks import all_tasks, get_task
 from ..engine.zoo import DEFAULT_MODEL, load_model, resolve_model_path
@@ -32,7 +33,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.examples < 1:
-        from ..engine.errors import UsageError
         raise UsageError(f"--examples must be at least 1, got {args.examples}")
     device = resolve_device(args.device)
     path = resolve_model_path(args.model)

@@ -6,6 +6,7 @@ import argparse
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -38,7 +39,6 @@ def git_revision() -> str | None:
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     if args.steps is not None:
-        from dataclasses import replace
         cfg = replace(cfg, train=replace(cfg.train, steps=args.steps))
     if not args.resume and (args.out / STATE_DIR).exists():
         raise UsageError(f"{args.out} already holds a training run", hint="pass --resume to continue it, or choose another --out")

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
+from ..engine.checkpoint import read_manifest
 from ..engine.errors import CircuitspecError, UsageError
 from ..lang.diagnostics import render_all
 from ..lang.parser import parse_spec_or_library
@@ -122,7 +123,6 @@ def _merge_falsification(results, falsified, console) -> None:
 
 
 def _spec_manifest(resolved) -> dict:
-    from ..engine.checkpoint import read_manifest
     return {"file": resolved.file, "spec": resolved.spec.name,
             "spec_sha256": hashlib.sha256(Path(resolved.file).read_bytes()).hexdigest(),
             "model": resolved.spec.model, "model_sha256": read_manifest(resolved.context.path).get("weights_sha256"),

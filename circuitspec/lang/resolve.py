@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Iterable
 
 import networkx as nx
-import torch
 
 from ..engine.ablation import Ablation as EngineAblation
 from ..engine.errors import CircuitspecError

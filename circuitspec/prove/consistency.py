@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import z3
 
 from ..engine.tokenizer import token_repr
+from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..verify.examples import satisfies
 
@@ -91,5 +92,4 @@ def check_consistency(resolved: ResolvedSpec, samples: int = 500, seed: int = 0)
 
 
 def _text(claim: ResolvedClaim) -> str:
-    from ..lang.fmt import format_statement
     return format_statement(claim.claim)

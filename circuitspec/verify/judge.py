@@ -20,6 +20,7 @@ import numpy as np
 
 from ..engine.tokenizer import token_repr
 from ..lang import ast
+from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..stats import (binomial_cdf, bootstrap_indices, bootstrap_p_at_least, compare_to_baselines,
                      faithfulness, faithfulness_interval, holm, quantiles, verdict_at_least, verdict_at_most)
@@ -111,7 +112,6 @@ def judge(resolved: ResolvedSpec, claim: ResolvedClaim, data: GroupData, setting
 
 
 def _claim_text(claim: ast.Claim) -> str:
-    from ..lang.fmt import format_statement
     return format_statement(claim)
 
 
