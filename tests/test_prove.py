@@ -43,3 +43,38 @@ def test_prove_command_exit_codes(tmp_path, capsys):
     assert main(["prove", str(bad), "--json", str(tmp_path / "r.json")]) == 1
     err = capsys.readouterr().err
     assert "cannot all hold" in err and "bad.circ:6" in err and "bad.circ:7" in err
+
+
+def _oracle_spec(tmp_path, claims):
+    from circuitspec.commands.check_cmd import check_file
+    from circuitspec.engine.checkpoint import save_checkpoint
+    from test_verify_oracle import CIRCUIT, HEADER, hand_set_model
+    save_checkpoint(hand_set_model(), tmp_path / "model", {})
+    spec = tmp_path / "oracle.circ"
+    spec.write_text(HEADER.format(name="oracle", ablation="mean over task") + CIRCUIT + claims)
+    resolved, diagnostics, _ = check_file(spec)
+    assert not diagnostics, diagnostics
+    return resolved
+
+
+def test_node_claims_and_weights_entail_the_behaviour(tmp_path):
+    """In the hand-set model: carrier > 0.5 on 'a' inputs, through relu neurons and the unembedding,
+    forces logit a > logit b; without that premise Z3 finds a counter-model."""
+    from circuitspec.engine.tasks import register_task, unregister_task
+    from circuitspec.prove.entailment import prove_behaviour
+    from circuitspec.verify.runner import RunSettings
+    from test_verify_oracle import TASK
+    register_task(TASK, replace=True)
+    try:
+        with_premise = _oracle_spec(tmp_path, 'claim big: carrier > 0.5 when last == "a"\n'
+                                              'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
+        result = prove_behaviour(with_premise, with_premise.claims[1], RunSettings(samples=40))
+        assert result.status == "proved", result
+        assert result.premises == ['claim big: carrier > 0.5 when last == "a"']
+        assert all(a.fresh_fraction == 1.0 for a in result.assumptions) and len(result.assumptions) == 2
+        without = _oracle_spec(tmp_path, 'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
+        result = prove_behaviour(without, without.claims[0], RunSettings(samples=40))
+        assert result.status == "counter-model"
+        assert result.counter_model["blocks.0.hook_resid_pre[0]"] <= 0  # a carrier that is not positive
+    finally:
+        unregister_task(TASK.name)

@@ -1,8 +1,14 @@
-"""Check with Z3 that each spec's per-input claims can all be true at once.
+"""Z3 on each spec: are its per-input claims consistent, and do its node claims entail its behaviour claims?
 
-For every combination of task features the task produces, the role and behaviour claims that apply
-must be jointly satisfiable; a contradiction is reported as the smallest set of claim lines (Z3's unsat
-core) with the feature values where it bites. Exit 0 consistent, 1 inconsistent, 2 spec errors.
+Consistency: for every combination of task features the task produces, the role and behaviour claims
+that apply must be jointly satisfiable; a contradiction is reported as the smallest set of claim lines
+(Z3's unsat core) with the feature values where it bites.
+
+Entailment: each behaviour claim is encoded through the circuit's last block and unembedding with its
+actual weights (see circuitspec.prove.entailment); Z3 proves it from the role claims plus measured norm
+bounds, or shows a counter-model. "unknown" (Z3 gave up) and "not encodable" are reported, not failed.
+
+Exit 0: consistent and no counter-model. 1: an inconsistency or a counter-model. 2: spec errors.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from rich.markup import escape
 from ..lang.diagnostics import render_all
 from ..lang.parser import parse_spec_or_library
 from ..prove.consistency import check_consistency
+from ..prove.entailment import prove_behaviour
 from .check_cmd import check_file
 from .paths import circ_files
 from .verify_cmd import MODEL_ERROR_CODES
@@ -45,7 +52,12 @@ def run(args: argparse.Namespace) -> int:
             exit_code = max(exit_code, 3 if {d.code for d in diagnostics} & MODEL_ERROR_CODES else 2)
             continue
         report = check_consistency(resolved, args.samples)
-        reports.append(report)
+        entailments = [prove_behaviour(resolved, c) for c in resolved.claims if c.kind == "behaviour"]
+        reports.append({"consistency": asdict(report), "entailment": [asdict(e) for e in entailments]})
+        if any(e.status == "counter-model" for e in entailments):
+            exit_code = max(exit_code, 1)
+        for e in entailments:
+            _print_entailment(console, path, e)
         if report.consistent:
             console.print(f"[green]consistent[/] {path}: {report.checked_claims} per-input claims over "
                           f"{report.feature_combinations} feature combinations", soft_wrap=True)
@@ -59,6 +71,25 @@ def run(args: argparse.Namespace) -> int:
             for ref in problem.claims:
                 console.print(escape(f"  {Path(ref.file).name}:{ref.line}: {ref.text}"), soft_wrap=True)
     if args.json:
-        text = json.dumps([asdict(r) for r in reports], indent=2, sort_keys=True) + "\n"
+        text = json.dumps(reports, indent=2, sort_keys=True) + "\n"
         print(text, end="") if str(args.json) == "-" else args.json.write_text(text)
     return exit_code
+
+
+STATUS_STYLE = {"proved": "green", "counter-model": "red", "unknown": "yellow", "not encodable": "yellow"}
+
+
+def _print_entailment(console: Console, path: Path, e) -> None:
+    console.print(f"[{STATUS_STYLE[e.status]}]{e.status}[/] " + escape(f"{path.name}:{e.line}: {e.claim}"), soft_wrap=True)
+    if e.note:
+        console.print(escape(f"  {e.note}"), soft_wrap=True)
+    for premise in e.premises:
+        console.print(escape(f"  premise: {premise}"), soft_wrap=True)
+    for a in e.assumptions:
+        console.print(escape(f"  assumption: {a.text} ({a.measured}; holds on {a.fresh_fraction:.0%} of a fresh sample)"),
+                      soft_wrap=True)
+    if e.counter_model:
+        nonzero = sorted(((k, v) for k, v in e.counter_model.items() if v != 0), key=lambda kv: -abs(kv[1]))
+        text = ", ".join(f"{k} = {v:.4g}" for k, v in nonzero[:8]) or "every unknown 0"
+        more = f" (+{len(nonzero) - 8} more non-zero)" if len(nonzero) > 8 else ""
+        console.print(escape(f"  counter-model: {text}{more}; the other unknowns 0"), soft_wrap=True)
