@@ -37,7 +37,9 @@ def test_claims_about_different_runs_or_disjoint_inputs_do_not_conflict():
 
 
 def test_prove_command_exit_codes(tmp_path, capsys):
-    assert main(["prove", "specs"]) == 0
+    assert main(["prove", "specs/quote_head.circ"]) == 0
+    assert main(["prove", "specs/closing_quote.circ"]) == 1  # its reader claims do not entail its behaviour claims
+    assert "counter-model" in capsys.readouterr().err
     bad = tmp_path / "bad.circ"
     bad.write_text(HEADER + "claim a: logit['x'] > logit['y']\nclaim b: logit['y'] > logit['x']\n")
     assert main(["prove", str(bad), "--json", str(tmp_path / "r.json")]) == 1
