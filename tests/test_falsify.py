@@ -18,7 +18,7 @@ def make_spec(tmp_path, extra=""):
 
 def run(tmp_path, path, *args):
     out = tmp_path / "falsify.json"
-    code = main(["falsify", str(path), "--max-examples", "40", "--database", str(tmp_path / "db"), "--json", str(out), *args])
+    code = main(["falsify", str(path), "--seed", "0", "--max-examples", "40", "--database", str(tmp_path / "db"), "--json", str(out), *args])
     return code, {r["name"]: r for r in json.loads(out.read_text())["results"]}
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
 import sys
 from pathlib import Path
 
@@ -32,15 +34,25 @@ NAME, HELP = "falsify", "search for inputs that break per-input claims (Hypothes
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help=".circ files or directories")
-    p.add_argument("--max-examples", type=int, default=200, metavar="N", help="inputs to try per claim (default 200)")
-    p.add_argument("--seed", type=int, default=0, help="search seed (default 0: the same search every run)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="ci" if os.environ.get("CI") else "dev",
+                   help="ci: seed 0 and 200 inputs per claim, the same search every run (default when $CI is set); "
+                        "dev: a fresh seed each run (printed, so a find can be reproduced) and 500 inputs")
+    p.add_argument("--max-examples", type=int, metavar="N", help="inputs to try per claim (overrides the profile)")
+    p.add_argument("--seed", type=int, help="search seed (overrides the profile)")
     p.add_argument("--database", type=Path, metavar="DIR",
                    help="where counterexamples are kept and replayed (default: .circuitspec/examples in the current folder)")
     p.add_argument("--no-database", action="store_true", help="neither replay nor store counterexamples")
     p.add_argument("--json", metavar="FILE", type=Path, help="write results as JSON ('-' for stdout)")
 
 
+PROFILES = {"ci": {"seed": 0, "max_examples": 200}, "dev": {"seed": None, "max_examples": 500}}
+
+
 def run(args: argparse.Namespace) -> int:
+    profile = PROFILES[args.profile]
+    args.max_examples = args.max_examples if args.max_examples is not None else profile["max_examples"]
+    if args.seed is None:
+        args.seed = profile["seed"] if profile["seed"] is not None else random.randrange(2**31)
     if args.max_examples < 1:
         raise UsageError(f"--max-examples must be at least 1, got {args.max_examples}")
     store = None if args.no_database else ExampleStore(args.database or Path(".circuitspec") / "examples")
@@ -74,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(escape(f"{Path(r.file).name}:{r.line} {name}"), f"[{style[r.verdict]}]{r.verdict}[/]", str(r.tried),
                       escape(example))
     console.print(table)
+    console.print(f"profile {args.profile}: seed {args.seed}, up to {args.max_examples} inputs per claim "
+                  f"(rerun with --seed {args.seed} to repeat this search)")
     if any(r.verdict != "survived" for r in results):
         exit_code = max(exit_code, 1)
     if args.json:
