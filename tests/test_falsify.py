@@ -18,7 +18,7 @@ def make_spec(tmp_path, extra=""):
 
 def run(tmp_path, path, *args):
     out = tmp_path / "falsify.json"
-    code = main(["falsify", str(path), "--seed", "0", "--max-examples", "40", "--database", str(tmp_path / "db"), "--json", str(out), *args])
+    code = main(["falsify", str(path), "--seed", "0", "--max-examples", "40", "--samples", "30", "--database", str(tmp_path / "db"), "--json", str(out), *args])
     return code, {r["name"]: r for r in json.loads(out.read_text())["results"]}
 
 
@@ -69,7 +69,7 @@ def test_aggregate_claims_are_attacked_over_ablation_choices(tmp_path):
     code, results = run(tmp_path, path, "--no-database")
     attacked = results["line 25"]
     assert attacked["kind"] == "sufficient" and attacked["tried"] > 10
-    assert attacked["verdict"] == "survived" and "ablation choices" in attacked["note"]
+    assert attacked["verdict"] == "survived" and attacked["note"].startswith("worst of")
 
 
 def test_a_sufficiency_that_needs_everything_ablated_at_once_is_falsified(tmp_path):
@@ -103,3 +103,24 @@ def test_a_sufficiency_that_needs_everything_ablated_at_once_is_falsified(tmp_pa
         unregister_task(TASK.name)
     assert outcome.broken and outcome.interval[1] < 0.9
     assert outcome.what.startswith("ablating only a random")
+
+
+def test_a_unit_that_never_matters_breaks_minimality_on_every_round(tmp_path):
+    from circuitspec.commands.check_cmd import check_file
+    from circuitspec.engine.checkpoint import save_checkpoint
+    from circuitspec.engine.tasks import register_task, unregister_task
+    from circuitspec.verify.attack import attack_minimal
+    from circuitspec.verify.runner import RunSettings
+    from test_verify_oracle import CIRCUIT, HEADER, TASK, hand_set_model
+
+    save_checkpoint(hand_set_model(), tmp_path / "model", {})
+    spec = tmp_path / "extra.circ"
+    spec.write_text(HEADER.format(name="extra", ablation="mean over task") + CIRCUIT
+                    + "node decoy = blocks.0.mlp.hook_post[5]\nclaim minimal each node drop >= 0.2\n")
+    register_task(TASK, replace=True)
+    try:
+        resolved, _, _ = check_file(spec)
+        outcome = attack_minimal(resolved, resolved.claims[0], RunSettings(samples=40), rounds=2)
+    finally:
+        unregister_task(TASK.name)
+    assert outcome.broken and outcome.what.startswith("decoy") and outcome.interval[1] < 0.2

@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "dev: a fresh seed each run (printed, so a find can be reproduced) and 500 inputs")
     p.add_argument("--max-examples", type=int, metavar="N", help="inputs to try per claim (overrides the profile)")
     p.add_argument("--seed", type=int, help="search seed (overrides the profile)")
+    p.add_argument("--samples", type=int, default=RunSettings.samples, metavar="N",
+                   help=f"inputs per ablation choice when attacking aggregate claims (default {RunSettings.samples})")
     p.add_argument("--database", type=Path, metavar="DIR",
                    help="where counterexamples are kept and replayed (default: .circuitspec/examples in the current folder)")
     p.add_argument("--no-database", action="store_true", help="neither replay nor store counterexamples")
@@ -53,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     args.max_examples = args.max_examples if args.max_examples is not None else profile["max_examples"]
     if args.seed is None:
         args.seed = profile["seed"] if profile["seed"] is not None else random.randrange(2**31)
-    if args.max_examples < 1:
-        raise UsageError(f"--max-examples must be at least 1, got {args.max_examples}")
+    if args.max_examples < 1 or args.samples < 1:
+        raise UsageError("--max-examples and --samples must be at least 1")
     store = None if args.no_database else ExampleStore(args.database or Path(".circuitspec") / "examples")
     console = Console(stderr=True, highlight=False)
     if not console.is_terminal:
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
             exit_code = max(exit_code, 3 if {d.code for d in diagnostics} & MODEL_ERROR_CODES else 2)
             continue
         with console.status(f"falsifying {path.name}"):
-            results += falsify_spec(LoadedSpec(resolved, RunSettings(seed=args.seed)), args.max_examples, args.seed, store)
+            results += falsify_spec(LoadedSpec(resolved, RunSettings(seed=args.seed, samples=args.samples)),
+                                    args.max_examples, args.seed, store)
     table = Table(title="falsification")
     for col in ("claim", "result", "inputs tried", "counterexample"):
         table.add_column(col, overflow="fold")
@@ -81,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         elif "input" in r.counterexample:
             example = repr(r.counterexample["input"])
         else:
-            example = f"{r.counterexample['ablation choice']}: F = {r.counterexample['faithfulness']:.3g}"
+            value = r.counterexample.get("faithfulness", r.counterexample.get("drop"))
+            label = "F" if "faithfulness" in r.counterexample else "drop"
+            example = f"{r.counterexample['ablation choice']}: {label} = {value:.3g}"
         name = r.kind if r.name.startswith("line ") else r.name
         table.add_row(escape(f"{Path(r.file).name}:{r.line} {name}"), f"[{style[r.verdict]}]{r.verdict}[/]", str(r.tried),
                       escape(example))

@@ -6,7 +6,8 @@ keeping the circuit and ablating only *part* of the rest should still reach the 
 tries structured parts (each attention head, each MLP layer, each residual boundary) and random subsets
 of the non-circuit nodes, plus other reference inputs for mean/resample ablation, and reports the
 worst. Necessity is attacked over reference inputs: it must hold whichever inputs the means or
-resamples come from.
+resamples come from. Minimality is re-judged on other inputs and references: every unit must still
+matter.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from ..engine.masks import Mask
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..stats import faithfulness_interval, verdict_at_least, verdict_at_most
 from .examples import sample_examples
-from .runner import RunSettings, make_reference, per_example_metric
+from .judge import judge
+from .runner import RunSettings, make_reference, per_example_metric, run_group
 
 
 @dataclass
@@ -98,3 +100,17 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
             outcomes.append(AttackOutcome(interval.estimate, (interval.low, interval.high), what, len(choices), verdict == "fail"))
     # the worst failing choice if any fails, else the one closest to failing
     return min(outcomes, key=lambda o: (not o.broken, o.worst if sufficient else -o.worst))
+
+
+def attack_minimal(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings, rounds: int = 3) -> AttackOutcome:
+    """Re-run a ``minimal`` claim on fresh inputs and reference inputs; the worst unit across rounds."""
+    worst: AttackOutcome | None = None
+    for i in range(1, rounds + 1):
+        round_settings = replace(settings, seed=settings.seed + i)
+        result = judge(resolved, claim, run_group(resolved, [claim], round_settings), round_settings)
+        for unit in result.units or []:
+            outcome = AttackOutcome(unit["drop"], tuple(unit["ci"]), f"{unit['unit']} with inputs drawn with seed "
+                                    f"{round_settings.seed}", rounds, unit["verdict"] == "fail")
+            if worst is None or (outcome.broken, -outcome.worst) > (worst.broken, -worst.worst):
+                worst = outcome
+    return worst or AttackOutcome(float("nan"), (float("nan"), float("nan")), "no units to remove", rounds, False)

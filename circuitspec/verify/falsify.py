@@ -2,7 +2,7 @@
 
 Each role and behaviour claim, plus the implicit claim "the circuit alone answers like the model", is
 attacked with the task's input generator driven by Hypothesis (seeded, so a run is reproducible);
-sufficient and necessary claims are attacked over ablation choices instead (:mod:`.attack`). A
+sufficient, necessary and minimal claims are attacked over ablation choices instead (:mod:`.attack`). A
 failure is shrunk to a minimal snippet. Counterexamples are stored as readable JSON (one file per spec
 and claim under ``.circuitspec/examples/``) and replayed before any search on the next run, so CI keeps
 failing on a known counterexample until the spec, or the model, changes. (Hypothesis' own example
@@ -25,7 +25,7 @@ from ..engine.ablation import run_conditions
 from ..engine.batch import encode_examples
 from ..engine.tasks import TaskExample
 from ..testing import LoadedSpec, check_claim, task_inputs
-from .attack import attack_claim
+from .attack import attack_claim, attack_minimal
 from .examples import satisfies
 
 AGREEMENT = "circuit agrees with model"  # implicit claim of every spec with a `sufficient` claim
@@ -146,22 +146,27 @@ def falsify_spec(spec: LoadedSpec, max_examples: int, seed: int, store: ExampleS
             result.note = f"no counterexample in {tried} inputs (search budget --max-examples {max_examples})"
         results.append(result)
     for claim in resolved.claims:
-        if claim.kind in ("sufficient", "necessary") and claim.ablation is not None:
+        if claim.kind in ("sufficient", "necessary", "minimal") and claim.ablation is not None:
             results.append(_attack_result(resolved, claim, spec))
     return results
 
 
 def _attack_result(resolved, claim, spec: LoadedSpec) -> FalsifyResult:
-    outcome = attack_claim(resolved, claim, spec.settings)
+    attack = attack_minimal if claim.kind == "minimal" else attack_claim
+    outcome = attack(resolved, claim, spec.settings)
     result = FalsifyResult(resolved.file, claim.claim.span.line, claim.claim.name, claim.kind, outcome.tried,
                            "falsified" if outcome.broken else "survived")
-    found = {"ablation choice": outcome.what, "faithfulness": round(outcome.worst, 6),
+    found = {"ablation choice": outcome.what, "drop" if claim.kind == "minimal" else "faithfulness": round(outcome.worst, 6),
              "interval": [round(x, 6) for x in outcome.interval]}
     if outcome.broken:
         result.counterexample = found
-        result.note = ("it holds only when everything outside the circuit is ablated at once"
-                       if claim.kind == "sufficient" and outcome.what.startswith("ablating only") else
-                       "it depends on which inputs the reference comes from")
+        if claim.kind == "minimal":
+            result.note = "a unit stops mattering on other inputs"
+        elif claim.kind == "sufficient" and outcome.what.startswith("ablating only"):
+            result.note = "it holds only when everything outside the circuit is ablated at once"
+        else:
+            result.note = "it depends on which inputs the reference comes from"
     else:
-        result.note = f"worst of {outcome.tried} ablation choices: F = {outcome.worst:.3g} ({outcome.what})"
+        measure = "drop" if claim.kind == "minimal" else "F"
+        result.note = f"worst of {outcome.tried} choices: {measure} = {outcome.worst:.3g} ({outcome.what})"
     return result
