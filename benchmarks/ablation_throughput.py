@@ -5,12 +5,15 @@ of a 30-node random circuit + 100 random same-size baseline circuits (a minimali
 ablation, logits read at the answer position. Three arms, interleaved in rounds:
 
 - plain: K unablated forward passes of the batch (the floor a masked-forward design can reach);
-- masked: circuitspec's run_conditions over the K masks;
+- masked: circuitspec's run_conditions over the K masks (it computes only the circuit's own channels
+  when a node mask keeps at most 25% of the nodes, else runs the full masked forward);
 - hook loop: what a user writes today (TransformerLens ``run_with_hooks`` style, written here against
   the same model since transformer-lens cannot load it): one forward per condition, with a hook per hook
   point that clones the activation and overwrites the ablated channels with the reference by indexing.
 
-Prints conditions/s per arm and the ratios (targets: masked / plain <= 1.25, hook loop / masked >= 5).
+Prints conditions/s per arm and the ratios (targets: masked / plain <= 1.25, hook loop / masked >= 5),
+then the stretch comparison: circuits of 1% and 10% of the nodes computed on their own subgraph vs
+through the full masked forward (target >= 10x cheaper at 1%), with the largest difference in logits.
 
     python benchmarks/ablation_throughput.py [--model NAME] [--examples N] [--baselines N] [--device cpu|cuda]
 """
@@ -23,7 +26,7 @@ import time
 
 import torch
 
-from circuitspec.engine.ablation import Ablation, Reference, run_conditions
+from circuitspec.engine.ablation import Ablation, Reference, run_conditions, run_conditions_with_cache
 from circuitspec.engine.batch import encode_examples
 from circuitspec.engine.masks import Mask, MaskSpace
 from circuitspec.engine.tasks import get_task
@@ -109,6 +112,30 @@ def main() -> None:
     print(f"hook loop:      {K / h:8.1f} conditions/s ({h:.2f} s)")
     print(f"masked / plain cost ratio: {m / p:.3f} (target <= 1.25)")
     print(f"hook loop / masked cost ratio: {h / m:.2f}x (target >= 5)")
+    subgraph_section(model, batch, reference, space, gen, args)
+
+
+def subgraph_section(model, batch, reference, space, gen, args) -> None:
+    """Stretch: a sufficiency check computed on the circuit's own subgraph vs the full masked forward."""
+    from circuitspec.engine.subgraph import run_circuit
+    total = sum(t.numel() for t in Mask.full(space).nodes.values())
+    for fraction in (0.01, 0.10):
+        circuits = [random_circuit(space, max(1, round(fraction * total)), gen) for _ in range(20)]
+        run_circuit(model, batch.tokens, circuits[0], reference, batch.answer_pos)  # warm-up
+        sub_times, full_times, worst = [], [], 0.0
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            sub = [run_circuit(model, batch.tokens, c, reference, batch.answer_pos) for c in circuits]
+            sub_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            full = run_conditions_with_cache(model, batch.tokens, circuits, reference, batch.answer_pos,
+                                             capture=["hook_logits"])[0]  # capturing forces the full masked forward
+            full_times.append(time.perf_counter() - start)
+            worst = max(worst, max(float((a - b).abs().max()) for a, b in zip(sub, full)))
+        s_t, f_t = statistics.median(sub_times), statistics.median(full_times)
+        print(f"circuit of {fraction:.0%} of {total} nodes: subgraph {len(circuits) / s_t:7.1f} conditions/s, "
+              f"full masked {len(circuits) / f_t:7.1f} conditions/s, full / subgraph cost {f_t / s_t:.1f}x "
+              f"(target >= 10x at 1%), max |difference| {worst:.1e}")
 
 
 if __name__ == "__main__":

@@ -169,6 +169,16 @@ def _edge_hooks(weight_ablated: torch.Tensor, ref: torch.Tensor, equation: str, 
     return save, correct
 
 
+SUBGRAPH_MAX_FRACTION = 0.25  # below this share of kept nodes, computing only the circuit is cheaper
+
+
+def _small_node_mask(mask: Mask) -> bool:
+    if not all(bool(e.all()) for e in mask.edges.values()):
+        return False
+    kept = sum(int(t.sum()) for t in mask.nodes.values())
+    return kept <= SUBGRAPH_MAX_FRACTION * sum(t.numel() for t in mask.nodes.values())
+
+
 def run_conditions(model: Transformer, tokens: torch.Tensor, masks: Sequence[Mask], reference: Reference,
                    answer_pos: torch.Tensor | None = None, max_tokens: int | None = None) -> torch.Tensor:
     """Logits of every condition: ``[K, B, T, V]``, or ``[K, B, V]`` read at ``answer_pos`` [B]."""
@@ -186,6 +196,9 @@ def run_conditions_with_cache(model: Transformer, tokens: torch.Tensor, masks: S
     The default suits the device: on a CPU one condition per pass is fastest (measured: stacking
     conditions only adds memory traffic), on a GPU large stacks keep it busy.
     """
+    if not capture and all(_small_node_mask(m) for m in masks):
+        from .subgraph import run_circuit  # computes only the circuit's channels (see subgraph.py)
+        return torch.stack([run_circuit(model, tokens, m, reference, answer_pos) for m in masks]), {}
     if max_tokens is None:
         max_tokens = 1 << 18 if tokens.device.type == "cuda" else 1
     B, T = tokens.shape

@@ -183,3 +183,18 @@ def test_each_condition_changes_exactly_what_its_mask_says(seed, ablation):
     _, plain = MODEL.run_with_cache(TOKENS, [first])
     keep = mask.nodes[first]
     assert torch.equal(cache[first][0][..., keep], plain[first][..., keep])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), p_node=st.sampled_from([0.0, 0.05, 0.3, 0.8, 1.0]), ablation=st.sampled_from(ABLATIONS))
+def test_circuit_subgraph_equals_the_full_masked_forward(seed, p_node, ablation):
+    from circuitspec.engine import ablation as engine
+    from circuitspec.engine.subgraph import run_circuit
+    mask = random_mask(seed, p_node, 1.0)
+    reference = reference_for(ablation)
+    saved, engine.SUBGRAPH_MAX_FRACTION = engine.SUBGRAPH_MAX_FRACTION, -1.0  # force the full masked forward
+    try:
+        full = run_conditions(MODEL, TOKENS, [mask], reference)[0]
+    finally:
+        engine.SUBGRAPH_MAX_FRACTION = saved
+    assert torch.allclose(run_circuit(MODEL, TOKENS, mask, reference), full, atol=1e-4, rtol=1e-4)
