@@ -12,22 +12,16 @@ import argparse
 import json
 import os
 import random
-import sys
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from ..engine.errors import UsageError
-from ..lang.diagnostics import render_all
-from ..lang.parser import parse_spec_or_library
 from ..testing import LoadedSpec
 from ..verify.falsify import ExampleStore, falsify_spec
 from ..verify.runner import RunSettings
-from .check_cmd import check_file
-from .paths import circ_files
-from .verify_cmd import MODEL_ERROR_CODES
+from .specs import report_console, resolve_specs
 
 NAME, HELP = "falsify", "search for inputs that break per-input claims (Hypothesis, shrunk, replayed)"
 
@@ -58,20 +52,11 @@ def run(args: argparse.Namespace) -> int:
     if args.max_examples < 1 or args.samples < 1:
         raise UsageError("--max-examples and --samples must be at least 1")
     store = None if args.no_database else ExampleStore(args.database or Path(".circuitspec") / "examples")
-    console = Console(stderr=True, highlight=False)
-    if not console.is_terminal:
-        console = Console(stderr=True, highlight=False, width=140)
-    exit_code, results = 0, []
-    for path in circ_files(args.paths):
-        if parse_spec_or_library(path)[1]:
-            continue
-        resolved, diagnostics, sources = check_file(path)
-        if diagnostics:
-            sys.stderr.write(render_all(diagnostics, sources))
-        if resolved is None:
-            exit_code = max(exit_code, 3 if {d.code for d in diagnostics} & MODEL_ERROR_CODES else 2)
-            continue
-        with console.status(f"falsifying {path.name}"):
+    console = report_console()
+    resolved_specs, exit_code = resolve_specs(args.paths)
+    results = []
+    for resolved in resolved_specs:
+        with console.status(f"falsifying {Path(resolved.file).name}"):
             results += falsify_spec(LoadedSpec(resolved, RunSettings(seed=args.seed, samples=args.samples)),
                                     args.max_examples, args.seed, store)
     table = Table(title="falsification")

@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from ..lang.diagnostics import render_all
-from ..lang.parser import parse_spec_or_library
 from ..prove.consistency import check_consistency
 from ..prove.entailment import prove_behaviour
-from .check_cmd import check_file
-from .paths import circ_files
-from .verify_cmd import MODEL_ERROR_CODES
+
+from .specs import report_console, resolve_specs
 
 NAME, HELP = "prove", "check with Z3 that a spec's claims can all hold together"
 
@@ -40,17 +36,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=True, highlight=False)
-    exit_code, reports = 0, []
-    for path in circ_files(args.paths):
-        if parse_spec_or_library(path)[1]:
-            continue
-        resolved, diagnostics, sources = check_file(path)
-        if diagnostics:
-            sys.stderr.write(render_all(diagnostics, sources))
-        if resolved is None:
-            exit_code = max(exit_code, 3 if {d.code for d in diagnostics} & MODEL_ERROR_CODES else 2)
-            continue
+    console = report_console()
+    resolved_specs, exit_code = resolve_specs(args.paths)
+    reports = []
+    for resolved in resolved_specs:
+        path = Path(resolved.file)
         report = check_consistency(resolved, args.samples)
         entailments = [prove_behaviour(resolved, c) for c in resolved.claims if c.kind == "behaviour"]
         reports.append({"consistency": asdict(report), "entailment": [asdict(e) for e in entailments]})

@@ -8,29 +8,23 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
 from ..engine.checkpoint import read_manifest
 from ..engine.errors import CircuitspecError, UsageError
-from ..lang.diagnostics import render_all
-from ..lang.parser import parse_spec_or_library
 from ..testing import LoadedSpec
 from ..verify.falsify import ExampleStore, falsify_spec
 from ..verify.report import manifest, print_table, summary, write_json, write_junit
 from ..verify.runner import RunSettings
 from ..verify.verifier import claim_groups, verify_spec
-from .check_cmd import check_file
 from .common import add_device_argument, resolve_device
-from .paths import circ_files
+from .specs import report_console, resolve_specs
 
 NAME, HELP = "verify", "verify every claim of .circ specs (exit 0 pass, 1 fail, 2 spec error, 3 model error)"
-MODEL_ERROR_CODES = {"E512"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,22 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--samples must be at least 1, got {args.samples}")
     settings = RunSettings(seed=args.seed, samples=args.samples or RunSettings.samples, baselines=args.baselines,
                            device=resolve_device(args.device))
-    console = Console(stderr=True, highlight=False)
-    if not console.is_terminal:  # CI logs: wide enough that the table does not fold
-        console = Console(stderr=True, highlight=False, width=140)
-    exit_code = 0
-    resolved_specs = []
-    for path in circ_files(args.paths):
-        if parse_spec_or_library(path)[1]:
-            continue  # an include-only library: verified through the specs that include it
-        resolved, diagnostics, sources = check_file(path)
-        if diagnostics:
-            sys.stderr.write(render_all(diagnostics, sources))
-        if resolved is None:
-            exit_code = max(exit_code, 3 if {d.code for d in diagnostics} & MODEL_ERROR_CODES else 2)
-            continue
+    console = report_console()
+    resolved_specs, exit_code = resolve_specs(args.paths)
+    for resolved in resolved_specs:
         resolved.context.model.to(settings.device)
-        resolved_specs.append(resolved)
     results, specs_manifest = [], []
     started = time.perf_counter()
     with Progress(console=console, transient=True) as progress:
