@@ -170,3 +170,11 @@ def test_verify_a_shipped_spec_end_to_end(tmp_path):
 def test_verify_usage_errors():
     rc, _, err = run_cli("verify", "specs", "--samples", "0")
     assert rc == 2 and "--samples" in err and "Traceback" not in err
+
+
+def test_cuda_without_a_gpu_is_a_usage_error():
+    import torch
+    if torch.cuda.is_available():
+        return  # this machine has a GPU: the request is valid here
+    rc, _, err = run_cli("verify", "specs/quote_head.circ", "--device", "cuda")
+    assert rc == 2 and "no CUDA device" in err and "Traceback" not in err
