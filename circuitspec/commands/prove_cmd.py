@@ -32,6 +32,7 @@ NAME, HELP = "prove", "check with Z3 that a spec's claims can all hold together"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help=".circ files or directories")
     p.add_argument("--samples", type=int, default=500, help="task inputs sampled to find the feature combinations (default 500)")
+    p.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS", help="Z3 time per entailment attempt (default 20)")
     p.add_argument("--json", metavar="FILE", type=Path, help="write the reports as JSON ('-' for stdout)")
 
 
@@ -42,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     for resolved in resolved_specs:
         path = Path(resolved.file)
         report = check_consistency(resolved, args.samples)
-        entailments = [prove_behaviour(resolved, c) for c in resolved.claims if c.kind == "behaviour"]
+        entailments = [prove_behaviour(resolved, c, timeout_ms=int(args.timeout * 1000))
+                       for c in resolved.claims if c.kind == "behaviour"]
         reports.append({"consistency": asdict(report), "entailment": [asdict(e) for e in entailments]})
         if any(e.status == "counter-model" for e in entailments):
             exit_code = max(exit_code, 1)

@@ -1,15 +1,16 @@
-"""Entailment through the last block: do the node claims plus the circuit's weights imply a behaviour claim?
+"""Entailment: do the node claims plus the circuit's weights imply a behaviour claim?
 
-Encoded exactly (Z3 reals) at the answer position of the circuit-alone run:
+Encoded exactly (Z3 reals) at the answer position of the circuit-alone run, for each encoded block:
 
     resid_mid  = resid_pre + z @ W_O + b_O                  (last block; ablated channels are constants)
     mlp_pre    = s_mlp * (resid_mid @ W_in) + b_in          post = max(pre, 0) for kept neurons
     resid_out  = resid_mid + post @ W_out + b_out
     logit[t]   = s_out * (resid_out @ W_U[:, t]) + b_U[t]
 
-Unknowns are the kept channels entering the block (``resid_pre``, ``z``): unconstrained except by the
+Unknowns are the kept channels of the residual stream entering the first encoded block and every encoded
+block's attention output ``z`` (attention mixes positions, which is not encoded): unconstrained except by the
 premises, the spec's role claims at the answer position whose `when` conditions hold on every input the
-behaviour claim covers. The two norm scales are bounded unknowns; those bounds are the assumptions,
+behaviour claim covers. The norm scales are bounded unknowns; those bounds are the assumptions,
 printed with how they were measured and how often a fresh sample of inputs stays inside them. Z3 then
 proves "premises ∧ assumptions ⇒ behaviour", or returns a counter-model: values of the unknowns under
 which every premise holds and the behaviour fails, i.e. the node claims do not explain the behaviour.
@@ -62,6 +63,22 @@ def _answer_rows(act: torch.Tensor, answer_pos: torch.Tensor) -> np.ndarray:
 
 def prove_behaviour(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings = RunSettings(),
                     timeout_ms: int = 20_000) -> EntailmentResult:
+    """Through the last block first (small, fast, and a proof there is a proof); when that finds a
+    counter-model, again through every block, whose tighter encoding may still prove it."""
+    last = encode_and_solve(resolved, claim, settings, resolved.context.cfg.n_layers - 1, timeout_ms)
+    if last.status != "counter-model" or resolved.context.cfg.n_layers == 1:
+        return last
+    full = encode_and_solve(resolved, claim, settings, 0, timeout_ms)
+    if full.status in ("proved", "counter-model"):
+        return full
+    last.note = (last.note + "; " if last.note else "") + "through the last block only (the encoding of every block: " + (full.note or full.status) + ")"
+    return last
+
+
+def encode_and_solve(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings, from_layer: int,
+                     timeout_ms: int) -> EntailmentResult:
+    """Encode blocks ``from_layer`` .. last exactly, with that block's residual input and every encoded
+    block's attention output as the unknowns."""
     model, cfg = resolved.context.model, resolved.context.cfg
     result = EntailmentResult(resolved.file, claim.claim.span.line, format_statement(claim.claim), "unknown")
     if cfg.act_topk is not None:
@@ -70,86 +87,90 @@ def prove_behaviour(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunS
     if claim.ablation is None or claim.ablation.kind == "resample" or claim.ablation.per_position:
         result.status, result.note = "not encodable", f"{claim.ablation} ablation does not make removed channels constant"
         return result
-    L = cfg.n_layers - 1
-    block = model.blocks[L]
-    hooks = {"pre": resid_hook(L, cfg.n_layers), "z": f"blocks.{L}.attn.hook_z", "mid": f"blocks.{L}.hook_resid_mid",
-             "post": f"blocks.{L}.mlp.hook_post", "out": resid_hook(cfg.n_layers, cfg.n_layers),
-             "s_mlp": f"blocks.{L}.ln2.hook_scale", "s_out": "ln_final.hook_scale"}
+    L = cfg.n_layers
+    H, dh, D = cfg.n_heads, cfg.d_head, cfg.d_model
     mask = resolved.mask
-    unknown_names = [n for n in mask.node_names() if n.hook in (hooks["pre"], hooks["z"])]
+    z_hooks = {layer: f"blocks.{layer}.attn.hook_z" for layer in range(from_layer, L)}
+    unknown_names = [n for n in mask.node_names() if n.hook in (resid_hook(from_layer, L), *z_hooks.values())]
     if len(unknown_names) > MAX_UNKNOWNS:
-        result.status, result.note = "not encodable", f"{len(unknown_names)} unknowns entering the last block (limit {MAX_UNKNOWNS})"
+        result.status, result.note = "not encodable", f"{len(unknown_names)} unknowns (limit {MAX_UNKNOWNS})"
         return result
+    scale_hooks = [f"blocks.{layer}.ln2.hook_scale" for layer in range(from_layer, L)] + ["ln_final.hook_scale"]
 
     def observe(seed):
         examples = sample_examples(resolved.task, settings.samples, seed, claim.claim.conditions)
+        if not examples:
+            return examples, {}, None
         batch = encode_examples(examples, cfg.n_ctx).to(settings.device)
         reference = make_reference(resolved, claim.ablation, claim.ablation_task, batch, settings)
-        _, cache = run_conditions_with_cache(model, batch.tokens, [mask], reference, batch.answer_pos, list(hooks.values()))
-        rows = {k: _answer_rows(cache[h][0], batch.answer_pos) for k, h in hooks.items()}
-        return examples, rows, reference
+        _, cache = run_conditions_with_cache(model, batch.tokens, [mask], reference, batch.answer_pos, scale_hooks)
+        return examples, {h: _answer_rows(cache[h][0], batch.answer_pos)[:, 0] for h in scale_hooks}, reference
 
-    examples, rows, reference = observe(f"{settings.seed}:prove")
-    fresh_examples, fresh, _ = observe(f"{settings.seed}:prove-check")
+    examples, scales, reference = observe(f"{settings.seed}:prove")
+    _, fresh_scales, _ = observe(f"{settings.seed}:prove-check")
     if not examples:
         result.note = "no input satisfies the claim's `when` conditions"
         return result
-
-    def ref_value(hook: str) -> np.ndarray:  # the constant an ablated channel carries
-        return reference.value(hook).double().cpu().numpy()
-
     solver = z3.Solver()
     solver.set("timeout", timeout_ms)
-    assumptions: list[Assumption] = []
-
     W = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
-    W_O, b_O, W_in, b_in = W(block.attn.W_O), W(block.attn.b_O), W(block.mlp.W_in), W(block.mlp.b_in)
-    W_out, b_out, W_U, b_U = W(block.mlp.W_out), W(block.mlp.b_out), W(model.unembed.W_U), W(model.unembed.b_U)
-    H, dh, D = cfg.n_heads, cfg.d_head, cfg.d_model
-    keep = {k: mask.nodes[h].numpy() for k, h in hooks.items() if h in mask.nodes}
-    const = {k: ref_value(hooks[k]) for k in ("pre", "z", "mid", "post", "out")}
-    pre = [z3.Real(str(NodeName(hooks["pre"], i))) if keep["pre"][i] else z3.RealVal(float(const["pre"][i])) for i in range(D)]
-    z = [[z3.Real(str(NodeName(hooks["z"], j, h))) if keep["z"][h, j] else z3.RealVal(float(const["z"][h, j]))
-          for j in range(dh)] for h in range(H)]
-    mid = []
-    for i in range(D):
-        if not keep["mid"][i]:
-            mid.append(z3.RealVal(float(const["mid"][i])))
-            continue
-        terms = [float(W_O[h, j, i]) * z[h][j] for h in range(H) for j in range(dh) if W_O[h, j, i] != 0]
-        mid.append(pre[i] + z3.Sum(terms + [z3.RealVal(float(b_O[i]))]))
-    s_mlp, s_out = z3.Real("scale(ln2)"), z3.Real("scale(ln_final)")
-    for var, key, label in ((s_mlp, "s_mlp", f"blocks.{L}.ln2.hook_scale"), (s_out, "s_out", "ln_final.hook_scale")):
-        values, later = rows[key][:, 0], fresh[key][:, 0]
+    terms: dict[str, z3.ArithRef] = {}  # node name -> its value at the answer position, as a Z3 term
+
+    def channel(hook: str, index: int, head: int | None = None, computed=None) -> z3.ArithRef:
+        """A kept channel's term (``computed``, or a fresh unknown), or its ablated constant."""
+        name = NodeName(hook, index, head)
+        position = (head, index) if head is not None else (index,)
+        if not bool(mask.nodes[hook][position]):
+            return z3.RealVal(float(reference.value(hook).double().cpu().numpy()[position]))
+        term = computed if computed is not None else z3.Real(str(name))
+        terms[str(name)] = term
+        return term
+
+    def scale(hook: str) -> z3.ArithRef:
+        var = z3.Real(f"scale({hook})")
+        values, later = scales[hook], fresh_scales.get(hook, np.array([]))
         lo, hi = float(values.min()), float(values.max())
         solver.add(var >= lo, var <= hi)
-        assumptions.append(Assumption(f"{label} in [{lo:.4g}, {hi:.4g}]", f"range on {len(values)} sampled inputs",
-                                      float(np.mean((later >= lo) & (later <= hi))) if len(later) else float("nan")))
-    post = []
-    for n in range(cfg.d_mlp):
-        if not keep["post"][n]:
-            post.append(z3.RealVal(float(const["post"][n])))
+        result.assumptions.append(Assumption(f"{hook} in [{lo:.4g}, {hi:.4g}]", f"range on {len(values)} sampled inputs",
+                                             float(np.mean((later >= lo) & (later <= hi))) if len(later) else float("nan")))
+        return var
+
+    resid = [channel(resid_hook(from_layer, L), i) for i in range(D)]
+    for layer, block in enumerate(model.blocks):
+        if layer < from_layer:
             continue
-        weighted = [float(W_in[i, n]) * mid[i] for i in range(D) if W_in[i, n] != 0]
-        pre_n = s_mlp * z3.Sum(weighted + [z3.RealVal(0)]) + float(b_in[n])
-        post.append(z3.If(pre_n > 0, pre_n, z3.RealVal(0)))
-    out = []
-    for i in range(D):
-        if not keep["out"][i]:
-            out.append(z3.RealVal(float(const["out"][i])))
-            continue
-        writes = [float(W_out[n, i]) * post[n] for n in range(cfg.d_mlp) if W_out[n, i] != 0]
-        out.append(mid[i] + z3.Sum(writes + [z3.RealVal(float(b_out[i]))]))
+        W_O, b_O = W(block.attn.W_O), W(block.attn.b_O)
+        W_in, b_in, W_out, b_out = W(block.mlp.W_in), W(block.mlp.b_in), W(block.mlp.W_out), W(block.mlp.b_out)
+        z = [[channel(z_hooks[layer], j, h) for j in range(dh)] for h in range(H)]  # attention output: unknowns
+        mid_hook = f"blocks.{layer}.hook_resid_mid"
+        mid = [channel(mid_hook, i, computed=resid[i] + z3.Sum(
+            [float(W_O[h, j, i]) * z[h][j] for h in range(H) for j in range(dh) if W_O[h, j, i] != 0] + [z3.RealVal(float(b_O[i]))]))
+            for i in range(D)]
+        s_mlp = scale(f"blocks.{layer}.ln2.hook_scale")
+        post_hook = f"blocks.{layer}.mlp.hook_post"
+        post = []
+        for n in range(cfg.d_mlp):
+            if not bool(mask.nodes[post_hook][n]):
+                post.append(channel(post_hook, n))
+                continue
+            pre_n = s_mlp * z3.Sum([float(W_in[i, n]) * mid[i] for i in range(D) if W_in[i, n] != 0] + [z3.RealVal(0)]) + float(b_in[n])
+            post.append(channel(post_hook, n, computed=z3.If(pre_n > 0, pre_n, z3.RealVal(0))))
+        out_hook = resid_hook(layer + 1, L)
+        resid = [channel(out_hook, i, computed=mid[i] + z3.Sum(
+            [float(W_out[n, i]) * post[n] for n in range(cfg.d_mlp) if W_out[n, i] != 0] + [z3.RealVal(float(b_out[i]))]))
+            for i in range(D)]
+    s_out = scale("ln_final.hook_scale")
+    W_U, b_U = W(model.unembed.W_U), W(model.unembed.b_U)
 
     def logit(t: int) -> z3.ArithRef:
-        return s_out * z3.Sum([float(W_U[i, t]) * out[i] for i in range(D) if W_U[i, t] != 0] + [z3.RealVal(0)]) + float(b_U[t])
+        return s_out * z3.Sum([float(W_U[i, t]) * resid[i] for i in range(D) if W_U[i, t] != 0] + [z3.RealVal(0)]) + float(b_U[t])
 
     for premise in resolved.claims:
         if premise.kind != "role" or premise.position != "answer" or premise.ablation != claim.ablation:
             continue
         if not all(satisfies(ex, premise.claim.conditions) for ex in examples):
             continue
-        nodes = [_node_term(n, hooks, pre, z, keep) for n in premise.subject]
+        nodes = [terms.get(str(n)) for n in premise.subject]
         if any(t is None for t in nodes):
             continue
         solver.add(z3.And([_CMP[premise.claim.body.op](t, float(premise.claim.body.threshold)) for t in nodes]))
@@ -157,7 +178,6 @@ def prove_behaviour(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunS
     body = claim.claim.body
     right = logit(claim.logits[1]) if len(claim.logits) > 1 else z3.RealVal(float(body.right))
     solver.add(z3.Not(_CMP[body.op](logit(claim.logits[0]), right)))
-    result.assumptions = assumptions
     answer = solver.check()
     if answer == z3.unsat:
         result.status = "proved"
