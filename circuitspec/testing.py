@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, TypeVar
 
-import numpy as np
 from hypothesis import assume
 from hypothesis import strategies as st
 
@@ -31,8 +30,9 @@ from .engine.batch import encode_examples
 from .engine.tasks import Task, TaskExample, get_task
 from .lang.diagnostics import render_all
 from .lang.resolve import ResolvedClaim, ResolvedSpec
-from .verify.examples import compare, satisfies
-from .verify.runner import GroupData, RunSettings, make_reference, activation_at
+from .verify.examples import satisfies
+from .verify.judge import evaluate_per_input
+from .verify.runner import GroupData, RunSettings, make_reference
 
 T = TypeVar("T")
 
@@ -113,14 +113,8 @@ def check_claim(spec: LoadedSpec, name: str, example: TaskExample) -> ClaimCheck
     hooks = sorted({node.hook for node in claim.subject})
     logits, cache = run_conditions_with_cache(model, batch.tokens, [resolved.mask], reference, batch.answer_pos, hooks)
     data = GroupData([example], circuit_logits=logits[0], activations={h: a[0] for h, a in cache.items()})
-    body = claim.claim.body
-    if claim.kind == "role":
-        values = {str(node): float(activation_at(data, node, claim.position)[0]) for node in claim.subject}
-        return ClaimCheck(all(compare(v, body.op, float(body.threshold)) for v in values.values()), values)
-    row = data.circuit_logits[0].cpu().numpy().astype(np.float64)
-    left = float(row[claim.logits[0]])
-    right = float(row[claim.logits[1]]) if len(claim.logits) > 1 else float(body.right)
-    return ClaimCheck(compare(left, body.op, right), {"left": left, "right": right})
+    evaluated = evaluate_per_input(claim, data)  # exactly what verify judges, on this one input
+    return ClaimCheck(bool(evaluated.holds[0]), evaluated.values[0])
 
 
 def assert_claim(spec: LoadedSpec, name: str, example: TaskExample) -> None:

@@ -17,7 +17,7 @@ import z3
 from ..engine.tokenizer import token_repr
 from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
-from ..verify.examples import satisfies
+from ..verify.examples import COMPARISONS, satisfies
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,6 @@ class ConsistencyReport:
         return not self.inconsistencies
 
 
-_CMP = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
-        "<=": lambda a, b: a <= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b}
 
 
 def _run_tag(claim: ResolvedClaim) -> str:
@@ -60,11 +58,11 @@ def encode(claim: ResolvedClaim) -> z3.BoolRef:
     body = claim.claim.body
     tag = _run_tag(claim)
     if claim.kind == "role":
-        return z3.And([_CMP[body.op](z3.Real(f"{node}@{claim.position}|{tag}"), z3.RealVal(float(body.threshold)))
+        return z3.And([COMPARISONS[body.op](z3.Real(f"{node}@{claim.position}|{tag}"), z3.RealVal(float(body.threshold)))
                        for node in claim.subject])
     left = z3.Real(f"logit[{token_repr(claim.logits[0])}]|{tag}")
     right = z3.Real(f"logit[{token_repr(claim.logits[1])}]|{tag}") if len(claim.logits) > 1 else z3.RealVal(float(body.right))
-    return _CMP[body.op](left, right)
+    return COMPARISONS[body.op](left, right)
 
 
 def check_consistency(resolved: ResolvedSpec, samples: int = 500, seed: int = 0) -> ConsistencyReport:

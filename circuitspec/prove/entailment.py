@@ -31,9 +31,8 @@ from ..engine.batch import encode_examples
 from ..engine.naming import NodeName, resid_hook
 from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
-from ..verify.examples import sample_examples, satisfies
+from ..verify.examples import COMPARISONS, sample_examples, satisfies
 from ..verify.runner import RunSettings, make_reference
-from .consistency import _CMP
 
 MAX_UNKNOWNS = 400  # beyond this the nonlinear problem is not worth Z3's time here
 
@@ -173,11 +172,11 @@ def encode_and_solve(resolved: ResolvedSpec, claim: ResolvedClaim, settings: Run
         nodes = [terms.get(str(n)) for n in premise.subject]
         if any(t is None for t in nodes):
             continue
-        solver.add(z3.And([_CMP[premise.claim.body.op](t, float(premise.claim.body.threshold)) for t in nodes]))
+        solver.add(z3.And([COMPARISONS[premise.claim.body.op](t, float(premise.claim.body.threshold)) for t in nodes]))
         result.premises.append(format_statement(premise.claim))
     body = claim.claim.body
     right = logit(claim.logits[1]) if len(claim.logits) > 1 else z3.RealVal(float(body.right))
-    solver.add(z3.Not(_CMP[body.op](logit(claim.logits[0]), right)))
+    solver.add(z3.Not(COMPARISONS[body.op](logit(claim.logits[0]), right)))
     answer = solver.check()
     if answer == z3.unsat:
         result.status = "proved"

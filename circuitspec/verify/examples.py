@@ -8,12 +8,13 @@ from typing import Sequence
 from ..engine.tasks import RandomSampler, Task, TaskExample
 from ..lang import ast
 
-_OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt}
+#: Comparison operators of the language; they work on numbers and on Z3 terms alike.
+COMPARISONS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt}
 
 
 def compare(left, op: str, right) -> bool:
     try:
-        return bool(_OPS[op](left, right))
+        return bool(COMPARISONS[op](left, right))
     except TypeError:  # e.g. a string feature compared with a number: never true
         return False
 

@@ -196,21 +196,37 @@ def _minimal_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.MinimalB
         result.note = f"not shown to matter: {', '.join(bad)}"
 
 
-def _per_example_claim(result: ClaimResult, claim: ResolvedClaim, body, data: GroupData) -> None:
+@dataclass
+class PerInput:
+    """A role or behaviour claim evaluated on each input of a circuit-alone run."""
+
+    holds: np.ndarray  # [n] bool
+    margins: np.ndarray  # [n] how far on the right side of the comparison (negative: it fails there)
+    values: list[dict[str, float]]  # [n] what was compared, by name
+
+
+def evaluate_per_input(claim: ResolvedClaim, data: GroupData) -> PerInput:
+    body = claim.claim.body
     if claim.kind == "role":
         values = np.stack([activation_at(data, node, claim.position) for node in claim.subject], axis=1)
         threshold = float(body.threshold)
         holds = np.array([all(compare(v, body.op, threshold) for v in row) for row in values])
         margins = _margin(values, body.op, threshold).min(axis=1)
-        describe = lambda i: {str(node): float(values[i, j]) for j, node in enumerate(claim.subject)}  # noqa: E731
-    else:
-        logits = data.circuit_logits.cpu().numpy().astype(np.float64)
-        left = logits[:, claim.logits[0]]
-        right = logits[:, claim.logits[1]] if len(claim.logits) > 1 else np.full_like(left, float(body.right))
-        holds = np.array([compare(a, body.op, b) for a, b in zip(left, right)])
-        margins = _margin((left - right)[:, None], body.op, 0.0)[:, 0]
-        names = [f"logit[{token_repr(t)}]" for t in claim.logits]
-        describe = lambda i: {names[0]: float(left[i]), (names[1] if len(names) > 1 else "value"): float(right[i])}  # noqa: E731
+        named = [{str(node): float(row[j]) for j, node in enumerate(claim.subject)} for row in values]
+        return PerInput(holds, margins, named)
+    logits = data.circuit_logits.cpu().numpy().astype(np.float64)
+    left = logits[:, claim.logits[0]]
+    right = logits[:, claim.logits[1]] if len(claim.logits) > 1 else np.full_like(left, float(body.right))
+    holds = np.array([compare(a, body.op, b) for a, b in zip(left, right)])
+    margins = _margin((left - right)[:, None], body.op, 0.0)[:, 0]
+    names = [f"logit[{token_repr(t)}]" for t in claim.logits]
+    right_name = names[1] if len(names) > 1 else "value"
+    return PerInput(holds, margins, [{names[0]: float(a), right_name: float(b)} for a, b in zip(left, right)])
+
+
+def _per_example_claim(result: ClaimResult, claim: ResolvedClaim, body, data: GroupData) -> None:
+    evaluated = evaluate_per_input(claim, data)
+    holds, margins = evaluated.holds, evaluated.margins
     result.threshold, result.op = 1.0, ">="  # the fraction of inputs on which the claim holds must be 1
     k, n = int(holds.sum()), len(holds)
     result.statistic = k / n
@@ -218,7 +234,7 @@ def _per_example_claim(result: ClaimResult, claim: ResolvedClaim, body, data: Gr
     result.spread = quantiles(margins)
     result.verdict = "pass" if k == n else "fail"
     order = np.argsort(margins)[:3]
-    worst = [{"input": data.examples[i].prefix, "features": dict(data.examples[i].features), **describe(i),
+    worst = [{"input": data.examples[i].prefix, "features": dict(data.examples[i].features), **evaluated.values[i],
               "holds": bool(holds[i])} for i in order]
     if k < n:
         result.counterexample = worst[0]

@@ -137,10 +137,18 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         if claim.kind == "minimal":
             for unit, mask in minimal_units(resolved, claim.claim.body.unit).items():
                 masks[f"knockout:{unit}"] = mask
+    # the circuit runs on its own when role claims need its activations, so it runs only once
+    hooks = sorted({node.hook for c in claims if c.kind == "role" for node in c.subject})
+    if hooks:
+        circuit_logits, cache = run_conditions_with_cache(model, batch.tokens, [masks.pop("circuit")], reference,
+                                                          batch.answer_pos, hooks)
+        data.activations = {h: a[0] for h, a in cache.items()}
     names = list(masks)
     logits, _ = run_conditions_with_cache(model, batch.tokens, [masks[k] for k in names], reference, batch.answer_pos)
     advance()
     by_name = dict(zip(names, logits))
+    if hooks:
+        by_name["circuit"] = circuit_logits[0]
     self_check(resolved, batch, reference, by_name)
     full_logits = by_name["full"]
     for name, lg in by_name.items():
@@ -155,10 +163,6 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         else:
             data.metric[name] = value
     data.circuit_logits = by_name["circuit"]
-    hooks = sorted({node.hook for c in claims if c.kind == "role" for node in c.subject})
-    if hooks:
-        _, cache = run_conditions_with_cache(model, batch.tokens, [circuit], reference, batch.answer_pos, hooks)
-        data.activations = {h: a[0] for h, a in cache.items()}
     return data
 
 
