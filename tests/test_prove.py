@@ -1,5 +1,7 @@
 """Z3 consistency of a spec's per-input claims: contradictions come back as unsat cores of claim lines."""
 
+import torch
+
 from circuitspec.cli import main
 from circuitspec.lang import parse_spec
 from circuitspec.lang.resolve import resolve
@@ -91,3 +93,76 @@ def test_a_counter_model_fails_the_prove_command(tmp_path, capsys):
         unregister_task(TASK.name)
     err = capsys.readouterr().err
     assert "counter-model oracle.circ:10" in err and "  counter-model: " in err
+
+
+def attention_model():
+    """A one-head copy: the head attends from the final 'a'/'b' to itself (its key reads a marker only
+    'a' and 'b' carry) and moves the carrier (+1 'a', -1 'b') into channel 1, which the unembedding reads.
+    Every token has the same norm; earlier (filler) positions carry no carrier, so their values are 0."""
+    import math
+
+    from circuitspec.engine.model import Transformer
+    from test_verify_oracle import A, B, CFG
+    model = Transformer(CFG)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        W_E = model.embed.W_E
+        W_E[:, 3] = math.sqrt(2)  # filler: one channel of the same norm as carrier + marker
+        for token, sign in ((A, 1.0), (B, -1.0)):
+            W_E[token, 3], W_E[token, 0], W_E[token, 2] = 0.0, sign, 1.0
+        attn = model.blocks[0].attn
+        attn.b_Q[0, 0] = 1.0
+        attn.W_K[0, 2, 0] = 3.0
+        attn.W_V[0, 0, 0] = 1.0
+        attn.W_O[0, 0, 1] = 1.0
+        model.unembed.W_U[1, A], model.unembed.W_U[1, B] = 4.0, -4.0
+    return model.eval()
+
+
+ATTENTION_CIRCUIT = """node carrier = blocks.0.hook_resid_pre[0] "+1 for a, -1 for b"
+node marker = blocks.0.hook_resid_pre[2] "1 on a and b"
+node key = blocks.0.attn.hook_k[head=0, 0]
+node value = blocks.0.attn.hook_v[head=0, 0]
+node copied = blocks.0.attn.hook_z[head=0, 0]
+node out = blocks.0.hook_resid_mid[1]
+node out_post = blocks.0.hook_resid_post[1]
+"""
+
+
+def test_attention_is_encoded_with_measured_masses(tmp_path):
+    """The premise is on the residual stream *before* attention, so only the encoded attention (most of
+    the answer position's attention on itself, earlier values in their measured range) links it to the
+    logits; the attention assumptions are reported, and without the premise there is a counter-model."""
+    from circuitspec.commands.check_cmd import check_file
+    from circuitspec.engine.checkpoint import save_checkpoint
+    from circuitspec.engine.tasks import register_task, unregister_task
+    from circuitspec.prove.entailment import prove_behaviour
+    from circuitspec.verify.runner import RunSettings
+    from test_verify_oracle import HEADER, TASK
+    register_task(TASK, replace=True)
+    save_checkpoint(attention_model(), tmp_path / "model", {})
+
+    def resolve(claims):
+        spec = tmp_path / "attention.circ"
+        spec.write_text(HEADER.format(name="attention", ablation="mean over task") + ATTENTION_CIRCUIT + claims)
+        resolved, diagnostics, _ = check_file(spec)
+        assert not diagnostics, diagnostics
+        return resolved
+
+    try:
+        says_a = "claim says_a: logit['a'] > logit['b'] when last == \"a\"\n"
+        resolved = resolve('claim big: carrier > 0.5 when last == "a"\n' + says_a)
+        result = prove_behaviour(resolved, resolved.claims[1], RunSettings(samples=40))
+        assert result.status == "proved", result
+        texts = [a.text for a in result.assumptions]
+        itself = next(a for a in result.assumptions if "head 0: attention from the answer position to itself" in a.text)
+        assert float(itself.text.split("[")[1].split(",")[0]) > 0.8 and itself.fresh_fraction > 0.9
+        assert any("values at earlier positions" in t and "v0 in [0, 0]" in t for t in texts), texts
+        resolved = resolve(says_a)
+        result = prove_behaviour(resolved, resolved.claims[0], RunSettings(samples=40))
+        assert result.status == "counter-model"
+        assert result.counter_model["blocks.0.hook_resid_pre[0]"] <= 0
+        assert result.counter_model["blocks.0.attn.hook_z[head=0, 0]"] <= 0
+    finally:
+        unregister_task(TASK.name)

@@ -40,3 +40,17 @@ def test_library_files_collect_nothing(pytester):
     pytester.makefile(".circ", lib="group head = blocks.1.attn.hook_z[head=1, *]\n")
     result = pytester.runpytest(*ARGS)
     assert result.ret == 5  # pytest: no tests collected
+
+
+def test_xdist_workers_run_the_same_items_with_the_same_verdicts(pytester):
+    """`pytest -n 2` (pytest-xdist): every worker collects the same items, and the outcomes and the
+    failure report (statistic, counterexample) are those of a serial run."""
+    pytester.makefile(".circ", demo=HEADER + BODY)
+    parallel = pytester.runpytest_subprocess("-n", "2", "-v", *ARGS)
+    parallel.assert_outcomes(passed=1, failed=1)
+    for line in ("*gw* PASSED demo.circ::demo:10 needed*", "*gw* FAILED demo.circ::demo:11 impossible*"):
+        parallel.stdout.fnmatch_lines([line])
+    serial = pytester.runpytest(*ARGS)
+    report = [line.strip() for line in serial.stdout.lines if line.strip().startswith(("statistic", "counterexample"))]
+    assert len(report) == 2 and all(line in parallel.stdout.str() for line in report)
+    assert "Traceback" not in parallel.stdout.str()

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             results += falsify_spec(LoadedSpec(resolved, RunSettings(seed=args.seed, samples=args.samples)),
                                     args.max_examples, args.seed, store)
     table = Table(title="falsification")
-    for col in ("claim", "result", "inputs tried", "counterexample"):
+    for col in ("claim", "result", "inputs tried", "per s", "counterexample"):
         table.add_column(col, overflow="fold")
     style = {"survived": "green", "falsified": "red", "inconclusive": "yellow"}
     for r in results:
@@ -73,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
             label = "F" if "faithfulness" in r.counterexample else "drop"
             example = f"{r.counterexample['ablation choice']}: {label} = {value:.3g}"
         name = r.kind if r.name.startswith("line ") else r.name
+        rate = f"{r.tried / r.seconds:.1f}" if r.seconds > 0 else ""
         table.add_row(escape(f"{Path(r.file).name}:{r.line} {name}"), f"[{style[r.verdict]}]{r.verdict}[/]", str(r.tried),
-                      escape(example))
+                      rate, escape(example))
     console.print(table)
     console.print(f"profile {args.profile}: seed {args.seed}, up to {args.max_examples} inputs per claim "
                   f"(rerun with --seed {args.seed} to repeat this search)")

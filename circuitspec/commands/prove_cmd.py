@@ -4,9 +4,9 @@ Consistency: for every combination of task features the task produces, the role 
 that apply must be jointly satisfiable; a contradiction is reported as the smallest set of claim lines
 (Z3's unsat core) with the feature values where it bites.
 
-Entailment: each behaviour claim is encoded through the circuit's last block and unembedding with its
-actual weights (see circuitspec.prove.entailment); Z3 proves it from the role claims plus measured norm
-bounds, or shows a counter-model. "unknown" (Z3 gave up) and "not encodable" are reported, not failed.
+Entailment: each behaviour claim is encoded through the circuit's blocks and unembedding with its actual
+weights (see circuitspec.prove.entailment); Z3 proves it from the role claims plus measured bounds on
+norm scales and attention, or shows a counter-model. "unknown" (Z3 gave up) and "not encodable" are reported, not failed.
 
 Exit 0: consistent and no counter-model. 1: an inconsistency or a counter-model. 2: spec errors.
 """
@@ -72,7 +72,8 @@ STATUS_STYLE = {"proved": "green", "counter-model": "red", "unknown": "yellow", 
 
 
 def _print_entailment(console: Console, path: Path, e) -> None:
-    console.print(f"[{STATUS_STYLE[e.status]}]{e.status}[/] " + escape(f"{path.name}:{e.line}: {e.claim}"), soft_wrap=True)
+    console.print(f"[{STATUS_STYLE[e.status]}]{e.status}[/] " + escape(f"{path.name}:{e.line}: {e.claim}") +
+                  f" [dim]({e.seconds:.1f} s)[/]", soft_wrap=True)
     if e.note:
         console.print(escape(f"  {e.note}"), soft_wrap=True)
     for premise in e.premises:

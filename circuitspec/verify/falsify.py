@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,6 +42,7 @@ class FalsifyResult:
     verdict: str  # "survived", "falsified" or "inconclusive" (no input met the claim's conditions)
     counterexample: dict | None = None
     note: str = ""
+    seconds: float = 0.0  # wall time of this claim's search or attack
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -124,6 +126,7 @@ def falsify_spec(spec: LoadedSpec, max_examples: int, seed: int, store: ExampleS
         targets.append((AGREEMENT, "agreement", sufficient.claim.span.line, sufficient.claim.conditions,
                         lambda ex: not _agrees(spec, ex)[0], lambda ex: _agrees(spec, ex)[1]))
     for name, kind, line, conditions, breaks, values in targets:
+        started = time.monotonic()
         known = store.load(resolved.file, name) if store else []
         replayed = next((ex for ex in known if satisfies(ex, conditions) and breaks(ex)), None)
         if replayed is not None:
@@ -144,10 +147,13 @@ def falsify_spec(spec: LoadedSpec, max_examples: int, seed: int, store: ExampleS
             result.note = "no generated input met the claim's `when` conditions"
         else:
             result.note = f"no counterexample in {tried} inputs (search budget --max-examples {max_examples})"
+        result.seconds = time.monotonic() - started
         results.append(result)
     for claim in resolved.claims:
         if claim.kind in ("sufficient", "necessary", "minimal") and claim.ablation is not None:
+            started = time.monotonic()
             results.append(_attack_result(resolved, claim, spec))
+            results[-1].seconds = time.monotonic() - started
     return results
 
 

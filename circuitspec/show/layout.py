@@ -1,0 +1,299 @@
+"""Where everything goes: columns left to right, boxes stacked in each column, wires between ports.
+
+Deterministic and computed here rather than in the browser, so the same spec gives the same file and
+the SVG needs no script to look right. The rules are simple on purpose:
+
+- a column per stage of the forward pass (empty ones dropped), boxes in channel order, each column
+  centred vertically;
+- a box's wires attach at ports spread along its side in the order of the boxes at their other
+  ends, which keeps wires from crossing right at the box;
+- a wire that would pass through boxes of the columns it skips (the residual stream around a block's
+  attention, a declared edge from the inputs to block 1) runs in a lane above or below those columns
+  instead, one lane per wire.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .legend import LegendItem, lay_out_legend
+from .picture import Column, Link, Picture, Unit
+from .text import fit, wrap
+
+BOX_W = 232
+COL_GAP = 96
+MARGIN = 28
+MIN_WIDTH = 1240
+COLUMN_HEAD = 40  # column title + hook line above the boxes
+LANE_ROOM = 56  # free space above and below the boxes for routed wires
+BOX_GAP = 12
+BAND_PAD = 28  # a block's band reaches this far beyond its outer columns
+GROUP_GAP = 24  # between heads in an attention column
+ROW_H = 11  # one split value in an activation plot
+DESC_SIZE = 11
+
+
+@dataclass(frozen=True)
+class Box:
+    unit: Unit
+    x: float
+    y: float
+    w: float
+    h: float
+    description: tuple[str, ...]  # the description, wrapped
+    scale: tuple[float, float]  # activation range (low, high) shared by the column's plots
+    strip_scale: float  # largest |delta| among the column's collapsed boxes
+
+    @property
+    def cy(self) -> float:
+        return self.y + self.h / 2
+
+
+@dataclass(frozen=True)
+class Wire:
+    link: Link
+    path: str  # SVG path data
+    width: float
+    routed: bool  # runs in a lane around the columns it skips
+
+
+@dataclass(frozen=True)
+class PlacedColumn:
+    column: Column
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class Band:
+    """The background of one block's columns."""
+
+    title: str
+    x: float
+    y: float
+    w: float
+    h: float
+
+
+@dataclass(frozen=True)
+class HeaderLine:
+    style: str  # "title" | "subtitle" | "fact" | "note"
+    text: str
+    y: float
+
+
+@dataclass(frozen=True)
+class Layout:
+    picture: Picture
+    width: float
+    height: float
+    header: tuple[HeaderLine, ...]
+    legend: tuple[LegendItem, ...]
+    columns: tuple[PlacedColumn, ...]
+    bands: tuple[Band, ...]
+    boxes: tuple[Box, ...]
+    wires: tuple[Wire, ...]
+
+
+def _header(picture: Picture, width: float) -> tuple[tuple[HeaderLine, ...], tuple[LegendItem, ...], float]:
+    room = width - 2 * MARGIN
+    lines = [HeaderLine("title", fit(picture.title, room, 22, bold=True), 38)]
+    y = 38.0
+    if picture.description:
+        y += 22
+        lines.append(HeaderLine("subtitle", fit(picture.description, room, 14), y))
+    for fact in picture.facts:
+        y += 18
+        lines.append(HeaderLine("fact", fit(fact, room, 13), y))
+    legend, legend_h = lay_out_legend(picture, MARGIN, y + 30, room)
+    y += 30 + legend_h
+    lines.append(HeaderLine("note", fit(picture.edge_note, room, 12), y + 2))
+    return tuple(lines), legend, y + 18
+
+
+def description_lines(unit: Unit) -> tuple[str, ...]:
+    return wrap(unit.description, BOX_W - 20, DESC_SIZE) if unit.description else ()
+
+
+def box_height(unit: Unit) -> float:
+    h = 38.0 + 14 * len(description_lines(unit))
+    if unit.stats is None:
+        return h
+    if unit.collapsed:
+        return h + 36  # the member strip and the strongest members
+    return h + ROW_H * len(unit.stats.per_value) + 10
+
+
+def _column_scales(units: list[Unit]) -> tuple[tuple[float, float], float]:
+    lo, hi, strip = 0.0, 0.0, 0.0
+    for u in units:
+        if u.stats is None:
+            continue
+        if u.collapsed:
+            strip = max([strip, *(abs(d) for _, d in u.stats.members)])
+        else:
+            for v in u.stats.per_value:
+                lo, hi = min(lo, v.mean - v.std), max(hi, v.mean + v.std)
+    if hi - lo < 1e-9:
+        hi = lo + 1.0
+    return (lo, hi), strip or 1.0
+
+
+def _gap(prev: Unit, cur: Unit) -> float:
+    a, b = prev.members[0], cur.members[0]
+    return BOX_GAP if (a.head, a.layer, a.hook.startswith("hook_")) == (b.head, b.layer, b.hook.startswith("hook_")) else GROUP_GAP
+
+
+def lay_out(picture: Picture) -> Layout:
+    n_cols = len(picture.columns)
+    content_w = n_cols * BOX_W + (n_cols - 1) * COL_GAP
+    pad = MARGIN + BAND_PAD  # room for the block bands around the outer columns
+    width = max(MIN_WIDTH, content_w + 2 * pad)
+    header, legend, header_h = _header(picture, width)
+    left = pad + max(0.0, (width - 2 * pad - content_w) / 2)
+    columns_top = header_h + 8
+    placed = [PlacedColumn(c, left + i * (BOX_W + COL_GAP), columns_top) for i, c in enumerate(picture.columns)]
+    # lanes are placed relative to the boxes, so a second pass with exactly the room they need is final
+    room = (LANE_ROOM, LANE_ROOM)
+    for _ in range(2):
+        body_top = columns_top + COLUMN_HEAD + 6 + room[0]
+        boxes, body_h = _place_boxes(picture, placed, body_top)
+        router = _Router(boxes, body_top, body_top + body_h)
+        wires = _wires(picture, boxes, router)
+        needed = (max(0.0, body_top - router.highest) + 8, max(0.0, router.lowest - body_top - body_h) + 8)
+        if needed == room:
+            break
+        room = needed
+    height = body_top + body_h + room[1] + MARGIN
+    bands = _bands(placed, header_h, height - header_h - 10)
+    return Layout(picture, width, height, header, legend, tuple(placed), bands, tuple(boxes), wires)
+
+
+def _place_boxes(picture: Picture, placed: list[PlacedColumn], body_top: float) -> tuple[list[Box], float]:
+    """Boxes of each column stacked and centred on the tallest column; and that column's height."""
+    by_column: dict[int, list[Unit]] = {i: [] for i in range(len(placed))}
+    for u in picture.units:
+        by_column[u.column].append(u)
+    heights = {u.id: box_height(u) for u in picture.units}
+
+    def column_height(units: list[Unit]) -> float:
+        if not units:
+            return 0.0
+        return sum(heights[u.id] for u in units) + sum(_gap(a, b) for a, b in zip(units, units[1:]))
+
+    body_h = max((column_height(us) for us in by_column.values()), default=0.0)
+    boxes = []
+    for i, column in enumerate(placed):
+        units = by_column[i]
+        scale, strip = _column_scales(units)
+        y = body_top + (body_h - column_height(units)) / 2
+        for j, u in enumerate(units):
+            if j:
+                y += _gap(units[j - 1], u)
+            boxes.append(Box(u, column.x, y, BOX_W, heights[u.id], description_lines(u), scale, strip))
+            y += heights[u.id]
+    return boxes, body_h
+
+
+def _bands(columns: list[PlacedColumn], y: float, h: float) -> tuple[Band, ...]:
+    bands, by_layer = [], {}
+    for c in columns:
+        if c.column.layer is not None:
+            by_layer.setdefault(c.column.layer, []).append(c.x)
+    for layer, xs in sorted(by_layer.items()):
+        x0, x1 = min(xs) - BAND_PAD, max(xs) + BOX_W + BAND_PAD
+        bands.append(Band(f"block {layer}", x0, y, x1 - x0, h))
+    return tuple(bands)
+
+
+def _ports(n: int, box: Box) -> list[float]:
+    inset = min(14.0, box.h * 0.25)
+    top, bottom = box.y + inset, box.y + box.h - inset
+    if n == 1:
+        return [box.cy]
+    return [top + (bottom - top) * k / (n - 1) for k in range(n)]
+
+
+def stroke_width(link: Link, strongest: dict[str, float]) -> float:
+    """Wider for stronger links, by the square root so weak ones stay visible; scaled per link kind."""
+    if link.kind == "structural":
+        return 1.3
+    top = strongest.get(link.kind) or 1.0
+    if link.kind == "declared":
+        return 1.3 + 2.7 * math.sqrt(link.strength / top)
+    return 0.8 + 7.2 * math.sqrt(link.strength / top)
+
+
+def _curve(x1: float, y1: float, x2: float, y2: float) -> str:
+    bend = max(30.0, (x2 - x1) * 0.45)
+    return f"C{x1 + bend:.1f},{y1:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}"
+
+
+class _Router:
+    """Lanes above and below the boxes for wires that skip columns; remembers how far they reach."""
+
+    LANE_STEP = 7.0
+
+    def __init__(self, boxes: list[Box], body_top: float, body_bottom: float) -> None:
+        self.by_column: dict[int, list[Box]] = {}
+        for b in boxes:
+            self.by_column.setdefault(b.unit.column, []).append(b)
+        self.highest, self.lowest = body_top, body_bottom
+        self.lanes = {"above": 0, "below": 0}
+
+    def blocked(self, c1: int, c2: int, y1: float, y2: float) -> list[Box]:
+        """Boxes of the skipped columns that a direct wire between these heights would cross."""
+        lo, hi = min(y1, y2) - 10, max(y1, y2) + 10
+        return [b for c in range(c1 + 1, c2) for b in self.by_column.get(c, []) if b.y < hi and b.y + b.h > lo]
+
+    def path(self, c1: int, c2: int, x1: float, y1: float, x2: float, y2: float) -> tuple[str, bool]:
+        start = f"M{x1:.1f},{y1:.1f} "
+        if not self.blocked(c1, c2, y1, y2):
+            return start + _curve(x1, y1, x2, y2), False
+        skipped = [b for c in range(c1 + 1, c2) for b in self.by_column.get(c, [])]
+        top, bottom = min(b.y for b in skipped), max(b.y + b.h for b in skipped)
+        mid = (y1 + y2) / 2
+        side = "above" if mid - top <= bottom - mid else "below"
+        k = self.lanes[side]
+        self.lanes[side] += 1
+        if side == "above":
+            lane = top - 14 - self.LANE_STEP * k
+            self.highest = min(self.highest, lane)
+        else:
+            lane = bottom + 14 + self.LANE_STEP * k
+            self.lowest = max(self.lowest, lane)
+        g1, g2 = x1 + COL_GAP / 2, x2 - COL_GAP / 2
+        return (start + f"C{x1 + COL_GAP * 0.35:.1f},{y1:.1f} {g1 - COL_GAP * 0.15:.1f},{lane:.1f} {g1:.1f},{lane:.1f} "
+                f"L{g2:.1f},{lane:.1f} C{g2 + COL_GAP * 0.15:.1f},{lane:.1f} {x2 - COL_GAP * 0.35:.1f},{y2:.1f} "
+                f"{x2:.1f},{y2:.1f}"), True
+
+
+def _wires(picture: Picture, boxes: list[Box], router: _Router) -> tuple[Wire, ...]:
+    by_id = {b.unit.id: b for b in boxes}
+    outgoing: dict[str, list[Link]] = {}
+    incoming: dict[str, list[Link]] = {}
+    for link in picture.links:
+        outgoing.setdefault(link.source, []).append(link)
+        incoming.setdefault(link.target, []).append(link)
+    out_port, in_port = {}, {}
+    for unit_id, links in outgoing.items():
+        links = sorted(links, key=lambda l: (by_id[l.target].cy, by_id[l.target].x, l.kind))
+        for link, y in zip(links, _ports(len(links), by_id[unit_id])):
+            out_port[id(link)] = y
+    for unit_id, links in incoming.items():
+        links = sorted(links, key=lambda l: (by_id[l.source].cy, by_id[l.source].x, l.kind))
+        for link, y in zip(links, _ports(len(links), by_id[unit_id])):
+            in_port[id(link)] = y
+    strongest: dict[str, float] = {}
+    for link in picture.links:
+        strongest[link.kind] = max(strongest.get(link.kind, 0.0), link.strength)
+    order = {"structural": 0, "weight": 1, "declared": 2}
+    wires = []
+    # shortest spans first: they take the lanes nearest the boxes, longer detours go around them
+    for link in sorted(picture.links, key=lambda l: (by_id[l.target].unit.column - by_id[l.source].unit.column,
+                                                     order[l.kind], l.source, l.target)):
+        src, dst = by_id[link.source], by_id[link.target]
+        path, routed = router.path(src.unit.column, dst.unit.column, src.x + src.w, out_port[id(link)], dst.x, in_port[id(link)])
+        wires.append(Wire(link, path, stroke_width(link, strongest), routed))
+    return tuple(sorted(wires, key=lambda w: (order[w.link.kind], w.link.strength, w.link.source, w.link.target)))
