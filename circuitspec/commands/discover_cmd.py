@@ -1,0 +1,139 @@
+"""Find a small circuit for a task, write it as a .circ spec, and verify what it claims.
+
+The search (circuitspec.engine.discover) learns a node mask with non-circuit nodes ablated, then picks
+the smallest set that meets the target with the real ablated forward. The spec it writes names each
+node by its hook, describes what was measured, and proposes the claims the measurements support; the
+spec is then verified like any other, and a claim that does not pass on fresh inputs is dropped from the
+file (and reported), except the sufficiency claim, whose failure fails the run. Unless --no-compare,
+the same search under zero ablation is reported next to it: the two usually choose different circuits.
+
+Exit 0: target reached and every written claim verified; 1: target not reached, or the sufficiency
+claim failed verification; 2: bad arguments; 3: unreadable model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..discover import draft_spec, measure_nodes
+from ..discover.writer import without_claims
+from ..engine.discover import discover, jaccard
+from ..engine.errors import UsageError
+from ..engine.tasks import get_task
+from ..engine.zoo import load_model
+from ..lang.parser import parse_spec
+from ..lang.resolve import resolve
+from ..verify.runner import RunSettings
+from ..verify.verifier import verify_spec
+from .common import add_device_argument, resolve_device
+from .specs import report_console
+
+NAME, HELP = "discover", "find a small circuit for a task and write it as a verified .circ spec"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="shipped model name or checkpoint directory (default py-sparse-small)")
+    p.add_argument("--task", required=True, help="task name (see `circuitspec tasks`)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target-loss", type=float, metavar="X",
+                        help="largest task loss (binary cross-entropy over the two answers) the circuit alone may have "
+                             "(default: the full model's loss plus a small margin)")
+    target.add_argument("--target-faithfulness", type=float, metavar="F", help="smallest faithfulness the circuit must keep")
+    p.add_argument("--ablation", choices=("mean", "zero"), default="mean", help="what removed nodes carry (default mean)")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="SPEC", help="the .circ file to write")
+    p.add_argument("--name", help="spec name (default TASK_discovered)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=int, default=256, help="inputs per phase of the search (default 256)")
+    p.add_argument("--steps", type=int, default=150, help="optimisation steps of the mask (default 150)")
+    p.add_argument("--no-compare", action="store_true", help="skip the zero- (or mean-) ablation comparison")
+    p.add_argument("--no-verify", action="store_true", help="write the proposed claims without verifying them")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON ('-' for stdout)")
+    add_device_argument(p)
+
+
+def _search(model, task, args, ablation: str, console):
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        handle = bar.add_task(f"discover ({ablation} ablation)", total=1)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            bar.update(handle, description=f"{ablation} ablation: {phase}", completed=done, total=max(total, 1))
+
+        return discover(model, task, ablation=ablation, target_loss=args.target_loss,
+                        target_faithfulness=args.target_faithfulness, samples=args.samples, steps=args.steps,
+                        seed=args.seed, device=args.device, progress=progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.output.suffix != ".circ":
+        raise UsageError(f"{args.output}: the output must be a .circ file")
+    if not args.output.parent.is_dir():
+        raise UsageError(f"{args.output}: folder {args.output.parent} does not exist")
+    args.device = resolve_device(args.device)
+    console = report_console()
+    task = get_task(args.task)
+    model_ref = args.model or "py-sparse-small"
+    model = load_model(model_ref, args.device)
+    found = _search(model, task, args, args.ablation, console)
+    console.print(f"[bold]{task.name}[/] on {model_ref}, {args.ablation} ablation: {found.node_count} nodes, "
+                  f"{found.edge_count} edges; held-out loss {found.loss:.3f} (target {found.target_kind} "
+                  f"{'<=' if found.target_kind == 'loss' else '>='} {found.target:.3f}; full model {found.full_loss:.3f}, "
+                  f"all ablated {found.ablated_loss:.3f}); faithfulness {found.faithfulness:.3f}; {found.seconds:.1f} s",
+                  soft_wrap=True, markup=True, highlight=False)
+    report = {"model": model_ref, "discovery": found.summary()}
+    if not args.no_compare:
+        other = "zero" if args.ablation == "mean" else "mean"
+        alt = _search(model, task, args, other, console)
+        overlap = jaccard(found.mask, alt.mask)
+        console.print(f"{other} ablation would choose {alt.node_count} nodes, {alt.edge_count} edges (held-out loss "
+                      f"{alt.loss:.3f}); overlap with the {args.ablation}-ablation circuit: Jaccard {overlap:.2f}",
+                      soft_wrap=True, highlight=False)
+        report["comparison"] = {"ablation": other, "node_count": alt.node_count, "edge_count": alt.edge_count,
+                                "loss": alt.loss, "reached": alt.reached, "jaccard": overlap}
+    if found.note:
+        console.print(f"[yellow]note:[/] {found.note}", soft_wrap=True, highlight=False)
+    exit_code = 0
+    if not found.reached or found.node_count == 0:
+        console.print("[red]target not reached[/]: no spec written", highlight=False)
+        _write_json(args.json, report)
+        return 1
+    stats = measure_nodes(model, task, found.mask, found.ablation, max(args.samples, 512), f"{args.seed}:describe")
+    draft = draft_spec(found, task, model_ref, args.output, stats, args.name)
+    text, verdicts = draft.text, {}
+    if not args.no_verify:
+        parsed = parse_spec(text, str(args.output))
+        resolved, diagnostics = resolve(parsed.spec, str(args.output))
+        if resolved is None or diagnostics:
+            raise RuntimeError(f"discover wrote a spec that does not resolve: {diagnostics}")
+        with console.status("verifying the written claims"):
+            results = verify_spec(resolved, RunSettings(seed=args.seed, device=args.device))
+        failed = [r for r in results if r.verdict != "pass"]
+        for r in results:
+            verdicts[r.text] = r.verdict
+            style = "green" if r.verdict == "pass" else "red"
+            console.print(f"  [{style}]{r.verdict}[/] {r.text} (statistic {r.statistic:.3g})", soft_wrap=True, highlight=False)
+        dropped = [r.text for r in failed if r.kind != "sufficient"]
+        if dropped:
+            text = without_claims(text, dropped, args.output)
+            console.print(f"dropped {len(dropped)} claim(s) that did not verify on fresh inputs", highlight=False)
+        if any(r.kind == "sufficient" for r in failed):
+            console.print("[red]the sufficiency claim did not verify[/]: kept in the spec, which fails `verify`", highlight=False)
+            exit_code = 1
+    args.output.write_text(text)
+    console.print(f"wrote {args.output}", highlight=False)
+    report["spec"] = str(args.output)
+    report["claims"] = verdicts
+    _write_json(args.json, report)
+    return exit_code
+
+
+def _write_json(path: Path | None, report: dict) -> None:
+    if path is None:
+        return
+    text = json.dumps(report, indent=2, sort_keys=True, default=str) + "\n"
+    print(text, end="") if str(path) == "-" else path.write_text(text)
+

@@ -1,0 +1,618 @@
+"""Circuit discovery by learned node masks (the pruning of Gao et al. 2025, "Weight-sparse transformers
+have interpretable circuits").
+
+Every maskable node (every channel of :class:`~.masks.MaskSpace`: residual channels, per-head q/k/v/z
+channels, MLP neurons) gets a learnable logit. Training mixes each activation with its reference value,
+``act = g * act + (1 - g) * ref``, through the model's own hooks, where the gate ``g`` is a relaxed
+Bernoulli sample (logistic noise, a sigmoid whose temperature is annealed towards a hard 0/1). The
+objective is the task's binary cross-entropy plus ``lambda`` times the expected share of kept nodes;
+``lambda`` is a Lagrange multiplier raised while the batch meets the target and lowered while it does
+not, so training settles on the frontier the target asks for instead of on a hand-tuned penalty.
+
+Training only ranks the nodes. The circuit itself is chosen with the real, hard node-ablated forward
+(:func:`~.ablation.run_conditions`, the same engine ``verify`` uses): bisection over ``k`` finds the
+smallest prefix of the ranking that meets the target on *selection* inputs, then a greedy pass drops
+every node whose removal still meets it. "Meets" is judged with a safety margin of one standard
+error, so that the figure reported on separate *held-out* inputs (another seed) usually agrees.
+
+Targets: a task loss (mean binary cross-entropy over the two answers at the answer position) or a
+faithfulness (``F = mean(m_C - m_0) / mean(m_M - m_0)`` on logit differences, as ``verify`` computes it).
+The default target loss recovers 90% of the gap between the all-ablated loss and the full model's loss.
+A target the all-ablated model already meets (e.g. on a task whose answers carry no signal) is reported
+as not reached: an empty circuit explains nothing.
+
+Edges: the circuit's edges are the non-zero weights whose two ends are both kept nodes (the channel
+graph's ``weight`` edges, :mod:`.graph`); embedding rows and logits are not nodes, so their weights are
+not counted, nor are structural edges (residual identity, attention's q/k -> pattern -> z).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, Literal
+
+import torch
+
+from .ablation import Ablation, Reference, run_conditions
+from .batch import TaskBatch, answer_logits, encode_examples
+from .errors import UsageError
+from .masks import Mask, MaskSpace
+from .metrics import binary_cross_entropy, logit_diff
+from .model import Transformer
+from .naming import NodeName, resid_hook
+from .tasks import Task, TaskExample
+
+TargetKind = Literal["loss", "faithfulness"]
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+#: The default loss target: the full model's loss plus this many nats.
+DEFAULT_MARGIN = 0.1
+#: Weights whose ends are not circuit nodes (inputs and outputs); they are not counted as circuit edges.
+_IO_WEIGHTS = ("embed.W_E", "pos_embed.W_pos", "unembed.W_U")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Knobs of the search; the defaults are what the shipped models were measured with (docs/discovery.md)."""
+
+    batch_size: int = 64  # training inputs per step (one length bucket)
+    lr: float = 0.1  # Adam on the node logits
+    init_logit: float = 3.0  # every node starts kept; the penalty has to earn each removal
+    surrogate_temperature: float = 1.0  # width of the sigmoid whose slope stands in for the step's
+    lambda_init: float = 1.0  # penalty per share of kept nodes, in nats
+    lambda_gain: float = 0.3  # log(lambda) -= gain * (smoothed constraint violation) each step
+    ema: float = 0.8  # smoothing of that violation
+    confidence_z: float = 2.0  # "meets the target": mean loss + z * standard error <= target
+    prune: bool = True  # greedy pass after the prefix search
+    max_prune_nodes: int = 600  # skip the greedy pass above this size (each try is a forward pass)
+    patience: int = 32  # stop the greedy pass after this many nodes in a row could not go
+    check_z: float | None = 1.0  # margin of the re-check of the pruned circuit on fresh inputs
+
+
+@dataclass
+class Discovery:
+    """A discovered circuit and what was measured about it (held-out inputs unless said otherwise)."""
+
+    task: str
+    ablation: str  # "mean" or "zero"
+    mask: Mask  # node mask, every edge kept (node ablation)
+    ranking: list[NodeName]  # every node, most important first (the learned logits' order)
+    node_count: int
+    edge_count: int
+    target_kind: TargetKind
+    target: float
+    loss: float  # circuit alone: mean BCE over the two answers at the answer position
+    loss_stderr: float
+    full_loss: float
+    ablated_loss: float  # every node ablated
+    faithfulness: float  # logit-difference faithfulness, as verify computes it
+    full_logit_diff: float
+    reached: bool
+    seconds: float
+    samples: int
+    steps: int
+    seed: int
+    note: str = ""
+    evaluations: int = 0  # hard forward passes the selection took
+    reference: Reference | None = field(default=None, repr=False)  # what ablated nodes carried
+    history: list[dict[str, float]] = field(default_factory=list, repr=False)  # training trace
+
+    @property
+    def nodes(self) -> list[NodeName]:
+        return list(self.mask.node_names())
+
+    def summary(self) -> dict:
+        """JSON-ready figures (the mask as node names)."""
+        keys = ("task", "ablation", "node_count", "edge_count", "target_kind", "target", "loss", "loss_stderr",
+                "full_loss", "ablated_loss", "faithfulness", "full_logit_diff", "reached", "seconds", "samples",
+                "steps", "seed", "evaluations", "note")
+        out = {k: getattr(self, k) for k in keys}
+        out["nodes"] = [str(n) for n in self.nodes]
+        return out
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class TaskInputs:
+    """Task inputs sorted by length and cut into chunks that pad little, with the full model's and the
+    all-ablated model's answer logits precomputed (rows in the sorted order)."""
+
+    examples: list[TaskExample]
+    chunks: list[TaskBatch]
+    correct: torch.Tensor  # [n]
+    wrong: torch.Tensor
+    full: torch.Tensor  # [n, V]
+    empty: torch.Tensor
+
+    @classmethod
+    def sample(cls, model: Transformer, task: Task, n: int, seed: str, reference: Reference,
+               chunk: int = 64) -> "TaskInputs":
+        examples = sorted(task.sample(n, seed), key=lambda e: len(e.prefix))
+        device = model.device
+        chunks = [encode_examples(examples[i : i + chunk], model.cfg.n_ctx).to(device) for i in range(0, n, chunk)]
+        with torch.no_grad():
+            full = torch.cat([answer_logits(model(c.tokens), c.answer_pos) for c in chunks])
+        inputs = cls(examples, chunks, torch.cat([c.correct for c in chunks]), torch.cat([c.wrong for c in chunks]),
+                     full, full)
+        inputs.empty = inputs.run(model, empty_mask(MaskSpace.for_config(model.cfg)), reference)
+        return inputs
+
+    def run(self, model: Transformer, mask: Mask, reference: Reference) -> torch.Tensor:
+        """Answer logits [n, V] of the circuit alone (the hard node-ablated forward of ``verify``)."""
+        return torch.cat([run_conditions(model, c.tokens, [mask], reference, c.answer_pos)[0] for c in self.chunks])
+
+    def logit_diffs(self, logits: torch.Tensor) -> torch.Tensor:
+        return logit_diff(logits, self.correct, self.wrong)
+
+    def bce(self, logits: torch.Tensor) -> torch.Tensor:
+        return binary_cross_entropy(logits, self.correct, self.wrong)
+
+    def faithfulness(self, logits: torch.Tensor) -> float:
+        m0 = self.logit_diffs(self.empty)
+        denominator = float((self.logit_diffs(self.full) - m0).mean())
+        return float((self.logit_diffs(logits) - m0).mean()) / denominator if denominator else float("nan")
+
+
+def empty_mask(space: MaskSpace) -> Mask:
+    """Every node ablated, every weight kept."""
+    return Mask(space, Mask.empty(space).nodes, Mask.full(space).edges)
+
+
+def reference_for(model: Transformer, task: Task, ablation: str, n: int, seed: str) -> Reference:
+    """What an ablated node carries: zero, or its mean over ``n`` task inputs (all real positions)."""
+    if ablation not in ("mean", "zero"):
+        raise UsageError(f"discovery supports mean and zero ablation, not {ablation!r}")
+    batch = encode_examples(task.sample(n, seed), model.cfg.n_ctx).to(model.device)
+    lengths = batch.answer_pos + 1
+    return Reference.compute(model, Ablation(ablation), batch.tokens, lengths, batch.tokens, lengths)
+
+
+# ---- masks as one flat vector ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each hook's node mask lives in one flat vector of all nodes (the space's order)."""
+
+    space: MaskSpace
+    slices: dict[str, tuple[int, int]]
+    size: int
+
+    @classmethod
+    def of(cls, space: MaskSpace) -> "_Layout":
+        slices, start = {}, 0
+        for hook, shape in space.node_shapes.items():
+            n = math.prod(shape)
+            slices[hook] = (start, start + n)
+            start += n
+        return cls(space, slices, start)
+
+    def mask(self, keep: torch.Tensor) -> Mask:
+        """A node mask (every edge kept) from a flat boolean vector."""
+        keep = keep.detach().cpu().bool()
+        nodes = {h: keep[a:b].reshape(self.space.node_shapes[h]).clone() for h, (a, b) in self.slices.items()}
+        return Mask(self.space, nodes, Mask.full(self.space).edges)
+
+    def flat(self, mask: Mask) -> torch.Tensor:
+        return torch.cat([mask.nodes[h].reshape(-1) for h in self.slices])
+
+    def names(self) -> list[NodeName]:
+        """Node names in flat order."""
+        return list(Mask.full(self.space).node_names())
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _frozen(model: Transformer) -> Iterator[None]:
+    """Gradients flow to the mask logits only; the model's own flags are restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    was_training = model.training
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        model.eval()
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def _gate_hooks(layout: _Layout, gates: list[torch.Tensor], reference: Reference, device: torch.device) -> dict:
+    """One hook per maskable hook point: ``ref + g * (act - ref)`` with the current step's gates."""
+    fns = {}
+    for hook, (a, b) in layout.slices.items():
+        shape = layout.space.node_shapes[hook]
+        ref = reference.value(hook).to(device)
+
+        def fn(x: torch.Tensor, name: str, a=a, b=b, shape=shape, ref=ref) -> torch.Tensor:
+            g = gates[0][a:b].view(shape)
+            return ref + g * (x - ref)
+
+        fns[hook] = fn
+    return fns
+
+
+def _train_logits(model: Transformer, layout: _Layout, train: TaskInputs, reference: Reference, target_kind: TargetKind,
+                  target: float, scale: float, steps: int, settings: SearchSettings, seed: int,
+                  progress: Progress | None) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """Learned node logits [n_nodes] (higher = more important) and a per-step trace.
+
+    The forward pass uses the hard gate ``theta > 0``, so training sees exactly the circuits the
+    selection evaluates; the backward pass uses the slope of ``sigmoid(theta / T)`` instead of the
+    step's zero derivative (a straight-through estimator, as in the paper).
+    """
+    device = model.device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    theta = torch.full((layout.size,), settings.init_logit, device=device)
+    adam = _Adam(theta, settings.lr)
+    gates: list[torch.Tensor] = [torch.ones(layout.size, device=device)]
+    fns = _gate_hooks(layout, gates, reference, device)
+    m0_all, mm_all = train.logit_diffs(train.empty), train.logit_diffs(train.full)
+    offsets = [0]
+    for chunk in train.chunks:
+        offsets.append(offsets[-1] + chunk.tokens.shape[0])
+    log_lambda = math.log(settings.lambda_init)
+    ema = None
+    history = []
+    with _frozen(model), model.hooks(fns):
+        for step in range(steps):
+            i = int(torch.randint(len(train.chunks), (1,), generator=gen))
+            chunk, rows = train.chunks[i], slice(offsets[i], offsets[i + 1])
+            theta.requires_grad_(True)
+            # clamped so no slope is a denormal float (they make CPU arithmetic crawl)
+            soft = torch.sigmoid((theta / settings.surrogate_temperature).clamp(-30.0, 30.0))
+            gates[0] = (theta > 0).float() + soft - soft.detach()
+            logits = answer_logits(model(chunk.tokens), chunk.answer_pos)
+            bce = binary_cross_entropy(logits, chunk.correct, chunk.wrong).mean()
+            kept = gates[0].mean()
+            (grad,) = torch.autograd.grad(bce + math.exp(log_lambda) * kept, theta)
+            theta = adam.step(theta.detach(), grad)
+            with torch.no_grad():
+                if target_kind == "loss":
+                    violation = (float(bce) - target) / scale
+                else:
+                    m, m0, mm = logit_diff(logits, chunk.correct, chunk.wrong), m0_all[rows], mm_all[rows]
+                    violation = target - float((m - m0).mean() / (mm - m0).mean().clamp(min=1e-6))
+            ema = violation if ema is None else settings.ema * ema + (1 - settings.ema) * violation
+            log_lambda = min(5.0, max(-9.0, log_lambda - settings.lambda_gain * ema))
+            history.append({"step": step, "bce": float(bce.detach()), "kept": float(kept.detach()) * layout.size,
+                            "lambda": math.exp(log_lambda)})
+            if progress:
+                progress("training", step + 1, steps)
+    return theta.detach(), history
+
+
+class _Adam:
+    """Adam on one tensor (torch.optim's constructor imports the compiler stack: seconds on a CPU)."""
+
+    def __init__(self, like: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
+        self.m, self.v = torch.zeros_like(like), torch.zeros_like(like)
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        b1, b2 = self.betas
+        self.t += 1
+        self.m.mul_(b1).add_(grad, alpha=1 - b1)
+        self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        m_hat, v_hat = self.m / (1 - b1**self.t), self.v / (1 - b2**self.t)
+        return x - self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+
+# ---- selection with the hard forward -------------------------------------------------------------
+
+
+@dataclass
+class _Judge:
+    """Hard circuit-alone evaluation on one set of inputs, and whether it meets the target with a margin."""
+
+    model: Transformer
+    inputs: TaskInputs
+    reference: Reference
+    layout: _Layout
+    kind: TargetKind
+    target: float
+    z: float
+    calls: int = 0
+
+    def logits(self, keep: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.inputs.run(self.model, self.layout.mask(keep), self.reference)
+
+    def score(self, keep: torch.Tensor) -> tuple[float, float]:
+        """(estimate, standard error) of the mean loss, or of the faithfulness."""
+        logits = self.logits(keep)
+        if self.kind == "loss":
+            values = self.inputs.bce(logits)
+        else:
+            m0 = self.inputs.logit_diffs(self.inputs.empty)
+            denominator = (self.inputs.logit_diffs(self.inputs.full) - m0).mean()
+            values = (self.inputs.logit_diffs(logits) - m0) / denominator
+        n = values.numel()
+        se = float(values.std()) / math.sqrt(n) if n > 1 else 0.0
+        return float(values.mean()), se
+
+    def meets(self, keep: torch.Tensor) -> bool:
+        estimate, se = self.score(keep)
+        if not math.isfinite(estimate):
+            return False
+        if self.kind == "loss":
+            return estimate + self.z * se <= self.target
+        return estimate - self.z * se >= self.target
+
+
+def _smallest_prefix(judge: _Judge, order: torch.Tensor, progress: Progress | None, growth: float = 1.4) -> int | None:
+    """Smallest k whose top-k nodes meet the target; None if not even the whole model does.
+
+    More nodes do not always help under ablation (a node kept without the nodes it works with can
+    hurt), so k is not bisected over the whole range: prefixes are tried on a geometric grid from the
+    small end, and only the step where the target is first met is bisected.
+    """
+    n = order.numel()
+
+    def keep(k: int) -> torch.Tensor:
+        out = torch.zeros(n, dtype=torch.bool)
+        out[order[:k]] = True
+        return out
+
+    grid, k = [0], 1
+    while k < n:
+        grid.append(k)
+        k = max(k + 1, round(k * growth))
+    grid.append(n)
+    total = len(grid) + math.ceil(math.log2(n))
+    for done, k in enumerate(grid, 1):
+        if progress:
+            progress("selecting", done, total)
+        if judge.meets(keep(k)):
+            break
+    else:
+        return None
+    if k == 0:
+        return 0
+    lo, hi = grid[grid.index(k) - 1], k  # keep(lo) fails, keep(hi) meets
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if judge.meets(keep(mid)) else (mid, hi)
+    if progress:
+        progress("selecting", total, total)
+    return hi
+
+
+def _removal_costs(model: Transformer, layout: _Layout, inputs: TaskInputs, reference: Reference, keep: torch.Tensor,
+                   kind: TargetKind) -> torch.Tensor:
+    """First-order estimate of how much removing each kept node would worsen the target's measure
+    (loss, or minus faithfulness): ``-d measure / d gate`` at the circuit, from one backward pass."""
+    device = model.device
+    gate = keep.float().to(device).requires_grad_(True)
+    fns = _gate_hooks(layout, [gate], reference, device)
+    m0 = inputs.logit_diffs(inputs.empty)
+    denominator = (inputs.logit_diffs(inputs.full) - m0).mean().clamp(min=1e-6)
+    total = torch.zeros((), device=device)
+    start = 0
+    with _frozen(model), model.hooks(fns):
+        for chunk in inputs.chunks:
+            logits = answer_logits(model(chunk.tokens), chunk.answer_pos)
+            rows = slice(start, start + chunk.tokens.shape[0])
+            start = rows.stop
+            if kind == "loss":
+                total = total + binary_cross_entropy(logits, chunk.correct, chunk.wrong).sum()
+            else:
+                total = total - ((logit_diff(logits, chunk.correct, chunk.wrong) - m0[rows]) / denominator).sum()
+    (grad,) = torch.autograd.grad(total / start, gate)
+    return -grad.detach().cpu()
+
+
+def _greedy_prune(judge: _Judge, keep: torch.Tensor, order: list[int], patience: int,
+                  progress: Progress | None) -> tuple[torch.Tensor, list[int]]:
+    """Drop every node whose removal still meets the target, trying them in ``order`` (cheapest
+    first); returns the circuit and the nodes removed, in order.
+
+    Nodes are tried in runs whose length adapts (doubling after a run could go, halving after one
+    could not, which is then split and retried), so long stretches of removable nodes cost a few
+    forward passes; after ``patience`` nodes in a row could not go, the rest are kept.
+    """
+    keep = keep.clone()
+    removed: list[int] = []
+    failures = 0
+
+    def attempt(nodes: list[int]) -> None:
+        nonlocal failures
+        keep[nodes] = False
+        if judge.meets(keep):
+            removed.extend(nodes)
+            failures = 0
+            return
+        keep[nodes] = True
+        if len(nodes) == 1:
+            failures += 1
+            return
+        half = len(nodes) // 2
+        attempt(nodes[:half])
+        attempt(nodes[half:])
+
+    size, done = 4, 0
+    while done < len(order) and failures < patience:
+        run = order[done : done + size]
+        before = len(removed)
+        attempt(run)
+        size = min(64, size * 2) if len(removed) - before == len(run) else max(1, size // 2)
+        done += len(run)
+        if progress:
+            progress("pruning", done, len(order))
+    if progress:
+        progress("pruning", len(order), len(order))
+    return keep, removed
+
+
+def _undo_overfit(judge: _Judge, keep: torch.Tensor, removed: list[int]) -> torch.Tensor:
+    """Hundreds of accept/reject decisions on one set of inputs favour removals that happen to look
+    harmless there. Re-check the pruned circuit on other inputs and, if it fails, put back the latest
+    removals (bisection over the removal sequence) until it passes."""
+
+    def circuit(j: int) -> torch.Tensor:  # the first j removals applied
+        out = keep.clone()
+        out[removed[j:]] = True
+        return out
+
+    if not removed or judge.meets(keep):
+        return keep
+    lo, hi = 0, len(removed)  # circuit(lo) is taken to pass, circuit(hi) fails
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if judge.meets(circuit(mid)) else (lo, mid)
+    return circuit(lo)
+
+
+def drop_dead_nodes(mask: Mask, model: Transformer) -> Mask:
+    """The same circuit without nodes nothing downstream reads (exact: the output cannot change).
+
+    A head's q/k channels are dead when none of its z channels is kept, a v channel when its z channel
+    is not kept, a z channel or an MLP neuron when none of its non-zero output weights lands on a kept
+    residual channel. A residual channel is dead when its identity continuation is not kept and no
+    kept channel reads the norm it feeds (a norm's scale depends on every channel, so any kept reader
+    keeps every residual channel it normalizes alive). Repeated until nothing changes.
+    """
+    cfg = model.cfg
+    L = cfg.n_layers
+    nodes = {h: t.clone() for h, t in mask.nodes.items()}
+    weights = {name: (w.detach() != 0).cpu() for name, w in model.weight_matrices().items()}
+    changed = True
+    while changed:
+        before = sum(int(t.sum()) for t in nodes.values())
+        for layer in reversed(range(L)):
+            a, pre, mid, post = f"blocks.{layer}.attn", resid_hook(layer, L), f"blocks.{layer}.hook_resid_mid", resid_hook(layer + 1, L)
+            mlp = f"blocks.{layer}.mlp.hook_post"
+            nodes[mlp] &= (weights[f"blocks.{layer}.mlp.W_out"] & nodes[post][None, :]).any(1)
+            nodes[f"{a}.hook_z"] &= (weights[f"{a}.W_O"] & nodes[mid].view(1, 1, -1)).any(-1)
+            z = nodes[f"{a}.hook_z"]
+            nodes[f"{a}.hook_v"] &= z
+            for kind in "qk":
+                nodes[f"{a}.hook_{kind}"] &= z.any(-1, keepdim=True)
+            if not bool(nodes[mlp].any()):
+                nodes[mid] &= nodes[post]
+            if not any(bool(nodes[f"{a}.hook_{kind}"].any()) for kind in "qkv"):
+                nodes[pre] &= nodes[mid]
+        changed = sum(int(t.sum()) for t in nodes.values()) != before
+    return Mask(mask.space, nodes, mask.edges)
+
+
+# ---- the entry point ------------------------------------------------------------------------------
+
+
+def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_loss: float | None = None,
+             target_faithfulness: float | None = None, samples: int = 256, steps: int = 150, seed: int = 0,
+             device: str = "cpu", progress: Progress | None = None,
+             settings: SearchSettings = SearchSettings()) -> Discovery:
+    """Find a small node circuit of ``model`` for ``task`` that meets the target (see the module doc).
+
+    ``samples`` inputs each are drawn for training, selection and the held-out report (three seeds),
+    plus as many for the mean ablation's reference. At most one of the targets may be given.
+    """
+    if target_loss is not None and target_faithfulness is not None:
+        raise UsageError("give a target loss or a target faithfulness, not both")
+    if samples < 8:
+        raise UsageError(f"discovery needs at least 8 samples, got {samples}")
+    if steps < 0:
+        raise UsageError(f"steps must be at least 0, got {steps}")
+    started = time.perf_counter()
+    model = model.to(device)
+    space = MaskSpace.for_config(model.cfg)
+    layout = _Layout.of(space)
+    tag = f"discover:{seed}"
+    reference = reference_for(model, task, ablation, samples, f"{tag}:reference")
+    train, select, held = (TaskInputs.sample(model, task, samples, f"{tag}:{name}", reference)
+                           for name in ("train", "select", "heldout"))
+    full_loss = float(select.bce(select.full).mean())
+    ablated_loss = float(select.bce(select.empty).mean())
+    if target_faithfulness is not None:
+        kind: TargetKind = "faithfulness"
+        target = float(target_faithfulness)
+    else:
+        kind = "loss"
+        target = float(target_loss) if target_loss is not None else full_loss + DEFAULT_MARGIN
+    scale = max(abs(ablated_loss - full_loss), 1e-3)
+
+    note = ""
+    theta = torch.zeros(layout.size)
+    history: list[dict[str, float]] = []
+    keep = torch.ones(layout.size, dtype=torch.bool)
+    judge = _Judge(model, select, reference, layout, kind, target, settings.confidence_z)
+    trivial = (kind == "loss" and ablated_loss <= target) or (kind == "faithfulness" and target <= 0)
+    if trivial:
+        note = (f"the target is met with every node ablated (on the selection inputs: all-ablated loss {ablated_loss:.3f}, full model "
+                f"{full_loss:.3f}): it says nothing about a circuit")
+        keep = torch.zeros(layout.size, dtype=torch.bool)
+    else:
+        theta, history = _train_logits(model, layout, train, reference, kind, target, scale, steps, settings, seed, progress)
+        theta = theta.cpu()
+        order = torch.argsort(theta, descending=True, stable=True)
+        k = _smallest_prefix(judge, order, progress)
+        if k is None:
+            note = "not even the full model meets the target on the selection inputs"
+        else:
+            keep = torch.zeros(layout.size, dtype=torch.bool)
+            keep[order[:k]] = True
+            keep = layout.flat(drop_dead_nodes(layout.mask(keep), model))
+            if settings.prune and 0 < int(keep.sum()) <= settings.max_prune_nodes:
+                costs = _removal_costs(model, layout, select, reference, keep, kind)
+                order = sorted(torch.nonzero(keep).flatten().tolist(), key=lambda i: float(costs[i]))
+                keep, removed = _greedy_prune(judge, keep, order, settings.patience, progress)
+                check = TaskInputs.sample(model, task, samples, f"{tag}:check", reference)
+                if settings.check_z is not None:
+                    keep = _undo_overfit(replace(judge, inputs=check, z=settings.check_z), keep, removed)
+    mask = layout.mask(keep)
+    names = layout.names()
+    ranking = [names[i] for i in torch.argsort(theta, descending=True, stable=True).tolist()]
+
+    logits = held.run(model, mask, reference)
+    losses = held.bce(logits)
+    loss, loss_se = float(losses.mean()), float(losses.std()) / math.sqrt(losses.numel())
+    faith = held.faithfulness(logits)
+    reached = not note and (loss <= target if kind == "loss" else faith >= target)
+    if not reached and not note:
+        measured = f"loss {loss:.3f} > {target:.3f}" if kind == "loss" else f"faithfulness {faith:.3f} < {target:.3f}"
+        note = f"the circuit meets the target on the selection inputs but not on held-out ones ({measured})"
+    return Discovery(task=task.name, ablation=ablation, mask=mask, ranking=ranking, node_count=mask.node_count(),
+                     edge_count=circuit_edge_count(mask, model), target_kind=kind, target=target, loss=loss,
+                     loss_stderr=loss_se, full_loss=float(held.bce(held.full).mean()),
+                     ablated_loss=float(held.bce(held.empty).mean()), faithfulness=faith,
+                     full_logit_diff=float(held.logit_diffs(held.full).mean()), reached=reached,
+                     seconds=time.perf_counter() - started, samples=samples, steps=steps, seed=seed, note=note,
+                     evaluations=judge.calls, reference=reference, history=history)
+
+
+def circuit_edge_count(mask: Mask, model: Transformer) -> int:
+    """Non-zero weights whose two ends are kept nodes (inputs and outputs are not circuit nodes)."""
+    induced = mask.induced(model)
+    return sum(int(t.sum()) for p, t in induced.edges.items() if p not in _IO_WEIGHTS)
+
+
+def jaccard(a: Mask, b: Mask) -> float:
+    """|a ∩ b| / |a ∪ b| over nodes (1.0 for two empty circuits)."""
+    union = (a | b).node_count()
+    return (a & b).node_count() / union if union else 1.0
+
+
+def shuffled_answers(task: Task) -> Task:
+    """A copy of ``task`` whose correct and wrong answers are swapped at random per example.
+
+    A sanity check for discovery: nothing in the input predicts the answer any more, so no circuit
+    should be found that explains it.
+    """
+
+    def generate(sampler):
+        example = task.generate(sampler)
+        if sampler.boolean():
+            example = replace(example, correct=example.wrong, wrong=example.correct)
+        return example
+
+    return Task(f"{task.name}_shuffled", f"{task.description} (answers swapped at random)", generate,
+                dict(task.features), dict(task.positions), task.answers, task.tags)
