@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..discover import draft_spec, measure_nodes
@@ -115,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
         for r in results:
             verdicts[r.text] = r.verdict
             style = "green" if r.verdict == "pass" else "red"
-            console.print(f"  [{style}]{r.verdict}[/] {r.text} (statistic {r.statistic:.3g})", soft_wrap=True, highlight=False)
+            statistic = "" if r.statistic is None else f" (statistic {r.statistic:.3g})"
+            note = f": {r.note}" if r.note and r.verdict != "pass" else ""
+            console.print(f"  [{style}]{r.verdict}[/] {escape(r.text)}{statistic}{escape(note)}", soft_wrap=True, highlight=False)
         dropped = [r.text for r in failed if r.kind != "sufficient"]
         if dropped:
             text = without_claims(text, dropped, args.output)

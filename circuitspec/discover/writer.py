@@ -2,7 +2,8 @@
 claims the measurements support, with margins so that `verify` on fresh inputs agrees.
 
 Proposed claims:
-- ``sufficient faithfulness >= t``: t is the held-out faithfulness less a margin, rounded down;
+- ``sufficient faithfulness >= t``: t is the held-out faithfulness less a margin (absolute and
+  relative), rounded down;
 - ``necessary faithfulness <= t``: when ablating only the circuit leaves at most half the behaviour;
 - role claims for up to ``MAX_ROLES`` single nodes whose sign separates the split feature's values on every
   measured input (``node > c when feature == v``, c half the smallest activation there).
@@ -24,7 +25,8 @@ from ..lang import format_spec, format_statement, parse_spec
 from .measure import NodeStats
 
 MAX_ROLES = 4
-SUFFICIENT_MARGIN = 0.15
+SUFFICIENT_MARGIN = 0.15  # the sufficiency threshold is the held-out faithfulness less this, or
+SUFFICIENT_SHARE = 0.6  # this share of it, whichever is lower (per-input faithfulness spreads widely)
 NECESSARY_MARGIN = 0.15
 MIN_ROLE_ACTIVATION = 0.1  # smaller activations are too close to zero to claim a sign for
 
@@ -148,7 +150,8 @@ def draft_spec(discovery: Discovery, task: Task, model_ref: str, out_path: Path,
         lines.append(f"node {node_names[node]} = {_ref(node.hook, node.head, [node.index])}")
         lines.append(f"    {_quoted(_description(stats, [node]))}")
     lines.append("")
-    claims = [f"claim sufficient faithfulness >= {max(0.05, math.floor((discovery.faithfulness - SUFFICIENT_MARGIN) * 20) / 20):g}"]
+    sufficient = min(discovery.faithfulness - SUFFICIENT_MARGIN, SUFFICIENT_SHARE * discovery.faithfulness)
+    claims = [f"claim sufficient faithfulness >= {max(0.05, math.floor(sufficient * 20) / 20):g}"]
     if stats.complement_faithfulness <= 0.5:
         claims.append(f"claim necessary faithfulness <= {min(0.6, math.ceil((stats.complement_faithfulness + NECESSARY_MARGIN) * 20) / 20):g}")
     for i, (_, node, op, value, threshold) in enumerate(chosen):

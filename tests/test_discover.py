@@ -1,0 +1,92 @@
+"""Discovery: the search recovers a known circuit, the written spec is valid and verifies, and shuffled
+answers (nothing to explain) produce no circuit."""
+
+import json
+
+import pytest
+
+from circuitspec.cli import main
+from circuitspec.discover import draft_spec, measure_nodes
+from circuitspec.discover.writer import _indices, without_claims
+from circuitspec.engine.discover import discover, shuffled_answers
+from circuitspec.engine.tasks import get_task, register_task, unregister_task
+from circuitspec.lang import format_spec, parse_spec
+from circuitspec.lang.resolve import resolve
+from test_verify_oracle import TASK, hand_set_model
+
+ORACLE_NODES = {"blocks.0.hook_resid_pre[0]", "blocks.0.hook_resid_mid[0]", "blocks.0.mlp.hook_post[0]",
+                "blocks.0.mlp.hook_post[1]", "blocks.0.hook_resid_post[1]"}
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    register_task(TASK, replace=True)
+    model = hand_set_model()
+    yield model, discover(model, TASK, samples=64, steps=60)
+    unregister_task(TASK.name)
+
+
+def test_the_hand_set_circuit_is_recovered_exactly(oracle):
+    _, found = oracle
+    assert found.reached and {str(n) for n in found.nodes} == ORACLE_NODES
+    assert found.loss <= found.target and found.faithfulness > 0.95
+
+
+def test_the_written_spec_parses_resolves_to_the_same_mask_and_is_formatted(oracle, tmp_path):
+    from circuitspec.engine.checkpoint import save_checkpoint
+    model, found = oracle
+    save_checkpoint(model, tmp_path / "model", {})
+    out = tmp_path / "oracle.circ"
+    stats = measure_nodes(model, TASK, found.mask, "mean", 128, "t")
+    draft = draft_spec(found, TASK, str(tmp_path / "model"), out, stats)
+    parsed = parse_spec(draft.text, str(out))
+    assert parsed.ok and format_spec(parsed.spec) == draft.text
+    resolved, diagnostics = resolve(parsed.spec, str(out))
+    assert not diagnostics and resolved.mask == found.mask
+    assert 'model "model"' in draft.text  # relative to the spec's folder
+    assert draft.claims[0].startswith("claim sufficient faithfulness >= ")
+    # the carrier's sign follows the final token: a role claim is proposed for it
+    assert any("when last ==" in c for c in draft.claims), draft.claims
+    dropped = without_claims(draft.text, [draft.claims[-1]], out)
+    assert draft.claims[-1] not in dropped and draft.claims[0] in dropped
+
+
+def test_index_runs_become_ranges():
+    assert _indices([7, 0, 1, 2, 3, 9, 10]) == "0:4, 7, 9:11"
+    assert _indices([5]) == "5"
+
+
+def test_discover_command_writes_a_spec_that_verifies(tmp_path, capsys):
+    out, report = tmp_path / "cq.circ", tmp_path / "cq.json"
+    code = main(["discover", "--task", "closing_quote", "-o", str(out), "--json", str(report)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "zero ablation would choose" in err and "Jaccard" in err
+    data = json.loads(report.read_text())
+    assert data["discovery"]["reached"] and data["comparison"]["ablation"] == "zero"
+    assert all(v == "pass" for v in data["claims"].values()) and data["claims"]
+    assert main(["verify", str(out)]) == 0
+    assert main(["fmt", "--check", str(out)]) == 0
+
+
+def test_shuffled_answers_give_no_circuit(tmp_path, capsys):
+    """Nonsense check: with the answers swapped at random, nothing in the input explains them, so the
+    search must not produce a spec (the all-ablated model already does as well as the full one)."""
+    shuffled = register_task(shuffled_answers(get_task("closing_quote")), replace=True)
+    try:
+        out = tmp_path / "nonsense.circ"
+        code = main(["discover", "--task", shuffled.name, "-o", str(out), "--samples", "128", "--steps", "30", "--no-compare"])
+        assert code == 1 and not out.exists()
+        assert "target not reached" in capsys.readouterr().err
+    finally:
+        unregister_task(shuffled.name)
+
+
+def test_bad_arguments_exit_2(tmp_path, capsys):
+    assert main(["discover", "--task", "closing_qoute", "-o", str(tmp_path / "x.circ")]) == 2
+    assert "closing_quote" in capsys.readouterr().err  # did you mean
+    assert main(["discover", "--task", "closing_quote", "-o", str(tmp_path / "x.txt")]) == 2
+    with pytest.raises(SystemExit) as usage:  # argparse: the two targets exclude each other
+        main(["discover", "--task", "closing_quote", "-o", str(tmp_path / "x.circ"), "--target-loss", "0.1",
+              "--target-faithfulness", "0.9"])
+    assert usage.value.code == 2
