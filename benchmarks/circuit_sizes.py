@@ -1,0 +1,208 @@
+"""Circuit size at matched task loss, sparse vs dense, and the capability / interpretability trade-off.
+
+Reproduces, at our small scale, the two headline measurements of Gao et al. 2025:
+
+1. For each task, the size (nodes and edges) of the circuit `circuitspec discover` finds at the *same*
+   target task loss in the weight-sparse model and in the dense model of the same shape (the paper reports
+   sparse circuits roughly 10-16x smaller), and at more than one sparsity level.
+2. Capability (validation loss on held-out Python code) against interpretability (mean discovered circuit
+   size across tasks; smaller is more interpretable), for two model sizes at three densities each: one
+   line per size.
+
+Models: the shipped `py-dense-small` and `py-sparse-small`, plus four models trained from
+`benchmarks/configs/` into `benchmarks/checkpoints/` (a few minutes each on CPU; reused when present,
+resumed when interrupted). Every model saw the same data with the same schedule (5,000 steps).
+Discoveries are cached in `benchmarks/results/circuit_sizes.json` (keyed by model weights, task and
+settings), so a rerun only computes what is missing.
+
+Writes `docs/images/tradeoff.png` and `.svg` and `docs/circuit_sizes.md` (the tables the figure is drawn
+from), and prints the tables.
+
+    python benchmarks/circuit_sizes.py [--target-loss 0.15] [--tasks T ...] [--steps N] [--samples N]
+                                       [--no-train] [--no-plot]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from circuitspec.engine.checkpoint import read_manifest  # noqa: E402
+from circuitspec.engine.discover import discover  # noqa: E402
+from circuitspec.engine.evaluate import score_task  # noqa: E402
+from circuitspec.engine.tasks import get_task, task_names  # noqa: E402
+from circuitspec.engine.zoo import load_model, resolve_model_path  # noqa: E402
+
+BENCH = ROOT / "benchmarks"
+CACHE = BENCH / "results" / "circuit_sizes.json"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    label: str
+    size: str  # one line of the trade-off plot per size
+    density: float
+    ref: str  # shipped name or checkpoint directory
+    config: Path | None = None  # how to train it when the checkpoint is missing
+
+
+MODELS = [
+    ModelEntry("small, dense", "small (d_model 128)", 1.0, "py-dense-small"),
+    ModelEntry("small, 10%", "small (d_model 128)", 0.1, "py-sparse-small"),
+    ModelEntry("small, 3%", "small (d_model 128)", 0.03, str(BENCH / "checkpoints" / "bench-small-d003"), BENCH / "configs" / "bench-small-d003.toml"),
+    ModelEntry("tiny, dense", "tiny (d_model 64)", 1.0, str(BENCH / "checkpoints" / "bench-tiny-d100"), BENCH / "configs" / "bench-tiny-d100.toml"),
+    ModelEntry("tiny, 10%", "tiny (d_model 64)", 0.1, str(BENCH / "checkpoints" / "bench-tiny-d010"), BENCH / "configs" / "bench-tiny-d010.toml"),
+    ModelEntry("tiny, 3%", "tiny (d_model 64)", 0.03, str(BENCH / "checkpoints" / "bench-tiny-d003"), BENCH / "configs" / "bench-tiny-d003.toml"),
+]
+HEADLINE = ("small, dense", "small, 10%")  # same shape, the paper's comparison
+
+
+def ensure_trained(entry: ModelEntry, allow_training: bool) -> bool:
+    path = Path(entry.ref)
+    if entry.config is None or (path / "model.safetensors").is_file():
+        return True
+    if not allow_training:
+        print(f"  {entry.label}: no checkpoint at {path} (run without --no-train to train it)")
+        return False
+    resume = ["--resume"] if (path / "train_state").exists() else []
+    print(f"  training {entry.label} from {entry.config.relative_to(ROOT)} (a few minutes on CPU)")
+    subprocess.run([sys.executable, "-m", "circuitspec", "train", "--config", str(entry.config), "--out", str(path), *resume],
+                   check=True)
+    return True
+
+
+def cache_key(entry: ModelEntry, task: str, args) -> str:
+    sha = read_manifest(resolve_model_path(entry.ref)).get("weights_sha256", "?")[:16]
+    return f"{sha}|{task}|loss<={args.target_loss}|steps={args.steps}|samples={args.samples}|seed={args.seed}"
+
+
+def measure(entry: ModelEntry, tasks: list[str], args, cache: dict) -> dict:
+    model = load_model(entry.ref)
+    manifest = read_manifest(resolve_model_path(entry.ref))
+    row = {"label": entry.label, "size": entry.size, "density": entry.density,
+           "val_loss": manifest.get("metrics", {}).get("val_loss"), "tasks": {}}
+    accuracies = []
+    for name in tasks:
+        task = get_task(name)
+        accuracies.append(score_task(model, task, n=500).accuracy)
+        key = cache_key(entry, name, args)
+        if key not in cache:
+            found = discover(model, task, target_loss=args.target_loss, steps=args.steps, samples=args.samples, seed=args.seed)
+            cache[key] = {"nodes": found.node_count, "edges": found.edge_count, "loss": found.loss, "full_loss": found.full_loss,
+                          "reached": found.reached, "seconds": round(found.seconds, 1)}
+            CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+            print(f"  {entry.label:13s} {name:16s} nodes {found.node_count:5d}  edges {found.edge_count:6d}  "
+                  f"loss {found.loss:.3f} (target {args.target_loss}, full {found.full_loss:.3f})  "
+                  f"{'reached' if found.reached else 'NOT reached'}  {found.seconds:.0f} s")
+        row["tasks"][name] = cache[key]
+    row["accuracy"] = sum(accuracies) / len(accuracies)
+    return row
+
+
+def reached(row: dict, tasks: list[str]) -> list[str]:
+    """The tasks whose target this model's circuit reaches (a weak model reaches few: it cannot be
+    explained at a loss it does not attain itself)."""
+    return [t for t in tasks if row["tasks"][t]["reached"]]
+
+
+def tables(rows: list[dict], tasks: list[str], target: float) -> str:
+    by = {r["label"]: r for r in rows}
+    out = [f"Discovered circuit size at matched task loss (mean binary cross-entropy over the two answers <= {target}, "
+           "mean ablation; nodes / edges; `-` = target not reached):", ""]
+    out.append("| task | " + " | ".join(r["label"] for r in rows) + " | dense / sparse (small, nodes) | (edges) |")
+    out.append("|---" * (len(rows) + 3) + "|")
+    for t in tasks:
+        cells = [f"{r['tasks'][t]['nodes']} / {r['tasks'][t]['edges']}" if r["tasks"][t]["reached"] else "-" for r in rows]
+        dense, sparse = (by[h]["tasks"][t] for h in HEADLINE) if all(h in by for h in HEADLINE) else (None, None)
+        ok = dense and sparse and dense["reached"] and sparse["reached"] and sparse["nodes"] and sparse["edges"]
+        ratio_n = f"{dense['nodes'] / sparse['nodes']:.1f}x" if ok else "-"
+        ratio_e = f"{dense['edges'] / sparse['edges']:.1f}x" if ok else "-"
+        out.append(f"| {t} | " + " | ".join(cells) + f" | {ratio_n} | {ratio_e} |")
+    out += ["", "Trade-off (circuit sizes averaged over the tasks each model reaches):", "",
+            "| model | density | validation loss (Python) | mean task accuracy | tasks reached | mean circuit nodes | mean circuit edges |",
+            "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        done = reached(r, tasks)
+        nodes = _mean([r["tasks"][t]["nodes"] for t in done])
+        edges = _mean([r["tasks"][t]["edges"] for t in done])
+        out.append(f"| {r['label']} | {r['density']:g} | {r['val_loss']:.3f} | {r['accuracy']:.3f} | {len(done)}/{len(tasks)} "
+                   f"| {nodes:.1f} | {edges:.1f} |")
+    return "\n".join(out) + "\n"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def plot(rows: list[dict], tasks: list[str], stem: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
+    for size in dict.fromkeys(r["size"] for r in rows):
+        line = sorted((r for r in rows if r["size"] == size and reached(r, tasks)), key=lambda r: r["density"])
+        xs = [_mean([r["tasks"][t]["nodes"] for t in reached(r, tasks)]) for r in line]
+        ys = [r["val_loss"] for r in line]
+        ax.plot(xs, ys, marker="o", label=size)
+        for x, y, r in zip(xs, ys, line):
+            density = f"{r['density']:.0%}" if r["density"] < 1 else "dense"
+            ax.annotate(f"{density} ({len(reached(r, tasks))}/{len(tasks)} tasks)", (x, y), textcoords="offset points",
+                        xytext=(6, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("mean discovered circuit size in nodes (log)  <- more interpretable")
+    ax.set_ylabel("validation loss on Python code  <- more capable")
+    ax.set_title("Capability vs interpretability (circuitspec models)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="model size")
+    fig.tight_layout()
+    for suffix in (".png", ".svg"):
+        fig.savefig(stem.with_suffix(suffix), metadata={"Date": None} if suffix == ".svg" else None)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target-loss", type=float, default=0.15)
+    parser.add_argument("--tasks", nargs="+", help="default: every task the shipped sparse model solves at >= 90%%")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", nargs="+", help="labels to include (default: all)")
+    parser.add_argument("--no-train", action="store_true", help="skip models without a checkpoint instead of training them")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    if args.tasks:
+        tasks = args.tasks
+    else:
+        sparse = load_model("py-sparse-small")
+        tasks = [t for t in task_names() if score_task(sparse, get_task(t), n=500).accuracy >= 0.9]
+    print(f"tasks: {', '.join(tasks)}")
+    cache = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
+    CACHE.parent.mkdir(parents=True, exist_ok=True)
+    entries = [m for m in MODELS if not args.models or m.label in args.models]
+    rows = [measure(m, tasks, args, cache) for m in entries if ensure_trained(m, not args.no_train)]
+    text = tables(rows, tasks, args.target_loss)
+    print()
+    print(text)
+    (ROOT / "docs" / "circuit_sizes.md").write_text(
+        "# Circuit sizes and the capability / interpretability trade-off\n\n"
+        "Generated by `python benchmarks/circuit_sizes.py` (see its docstring); do not edit by hand.\n\n" + text)
+    if not args.no_plot and len(rows) > 1:
+        plot(rows, tasks, ROOT / "docs" / "images" / "tradeoff")
+    print(f"{time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
