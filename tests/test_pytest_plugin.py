@@ -51,6 +51,6 @@ def test_xdist_workers_run_the_same_items_with_the_same_verdicts(pytester):
     for line in ("*gw* PASSED demo.circ::demo:10 needed*", "*gw* FAILED demo.circ::demo:11 impossible*"):
         parallel.stdout.fnmatch_lines([line])
     serial = pytester.runpytest(*ARGS)
-    report = [line.strip() for line in serial.stdout.lines if line.strip().startswith(("statistic", "counterexample"))]
+    report = {line.strip() for line in serial.stdout.lines if line.strip().startswith(("statistic", "counterexample"))}
     assert len(report) == 2 and all(line in parallel.stdout.str() for line in report)
     assert "Traceback" not in parallel.stdout.str()
