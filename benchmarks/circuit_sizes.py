@@ -25,6 +25,7 @@ from), and prints the tables.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import subprocess
@@ -44,6 +45,7 @@ from circuitspec.engine.zoo import load_model, resolve_model_path  # noqa: E402
 
 BENCH = ROOT / "benchmarks"
 CACHE = BENCH / "results" / "circuit_sizes.json"
+ENGINE = hashlib.sha256((ROOT / "engine" / "discover.py").read_bytes()).hexdigest()[:12]  # the search's version
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def ensure_trained(entry: ModelEntry, allow_training: bool) -> bool:
 
 def cache_key(entry: ModelEntry, task: str, args) -> str:
     sha = read_manifest(resolve_model_path(entry.ref)).get("weights_sha256", "?")[:16]
-    return f"{sha}|{task}|loss<={args.target_loss}|steps={args.steps}|samples={args.samples}|seed={args.seed}"
+    return f"{sha}|{task}|loss<={args.target_loss}|steps={args.steps}|samples={args.samples}|seed={args.seed}|engine={ENGINE}"
 
 
 def measure(entry: ModelEntry, tasks: list[str], args, cache: dict) -> dict:

@@ -2,24 +2,30 @@
 have interpretable circuits").
 
 Every maskable node (every channel of :class:`~.masks.MaskSpace`: residual channels, per-head q/k/v/z
-channels, MLP neurons) gets a learnable logit. Training mixes each activation with its reference value,
-``act = g * act + (1 - g) * ref``, through the model's own hooks, where the gate ``g`` is a relaxed
-Bernoulli sample (logistic noise, a sigmoid whose temperature is annealed towards a hard 0/1). The
-objective is the task's binary cross-entropy plus ``lambda`` times the expected share of kept nodes;
-``lambda`` is a Lagrange multiplier raised while the batch meets the target and lowered while it does
-not, so training settles on the frontier the target asks for instead of on a hand-tuned penalty.
+channels, MLP neurons) gets a learnable logit ``theta``. Training runs the model's own forward pass with
+a hook at every maskable hook point that mixes each activation with its reference value,
+``act = g * act + (1 - g) * ref`` (``ref``: the node's mean over task inputs, or zero; what ``verify``
+puts in place of an ablated node). As in the paper the gate is a hard step, ``g = [theta > 0]``, whose
+gradient is taken from ``sigmoid(theta)`` (straight-through). The objective is the task's binary
+cross-entropy plus ``lambda`` times the share of kept nodes; ``lambda`` is a Lagrange multiplier, raised
+while the training batches meet the target and lowered while they miss it, so training settles where
+the target asks rather than where a hand-set penalty happens to land.
 
-Training only ranks the nodes. The circuit itself is chosen with the real, hard node-ablated forward
-(:func:`~.ablation.run_conditions`, the same engine ``verify`` uses): bisection over ``k`` finds the
-smallest prefix of the ranking that meets the target on *selection* inputs, then a greedy pass drops
-every node whose removal still meets it. "Meets" is judged with a safety margin of one standard
-error, so that the figure reported on separate *held-out* inputs (another seed) usually agrees.
+Training only ranks the nodes. The circuit is chosen with the real node-ablated forward
+(:func:`~.ablation.run_conditions`, the engine ``verify`` uses) on *selection* inputs: the smallest
+prefix of the ranking that meets the target (a geometric grid, then bisection in the step where the
+target is first met), minus nodes nothing downstream reads (:func:`drop_dead_nodes`, exact), minus what
+a greedy pass can drop while the target still holds (ordered by a first-order estimate of each node's
+cost, bounded in passes). "Meets" means with a margin of ``confidence_z`` standard errors. The greedy
+pass's many decisions favour removals that only look harmless on the selection inputs, so the pruned
+circuit is re-checked on the training inputs and removals are undone until it passes there. The
+figures a :class:`Discovery` reports come from *held-out* inputs (their own seed).
 
 Targets: a task loss (mean binary cross-entropy over the two answers at the answer position) or a
-faithfulness (``F = mean(m_C - m_0) / mean(m_M - m_0)`` on logit differences, as ``verify`` computes it).
-The default target loss recovers 90% of the gap between the all-ablated loss and the full model's loss.
-A target the all-ablated model already meets (e.g. on a task whose answers carry no signal) is reported
-as not reached: an empty circuit explains nothing.
+faithfulness (``F = mean(m_C - m_0) / mean(m_M - m_0)`` on logit differences, as ``verify`` computes
+it). The default target loss is the full model's loss plus :data:`DEFAULT_MARGIN` nats. A target the
+all-ablated model already meets (e.g. on a task whose answers carry no signal) is reported as not
+reached: an empty circuit explains nothing.
 
 Edges: the circuit's edges are the non-zero weights whose two ends are both kept nodes (the channel
 graph's ``weight`` edges, :mod:`.graph`); embedding rows and logits are not nodes, so their weights are
@@ -67,9 +73,11 @@ class SearchSettings:
     ema: float = 0.8  # smoothing of that violation
     confidence_z: float = 2.0  # "meets the target": mean loss + z * standard error <= target
     prune: bool = True  # greedy pass after the prefix search
-    max_prune_nodes: int = 600  # skip the greedy pass above this size (each try is a forward pass)
-    patience: int = 32  # stop the greedy pass after this many nodes in a row could not go
-    check_z: float | None = 1.0  # margin of the re-check of the pruned circuit on fresh inputs
+    patience: int = 64  # stop the greedy pass after this many nodes in a row could not go ...
+    prune_budget: int = 250  # ... or after this many forward passes
+    large_circuit: int = 600  # above this many nodes a pass costs a full forward (not a subgraph) ...
+    prune_budget_large: int = 80  # ... so the greedy pass gets fewer
+    confirm_z: float = 1.0  # margin of the re-check of the pruned circuit on the training inputs
 
 
 @dataclass
@@ -86,6 +94,7 @@ class Discovery:
     target: float
     loss: float  # circuit alone: mean BCE over the two answers at the answer position
     loss_stderr: float
+    faithfulness_stderr: float
     full_loss: float
     ablated_loss: float  # every node ablated
     faithfulness: float  # logit-difference faithfulness, as verify computes it
@@ -96,7 +105,7 @@ class Discovery:
     steps: int
     seed: int
     note: str = ""
-    evaluations: int = 0  # hard forward passes the selection took
+    evaluations: int = 0  # hard forward passes the choice took (prefix search, pruning, re-check)
     reference: Reference | None = field(default=None, repr=False)  # what ablated nodes carried
     history: list[dict[str, float]] = field(default_factory=list, repr=False)  # training trace
 
@@ -106,7 +115,7 @@ class Discovery:
 
     def summary(self) -> dict:
         """JSON-ready figures (the mask as node names)."""
-        keys = ("task", "ablation", "node_count", "edge_count", "target_kind", "target", "loss", "loss_stderr",
+        keys = ("task", "ablation", "node_count", "edge_count", "target_kind", "target", "loss", "loss_stderr", "faithfulness_stderr",
                 "full_loss", "ablated_loss", "faithfulness", "full_logit_diff", "reached", "seconds", "samples",
                 "steps", "seed", "evaluations", "note")
         out = {k: getattr(self, k) for k in keys}
@@ -410,14 +419,15 @@ def _removal_costs(model: Transformer, layout: _Layout, inputs: TaskInputs, refe
     return -grad.detach().cpu()
 
 
-def _greedy_prune(judge: _Judge, keep: torch.Tensor, order: list[int], patience: int,
+def _greedy_prune(judge: _Judge, keep: torch.Tensor, order: list[int], patience: int, budget: int,
                   progress: Progress | None) -> tuple[torch.Tensor, list[int]]:
     """Drop every node whose removal still meets the target, trying them in ``order`` (cheapest
-    first); returns the circuit and the nodes removed, in order.
+    first); returns the circuit and the removed nodes in the order they went.
 
     Nodes are tried in runs whose length adapts (doubling after a run could go, halving after one
     could not, which is then split and retried), so long stretches of removable nodes cost a few
-    forward passes; after ``patience`` nodes in a row could not go, the rest are kept.
+    forward passes. The pass stops after ``patience`` nodes in a row could not go, or after
+    ``budget`` forward passes: the rest are kept.
     """
     keep = keep.clone()
     removed: list[int] = []
@@ -438,8 +448,8 @@ def _greedy_prune(judge: _Judge, keep: torch.Tensor, order: list[int], patience:
         attempt(nodes[:half])
         attempt(nodes[half:])
 
-    size, done = 4, 0
-    while done < len(order) and failures < patience:
+    size, done, start = 4, 0, judge.calls
+    while done < len(order) and failures < patience and judge.calls - start < budget:
         run = order[done : done + size]
         before = len(removed)
         attempt(run)
@@ -452,23 +462,21 @@ def _greedy_prune(judge: _Judge, keep: torch.Tensor, order: list[int], patience:
     return keep, removed
 
 
-def _undo_overfit(judge: _Judge, keep: torch.Tensor, removed: list[int]) -> torch.Tensor:
-    """Hundreds of accept/reject decisions on one set of inputs favour removals that happen to look
-    harmless there. Re-check the pruned circuit on other inputs and, if it fails, put back the latest
-    removals (bisection over the removal sequence) until it passes."""
-
-    def circuit(j: int) -> torch.Tensor:  # the first j removals applied
-        out = keep.clone()
-        out[removed[j:]] = True
-        return out
-
-    if not removed or judge.meets(keep):
-        return keep
-    lo, hi = 0, len(removed)  # circuit(lo) is taken to pass, circuit(hi) fails
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if judge.meets(circuit(mid)) else (lo, mid)
-    return circuit(lo)
+def _confirm(judge: _Judge, keep: torch.Tensor, removed: list[int], steps: int = 10) -> torch.Tensor:
+    """Hundreds of accept/reject decisions on one set of inputs favour removals that merely look
+    harmless there. Re-check the pruned circuit on inputs the decisions did not see and, while it
+    fails, put back the latest removals a tenth at a time."""
+    j = len(removed)
+    step = max(1, math.ceil(len(removed) / steps))
+    while j > 0:
+        candidate = keep.clone()
+        candidate[removed[j:]] = True
+        if judge.meets(candidate):
+            return candidate
+        j = max(0, j - step)
+    candidate = keep.clone()
+    candidate[removed] = True
+    return candidate
 
 
 def drop_dead_nodes(mask: Mask, model: Transformer) -> Mask:
@@ -528,8 +536,8 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
     layout = _Layout.of(space)
     tag = f"discover:{seed}"
     reference = reference_for(model, task, ablation, samples, f"{tag}:reference")
-    train, select, held = (TaskInputs.sample(model, task, samples, f"{tag}:{name}", reference)
-                           for name in ("train", "select", "heldout"))
+    train = TaskInputs.sample(model, task, samples, f"{tag}:train", reference, chunk=settings.batch_size)
+    select, held = (TaskInputs.sample(model, task, samples, f"{tag}:{name}", reference) for name in ("select", "heldout"))
     full_loss = float(select.bce(select.full).mean())
     ablated_loss = float(select.bce(select.empty).mean())
     if target_faithfulness is not None:
@@ -561,13 +569,15 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
             keep = torch.zeros(layout.size, dtype=torch.bool)
             keep[order[:k]] = True
             keep = layout.flat(drop_dead_nodes(layout.mask(keep), model))
-            if settings.prune and 0 < int(keep.sum()) <= settings.max_prune_nodes:
+            if settings.prune and int(keep.sum()) > 0:
                 costs = _removal_costs(model, layout, select, reference, keep, kind)
                 order = sorted(torch.nonzero(keep).flatten().tolist(), key=lambda i: float(costs[i]))
-                keep, removed = _greedy_prune(judge, keep, order, settings.patience, progress)
-                check = TaskInputs.sample(model, task, samples, f"{tag}:check", reference)
-                if settings.check_z is not None:
-                    keep = _undo_overfit(replace(judge, inputs=check, z=settings.check_z), keep, removed)
+                large = int(keep.sum()) > settings.large_circuit  # each pass costs a full masked forward
+                budget = settings.prune_budget_large if large else settings.prune_budget
+                keep, removed = _greedy_prune(judge, keep, order, settings.patience, budget, progress)
+                recheck = replace(judge, inputs=train, z=settings.confirm_z, calls=0)
+                keep = _confirm(recheck, keep, removed)
+                judge.calls += recheck.calls
     mask = layout.mask(keep)
     names = layout.names()
     ranking = [names[i] for i in torch.argsort(theta, descending=True, stable=True).tolist()]
@@ -576,17 +586,30 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
     losses = held.bce(logits)
     loss, loss_se = float(losses.mean()), float(losses.std()) / math.sqrt(losses.numel())
     faith = held.faithfulness(logits)
-    reached = not note and (loss <= target if kind == "loss" else faith >= target)
+    faith_se = _faithfulness_stderr(held, logits)
+    # held-out inputs must not show the target missed by more than one standard error
+    reached = not note and (loss - loss_se <= target if kind == "loss" else faith + faith_se >= target)
     if not reached and not note:
-        measured = f"loss {loss:.3f} > {target:.3f}" if kind == "loss" else f"faithfulness {faith:.3f} < {target:.3f}"
+        measured = (f"loss {loss:.3f} ± {loss_se:.3f} > {target:.3f}" if kind == "loss"
+                    else f"faithfulness {faith:.3f} ± {faith_se:.3f} < {target:.3f}")
         note = f"the circuit meets the target on the selection inputs but not on held-out ones ({measured})"
     return Discovery(task=task.name, ablation=ablation, mask=mask, ranking=ranking, node_count=mask.node_count(),
                      edge_count=circuit_edge_count(mask, model), target_kind=kind, target=target, loss=loss,
-                     loss_stderr=loss_se, full_loss=float(held.bce(held.full).mean()),
+                     loss_stderr=loss_se, faithfulness_stderr=faith_se, full_loss=float(held.bce(held.full).mean()),
                      ablated_loss=float(held.bce(held.empty).mean()), faithfulness=faith,
                      full_logit_diff=float(held.logit_diffs(held.full).mean()), reached=reached,
                      seconds=time.perf_counter() - started, samples=samples, steps=steps, seed=seed, note=note,
                      evaluations=judge.calls, reference=reference, history=history)
+
+
+def _faithfulness_stderr(inputs: TaskInputs, logits: torch.Tensor) -> float:
+    """Standard error of the faithfulness estimate (per-example shares of the full model's effect)."""
+    m0 = inputs.logit_diffs(inputs.empty)
+    denominator = float((inputs.logit_diffs(inputs.full) - m0).mean())
+    if not denominator:
+        return float("nan")
+    shares = (inputs.logit_diffs(logits) - m0) / denominator
+    return float(shares.std()) / math.sqrt(shares.numel())
 
 
 def circuit_edge_count(mask: Mask, model: Transformer) -> int:

@@ -4,11 +4,17 @@ answers (nothing to explain) produce no circuit."""
 import json
 
 import pytest
+import torch
 
 from circuitspec.cli import main
 from circuitspec.discover import draft_spec, measure_nodes
 from circuitspec.discover.writer import _indices, without_claims
-from circuitspec.engine.discover import discover, shuffled_answers
+from circuitspec.engine.ablation import run_conditions
+from circuitspec.engine.batch import encode_examples
+from circuitspec.engine.discover import discover, drop_dead_nodes, jaccard, shuffled_answers
+from circuitspec.engine.graph import build_graph
+from circuitspec.engine.masks import Mask
+from circuitspec.engine.naming import NodeName
 from circuitspec.engine.tasks import get_task, register_task, unregister_task
 from circuitspec.lang import format_spec, parse_spec
 from circuitspec.lang.resolve import resolve
@@ -90,3 +96,47 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
         main(["discover", "--task", "closing_quote", "-o", str(tmp_path / "x.circ"), "--target-loss", "0.1",
               "--target-faithfulness", "0.9"])
     assert usage.value.code == 2
+
+
+# ---- the search itself (engine.discover), on the hand-set model ------------------------------------
+
+
+def test_zero_ablation_and_a_faithfulness_target_find_the_same_circuit(oracle):
+    model, found = oracle
+    zero = discover(model, TASK, ablation="zero", samples=64, steps=60)
+    by_faithfulness = discover(model, TASK, target_faithfulness=0.75, samples=128, steps=60)
+    for other in (zero, by_faithfulness):
+        assert other.reached and {str(n) for n in other.nodes} == ORACLE_NODES, other.note
+    assert jaccard(found.mask, zero.mask) == 1.0
+    assert by_faithfulness.target_kind == "faithfulness" and by_faithfulness.faithfulness >= 0.75
+
+
+def test_an_unreachable_faithfulness_target_is_reported_not_met(oracle):
+    """With shuffled answers even the full model's faithfulness is noise around an undefined ratio."""
+    model, _ = oracle
+    found = discover(model, shuffled_answers(TASK), target_faithfulness=0.8, samples=64, steps=30)
+    assert not found.reached and found.note
+
+
+def test_edges_are_the_graphs_weight_edges_between_kept_nodes(oracle):
+    model, found = oracle
+    graph = build_graph(model)
+    kept = {str(n) for n in found.nodes}
+    expected = sum(1 for u, v, d in graph.edges(data=True) if d["kind"] == "weight" and u in kept and v in kept)
+    assert found.edge_count == expected == 4  # W_in: carrier_mid -> both neurons; W_out: both neurons -> out
+
+
+def test_dead_nodes_are_dropped_without_changing_the_output(oracle):
+    """The oracle's attention writes nothing (W_O = 0): every q/k/v/z channel is dead, and so is the
+    MLP neuron whose output weights land only on ablated channels."""
+    model, found = oracle
+    space = found.mask.space
+    extra = [NodeName("blocks.0.attn.hook_q", 0, 1), NodeName("blocks.0.attn.hook_z", 2, 0),
+             NodeName("blocks.0.mlp.hook_post", 5)]
+    bloated = Mask.from_nodes(space, [*found.nodes, *extra])
+    pruned = drop_dead_nodes(bloated, model)
+    assert pruned == found.mask
+    batch = encode_examples(TASK.sample(32, "dead"), model.cfg.n_ctx)
+    reference = found.reference
+    before, after = run_conditions(model, batch.tokens, [bloated, pruned], reference, batch.answer_pos)
+    assert torch.allclose(before, after, atol=1e-5)

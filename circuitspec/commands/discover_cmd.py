@@ -28,7 +28,7 @@ from ..engine.tasks import get_task
 from ..engine.zoo import load_model
 from ..lang.parser import parse_spec
 from ..lang.resolve import resolve
-from ..verify.runner import RunSettings
+from ..verify.runner import RunSettings, SelfCheckError
 from ..verify.verifier import verify_spec
 from .common import add_device_argument, resolve_device
 from .specs import report_console
@@ -108,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_verify:
         parsed = parse_spec(text, str(args.output))
         resolved, diagnostics = resolve(parsed.spec, str(args.output))
-        if resolved is None or diagnostics:
-            raise RuntimeError(f"discover wrote a spec that does not resolve: {diagnostics}")
+        if resolved is None or diagnostics:  # a bug of ours, reported as a failed internal check (exit 3)
+            raise SelfCheckError(f"discover wrote a spec that does not resolve: {'; '.join(d.message for d in diagnostics)}",
+                                 hint="please report this with the command line")
         with console.status("verifying the written claims"):
             results = verify_spec(resolved, RunSettings(seed=args.seed, device=args.device))
         failed = [r for r in results if r.verdict != "pass"]

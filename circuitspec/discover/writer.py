@@ -159,8 +159,10 @@ def draft_spec(discovery: Discovery, task: Task, model_ref: str, out_path: Path,
     lines += claims
     text = "\n".join(lines) + "\n"
     parsed = parse_spec(text, str(out_path))
-    if not parsed.ok:  # a bug here, not the user's: say what was written
-        raise RuntimeError("discover wrote an invalid spec:\n" + "\n".join(str(d) for d in parsed.diagnostics) + "\n" + text)
+    if not parsed.ok:  # a bug here, not the user's: a failed internal check (exit 3), with what was written
+        from ..verify.runner import SelfCheckError
+        raise SelfCheckError("discover wrote an invalid spec: " + "; ".join(d.message for d in parsed.diagnostics),
+                             hint="please report this with the command line:\n" + text)
     return SpecDraft(format_spec(parsed.spec), claims)
 
 
