@@ -205,6 +205,7 @@ class _Encoding:
         self.reported: dict[str, z3.ArithRef] = {}  # what a counter-model shows
         self.assumptions: list[Assumption] = []
         self.premises: list[str] = []
+        self._references: dict[str, np.ndarray] = {}
         self._encode(claim, from_layer, fixed or {})
 
     def check(self, timeout_ms: int):
@@ -222,10 +223,16 @@ class _Encoding:
         name = NodeName(hook, index, head)
         position = (head, index) if head is not None else (index,)
         if not bool(self.mask.nodes[hook][position]):
-            return z3.RealVal(float(self.seen.reference.value(hook).double().cpu().numpy()[position]))
+            return z3.RealVal(float(self._reference(hook)[position]))
         term = computed if computed is not None else z3.Real(str(name))
         self.terms[str(name)] = term
         return term
+
+    def _reference(self, hook: str) -> np.ndarray:
+        """The ablated value of ``hook``'s channels, converted once per hook (it is read per channel)."""
+        if hook not in self._references:
+            self._references[hook] = self.seen.reference.value(hook).double().cpu().numpy()
+        return self._references[hook]
 
     def measured_range(self, key: str, text: str) -> tuple[float, float]:
         """The range ``key`` takes on the sampled inputs, recorded as an assumption."""
