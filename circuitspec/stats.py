@@ -83,8 +83,20 @@ def verdict_at_most(interval: Interval, threshold: float) -> Verdict:
 
 
 def binomial_cdf(k: int, trials: int, p: float) -> float:
-    """Exact P(X <= k) for X ~ Binomial(trials, p)."""
-    return float(sum(math.comb(trials, i) * p**i * (1 - p) ** (trials - i) for i in range(0, min(k, trials) + 1)))
+    """P(X <= k) for X ~ Binomial(trials, p), summed in log space: ``math.comb(trials, i)`` alone
+    overflows a float from about a thousand trials on."""
+    if k < 0:
+        return 0.0
+    if k >= trials or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    log_norm = math.lgamma(trials + 1)
+    logs = [log_norm - math.lgamma(i + 1) - math.lgamma(trials - i + 1) + i * log_p + (trials - i) * log_q
+            for i in range(k + 1)]
+    top = max(logs)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(x - top) for x in logs))
 
 
 def binomial_tail(successes: int, trials: int, p: float = 0.5) -> float:

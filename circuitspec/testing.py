@@ -13,51 +13,59 @@ Task generators draw every choice through a Sampler; here the sampler is Hypothe
 input shrinks to a minimal Python snippet. ``assert_claim`` evaluates a role or behaviour claim on one
 input exactly as ``circuitspec verify`` does (in the circuit-alone run, with the claim's ablation), and
 skips inputs outside the claim's ``when`` conditions.
+
+The strategies of :mod:`circuitspec.strategies` are re-exported here. They compose snippets from the
+tasks' own vocabulary (``identifiers``, ``numbers``, ``atoms``, ``string_literals``, ``expressions``,
+``comparisons``, ``statements``, and ``calls``, ``lists``, ``assignments`` that nest them;
+``from_sampler`` lifts any Sampler-style builder) and place a task input in a context of your choosing
+(``in_call``, ``in_list``, ``in_assignment``, ``in_return``, ``in_condition``, nested outermost first)::
+
+    @given(task_inputs("closing_quote", context=in_assignment(in_call())))  # x = f("hello
+    def test_the_circuit_closes_strings_in_call_arguments(example):
+        assert_claim(SPEC, "closes_single", example)
+
+A task whose generator has no ``generate_in`` (so far all but closing_quote, bracket_type and
+dict_or_set) raises :class:`ContextNotSupportedError` when given a context.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, TypeVar
 
 from hypothesis import assume
-from hypothesis import strategies as st
 
 from .commands.check_cmd import check_file
 from .engine.ablation import Reference, run_conditions_with_cache
 from .engine.batch import encode_examples
-from .engine.tasks import Task, TaskExample, get_task
+from .engine.tasks import TaskExample
 from .lang.diagnostics import render_all
 from .lang.resolve import ResolvedClaim, ResolvedSpec
+from .strategies import (  # noqa: F401 (re-exported: the testing API is one import)
+    Context,
+    ContextNotSupportedError,
+    HypothesisSampler,
+    assignments,
+    atoms,
+    calls,
+    comparisons,
+    expressions,
+    from_sampler,
+    identifiers,
+    in_assignment,
+    in_call,
+    in_condition,
+    in_list,
+    in_return,
+    lists,
+    numbers,
+    statements,
+    string_literals,
+    task_inputs,
+)
 from .verify.examples import satisfies
 from .verify.judge import evaluate_per_input
 from .verify.runner import GroupData, RunSettings, make_reference
-
-T = TypeVar("T")
-
-
-class HypothesisSampler:
-    """A task Sampler whose choices are Hypothesis draws (the first option is where shrinking goes)."""
-
-    def __init__(self, draw) -> None:
-        self.draw = draw
-
-    def integer(self, low: int, high: int) -> int:
-        return self.draw(st.integers(low, high))
-
-    def choice(self, options: Sequence[T]) -> T:
-        return self.draw(st.sampled_from(options))
-
-    def boolean(self) -> bool:
-        return self.draw(st.booleans())
-
-
-@st.composite
-def task_inputs(draw, task: str | Task) -> TaskExample:
-    """A Hypothesis strategy over one task's inputs (a task name or a Task)."""
-    task = get_task(task) if isinstance(task, str) else task
-    return task.example(HypothesisSampler(draw))
 
 
 class SpecLoadError(AssertionError):

@@ -105,6 +105,43 @@ def test_a_sufficiency_that_needs_everything_ablated_at_once_is_falsified(tmp_pa
     assert outcome.what.startswith("ablating only a random")
 
 
+def test_the_adversarial_attack_keeps_the_one_node_whose_presence_hurts(tmp_path):
+    """One neuron outside the circuit pushes against the answer and five others push for it, cancelling in
+    sum. Ablating whole components or all of the rest hides this; keeping the one that hurts while its five
+    counterweights are ablated breaks the claim. The gradient-chosen subsets find exactly that neuron."""
+    import torch
+    from circuitspec.commands.check_cmd import check_file
+    from circuitspec.engine.checkpoint import save_checkpoint
+    from circuitspec.engine.tasks import register_task, unregister_task
+    from circuitspec.verify.attack import attack_claim
+    from circuitspec.verify.runner import RunSettings
+    from test_verify_oracle import CIRCUIT, HEADER, TASK, hand_set_model
+
+    model = hand_set_model()
+    with torch.no_grad():
+        mlp = model.blocks[0].mlp
+        for n, weight in ((2, 0.6), (3, 0.6), (4, 0.6), (5, 0.6), (6, 0.6), (7, -3.0)):
+            mlp.W_in[:, n] = 0.0
+            mlp.W_out[n, :] = 0.0
+            mlp.W_in[0, n] = 1.0  # relu(carrier): on for 'a', off for 'b'
+            mlp.W_out[n, 1] = weight  # written to the channel the answer logits read
+    save_checkpoint(model, tmp_path / "model", {})
+    spec = tmp_path / "hurt.circ"
+    spec.write_text(HEADER.format(name="hurt", ablation="mean over task") + CIRCUIT + "claim sufficient faithfulness >= 0.9\n")
+    register_task(TASK, replace=True)
+    try:
+        resolved, diagnostics, _ = check_file(spec)
+        assert not diagnostics
+        claim = resolved.claims[0]
+        without = attack_claim(resolved, claim, RunSettings(samples=60), trials=0, adversarial=False)
+        outcome = attack_claim(resolved, claim, RunSettings(samples=60), trials=0)
+    finally:
+        unregister_task(TASK.name)
+    assert not without.broken  # whole heads, layers and boundaries do not expose it
+    assert outcome.broken and outcome.interval[1] < 0.9
+    assert "adversarial" in outcome.what and "blocks.0.mlp.hook_post[7]" in outcome.what
+
+
 def test_a_unit_that_never_matters_breaks_minimality_on_every_round(tmp_path):
     from circuitspec.commands.check_cmd import check_file
     from circuitspec.engine.checkpoint import save_checkpoint

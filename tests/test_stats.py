@@ -19,6 +19,24 @@ def test_faithfulness_definition():
     assert math.isnan(faithfulness(full, none, none))
 
 
+@given(st.integers(0, 60), st.integers(0, 60), st.floats(0.0, 1.0))
+def test_binomial_cdf_matches_exact_rational_arithmetic(k, trials, p):
+    from fractions import Fraction
+
+    q = Fraction(p)
+    exact = sum(math.comb(trials, i) * q**i * (1 - q) ** (trials - i) for i in range(0, min(k, trials) + 1))
+    assert binomial_cdf(k, trials, p) == pytest.approx(float(exact), abs=1e-12)
+
+
+def test_binomial_cdf_and_intervals_work_for_thousands_of_inputs():
+    """math.comb(n, i) * p**i overflows a float from about a thousand trials on (verify --samples 1500 crashed)."""
+    from circuitspec.verify.judge import clopper_pearson
+
+    assert binomial_cdf(2500, 5000, 0.5) == pytest.approx(0.5056, abs=1e-3)
+    low, high = clopper_pearson(1497, 1500, 0.95)
+    assert 0.99 < low < 0.998 < high < 1.0
+
+
 def test_binomial_tail_exact():
     assert binomial_tail(0, 5) == 1.0
     assert binomial_tail(5, 5) == pytest.approx(1 / 32)

@@ -122,7 +122,10 @@ RULES: dict[str, Callable[[str], str]] = {
 
 
 def positions_closing_quote(e: TaskExample) -> bool:
-    return e.prefix[e.positions["opening_quote"]] == e.features["opening_quote"]
+    before = e.prefix[: e.positions["opening_quote"]]
+    earlier = max(before.rfind('"'), before.rfind("'"))
+    return (e.prefix[e.positions["opening_quote"]] == e.features["opening_quote"]
+            and e.features["earlier_quote"] == (before[earlier] if earlier >= 0 else "none"))
 
 
 def positions_bracket_nesting(e: TaskExample) -> bool:

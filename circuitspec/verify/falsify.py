@@ -168,7 +168,7 @@ def _attack_result(resolved, claim, spec: LoadedSpec) -> FalsifyResult:
         result.counterexample = found
         if claim.kind == "minimal":
             result.note = "a unit stops mattering on other inputs"
-        elif claim.kind == "sufficient" and outcome.what.startswith("ablating only"):
+        elif claim.kind == "sufficient" and outcome.what.startswith("ablating"):
             result.note = "it holds only when everything outside the circuit is ablated at once"
         else:
             result.note = "it depends on which inputs the reference comes from"

@@ -1,7 +1,9 @@
 """What a task is: a seeded, compositional generator of binary next-token problems.
 
 Generators draw every random choice through a :class:`Sampler`, so the same generator can be driven
-by ``random.Random`` (seeded datasets) or, later, by Hypothesis (shrinkable counterexamples).
+by ``random.Random`` (seeded datasets) or by Hypothesis (shrinkable counterexamples). A task whose
+input ends inside an open expression may also offer ``generate_in``, which places that expression in a
+caller's context (``x = f(`` ... ``)\\n``), so tests can check a circuit beyond the training layouts.
 """
 
 from __future__ import annotations
@@ -86,9 +88,20 @@ class Task:
     positions: Mapping[str, str]
     answers: str = ""  # human summary of the answer pair, e.g. "'\"' vs \"'\""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # (sampler, before, after): the same input with its open expression written after ``before`` and
+    # closed by ``after``; None when the task's input cannot sit in a caller's context
+    generate_in: Callable[[Sampler, str, str], TaskExample] | None = None
 
     def example(self, sampler: Sampler) -> TaskExample:
         example = self.generate(sampler)
+        _check_example(self, example)
+        return example
+
+    def example_in(self, sampler: Sampler, before: str, after: str) -> TaskExample:
+        """One input placed in a context: ``before`` precedes its open expression, ``after`` closes it."""
+        if self.generate_in is None:
+            raise ContextNotSupportedError(self.name)
+        example = self.generate_in(sampler, before, after)
         _check_example(self, example)
         return example
 
@@ -96,6 +109,18 @@ class Task:
         """``n`` examples drawn from a sampler seeded by (task name, seed)."""
         sampler = RandomSampler(f"{self.name}:{seed}")
         return [self.example(sampler) for _ in range(n)]
+
+
+class ContextNotSupportedError(ValueError):
+    """A context was given for a task without ``generate_in``; the message names the tasks that have one."""
+
+    def __init__(self, task: str) -> None:
+        from .registry import all_tasks  # the registry imports this module
+
+        self.task = task
+        self.supported = [t.name for t in all_tasks() if t.generate_in is not None]
+        names = ", ".join(self.supported) or "none"
+        super().__init__(f"task {task!r} cannot be placed in a context; tasks that can: {names}")
 
 
 def _check_example(task: Task, example: TaskExample) -> None:

@@ -7,6 +7,7 @@ can learn the rule), and a ``suffix`` that makes ``full_text`` valid Python for 
 from __future__ import annotations
 
 from itertools import permutations
+from typing import Callable
 
 from .base import FeatureValue, Sampler, Task, TaskExample
 from .snippets import (
@@ -15,6 +16,7 @@ from .snippets import (
     INDENT,
     KEY_WORDS,
     PARAMS,
+    QUOTES,
     atom,
     attribute,
     block_context,
@@ -76,12 +78,23 @@ def _quote_context(s: Sampler) -> tuple[str, str]:
 
 
 def gen_closing_quote(s: Sampler) -> TaskExample:
+    return _closing_quote(s, _quote_context)
+
+
+def gen_closing_quote_in(s: Sampler, lead: str, after: str) -> TaskExample:
+    """The open literal sits in the caller's context; the preceding distractor line is still drawn."""
+    return _closing_quote(s, lambda s: (lead, after))
+
+
+def _closing_quote(s: Sampler, context: Callable[[Sampler], tuple[str, str]]) -> TaskExample:
     q = quote(s)
     body = string_body(s)
     before = f"{identifier(s)} = {string_literal(s)}\n" if s.integer(0, 2) == 2 else ""
-    lead, after = _quote_context(s)
+    lead, after = context(s)
     prefix = f"{before}{lead}{q}{body}"
-    features: dict[str, FeatureValue] = {"opening_quote": q, "body_length": len(body)}
+    earlier = [c for c in before + lead if c in QUOTES]  # bodies hold no quotes: the last is a literal's
+    features: dict[str, FeatureValue] = {"opening_quote": q, "body_length": len(body),
+                                         "earlier_quote": earlier[-1] if earlier else "none"}
     return _example(prefix, q, _other_quote(q), after, features, opening_quote=len(before + lead))
 
 
@@ -153,14 +166,42 @@ def _opener(s: Sampler, kind: str, literal_ok: bool) -> str:
     return f"{identifier(s)}["
 
 
+def _open_brackets(text: str) -> int:
+    """How many '(' and '[' of ``text`` stay open, skipping one-line string literals: a caller's
+    context (``f(a, ``) adds to the depth of the nest it holds."""
+    depth, in_string = 0, ""
+    for char in text:
+        if in_string:
+            in_string = "" if char == in_string else in_string
+        elif char in "'\"":
+            in_string = char
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+    return depth
+
+
 def gen_bracket_type(s: Sampler) -> TaskExample:
+    return _bracket_type(s, None)
+
+
+def gen_bracket_type_in(s: Sampler, head: str, tail: str) -> TaskExample:
+    """The nest sits in the caller's context, which ends where an expression (a list display too) may start."""
+    return _bracket_type(s, (head, tail))
+
+
+def _bracket_type(s: Sampler, context: tuple[str, str] | None) -> TaskExample:
     depth = s.integer(1, 3)
     innermost = s.choice(("(", "["))
     kinds = [s.choice(("(", "[")) for _ in range(depth - 1)] + [innermost]
-    head_kind = s.integer(0, 2)
-    head, tail = [("", "\n"), (f"{identifier(s)} = ", "\n"), ("if ", f":\n{INDENT}pass\n")][head_kind]
+    if context is None:
+        head_kind = s.integer(0, 2)
+        head, tail = [("", "\n"), (f"{identifier(s)} = ", "\n"), ("if ", f":\n{INDENT}pass\n")][head_kind]
+        literal_ok = head_kind == 1
+    else:
+        (head, tail), literal_ok = context, True
     text = head
-    literal_ok = head_kind == 1
     opens: list[int] = []
     for kind in kinds:
         opener = _opener(s, kind, literal_ok)
@@ -173,7 +214,7 @@ def gen_bracket_type(s: Sampler) -> TaskExample:
     suffix = "".join(CLOSERS[k] for k in reversed(kinds[:-1])) + tail
     correct = CLOSERS[innermost]
     wrong = ")" if correct == "]" else "]"
-    features: dict[str, FeatureValue] = {"innermost": innermost, "depth": depth}
+    features: dict[str, FeatureValue] = {"innermost": innermost, "depth": depth + _open_brackets(head)}
     return _example(text, correct, wrong, suffix, features, innermost_open=opens[-1])
 
 
@@ -371,22 +412,34 @@ def _dict_value(s: Sampler) -> str:
 
 
 def gen_dict_or_set(s: Sampler) -> TaskExample:
+    return _dict_or_set(s, None)
+
+
+def gen_dict_or_set_in(s: Sampler, lead: str, after: str) -> TaskExample:
+    """The literal sits in the caller's context instead of a drawn line and head."""
+    return _dict_or_set(s, (lead, after))
+
+
+def _dict_or_set(s: Sampler, context: tuple[str, str] | None) -> TaskExample:
     is_dict = s.choice((True, False))
     n_items = s.integer(1, 3)
     keys = key_literals(s, n_items + 2)
-    context, indent = block_context(s) if n_items < 3 else ("", "")
-    head, close = [
-        (f"{identifier(s)} = ", ""),
-        (f"{identifier(s)}.update(", ")"),
-        (f"{function_name(s)}(", ")"),
-    ][s.integer(0, 2)]
-    lead = f"{context}{indent}{head}"
+    if context is None:
+        lines, indent = block_context(s) if n_items < 3 else ("", "")
+        head, close = [
+            (f"{identifier(s)} = ", ""),
+            (f"{identifier(s)}.update(", ")"),
+            (f"{function_name(s)}(", ")"),
+        ][s.integer(0, 2)]
+        lead, after = f"{lines}{indent}{head}", f"{close}\n"
+    else:
+        lead, after = context
     items = [f"{key}: {_dict_value(s)}" if is_dict else key for key in keys[:n_items]]
     prefix = f"{lead}{{{', '.join(items)}, {keys[n_items]}"
     features: dict[str, FeatureValue] = {"container": "dict" if is_dict else "set", "n_items": n_items}
     if is_dict:
-        return _example(prefix, ":", ",", f" {_dict_value(s)}}}{close}\n", features, open_brace=len(lead))
-    return _example(prefix, ",", ":", f" {keys[-1]}}}{close}\n", features, open_brace=len(lead))
+        return _example(prefix, ":", ",", f" {_dict_value(s)}}}{after}", features, open_brace=len(lead))
+    return _example(prefix, ",", ":", f" {keys[-1]}}}{after}", features, open_brace=len(lead))
 
 
 # call_arity ---------------------------------------------------------------------------------------
@@ -446,9 +499,11 @@ CLOSING_QUOTE = Task(
     name="closing_quote",
     description="Close an open string literal with the same quote character that opened it.",
     generate=gen_closing_quote,
+    generate_in=gen_closing_quote_in,
     features={
         "opening_quote": "the quote character that opened the literal ('\"' or \"'\")",
         "body_length": "number of characters between the opening quote and the answer",
+        "earlier_quote": "the quote of the last string literal before the open one ('none' if there is none)",
     },
     positions={
         "opening_quote": "the opening quote of the unclosed string",
@@ -478,6 +533,7 @@ BRACKET_TYPE = Task(
     name="bracket_type",
     description="Close the innermost open bracket of a mixed call/subscript nest with its matching closer.",
     generate=gen_bracket_type,
+    generate_in=gen_bracket_type_in,
     features={
         "innermost": "the innermost unclosed bracket ('(' or '[')",
         "depth": "number of unclosed brackets at the answer",
@@ -556,6 +612,7 @@ DICT_OR_SET = Task(
     name="dict_or_set",
     description="After a further element of a brace literal, continue with ':' in a dict and ',' in a set.",
     generate=gen_dict_or_set,
+    generate_in=gen_dict_or_set_in,
     features={
         "container": "'dict' or 'set', as shown by the complete items",
         "n_items": "number of complete items before the answer's element",
