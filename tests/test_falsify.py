@@ -72,9 +72,9 @@ def test_aggregate_claims_are_attacked_over_ablation_choices(tmp_path):
     assert attacked["verdict"] == "survived" and attacked["note"].startswith("worst of")
 
 
-def test_a_sufficiency_that_needs_everything_ablated_at_once_is_falsified(tmp_path):
-    """Two neurons outside the circuit cancel each other exactly. Ablating all of the rest hides them (F = 1);
-    ablating one without the other does not, and the attack finds that."""
+def attack_readers_of_the_carrier(tmp_path, writers, **attack):
+    """Attack the hand-set circuit's sufficiency in a model whose MLP neurons ``n`` also compute
+    relu(carrier) (on for 'a', off for 'b') and write it, times ``weight``, to the channel the answer reads."""
     import torch
     from circuitspec.commands.check_cmd import check_file
     from circuitspec.engine.checkpoint import save_checkpoint
@@ -86,21 +86,27 @@ def test_a_sufficiency_that_needs_everything_ablated_at_once_is_falsified(tmp_pa
     model = hand_set_model()
     with torch.no_grad():
         mlp = model.blocks[0].mlp
-        for n, sign in ((6, 1.0), (7, -1.0)):  # relu(carrier) written to the output channel, once with each sign
+        for n, weight in writers:
             mlp.W_in[:, n] = 0.0
             mlp.W_out[n, :] = 0.0
             mlp.W_in[0, n] = 1.0
-            mlp.W_out[n, 1] = 3.0 * sign
+            mlp.W_out[n, 1] = weight
     save_checkpoint(model, tmp_path / "model", {})
-    spec = tmp_path / "cancel.circ"
-    spec.write_text(HEADER.format(name="cancel", ablation="mean over task") + CIRCUIT + "claim sufficient faithfulness >= 0.9\n")
+    spec = tmp_path / "readers.circ"
+    spec.write_text(HEADER.format(name="readers", ablation="mean over task") + CIRCUIT + "claim sufficient faithfulness >= 0.9\n")
     register_task(TASK, replace=True)
     try:
         resolved, diagnostics, _ = check_file(spec)
         assert not diagnostics
-        outcome = attack_claim(resolved, resolved.claims[0], RunSettings(samples=60), trials=12)
+        return attack_claim(resolved, resolved.claims[0], RunSettings(samples=60), **attack)
     finally:
         unregister_task(TASK.name)
+
+
+def test_a_sufficiency_that_needs_everything_ablated_at_once_is_falsified(tmp_path):
+    """Two neurons outside the circuit cancel each other exactly. Ablating all of the rest hides them (F = 1);
+    ablating one without the other does not, and random partial ablations find that."""
+    outcome = attack_readers_of_the_carrier(tmp_path, [(6, 3.0), (7, -3.0)], trials=12, adversarial=False)
     assert outcome.broken and outcome.interval[1] < 0.9
     assert outcome.what.startswith("ablating only a random")
 
@@ -109,35 +115,10 @@ def test_the_adversarial_attack_keeps_the_one_node_whose_presence_hurts(tmp_path
     """One neuron outside the circuit pushes against the answer and five others push for it, cancelling in
     sum. Ablating whole components or all of the rest hides this; keeping the one that hurts while its five
     counterweights are ablated breaks the claim. The gradient-chosen subsets find exactly that neuron."""
-    import torch
-    from circuitspec.commands.check_cmd import check_file
-    from circuitspec.engine.checkpoint import save_checkpoint
-    from circuitspec.engine.tasks import register_task, unregister_task
-    from circuitspec.verify.attack import attack_claim
-    from circuitspec.verify.runner import RunSettings
-    from test_verify_oracle import CIRCUIT, HEADER, TASK, hand_set_model
-
-    model = hand_set_model()
-    with torch.no_grad():
-        mlp = model.blocks[0].mlp
-        for n, weight in ((2, 0.6), (3, 0.6), (4, 0.6), (5, 0.6), (6, 0.6), (7, -3.0)):
-            mlp.W_in[:, n] = 0.0
-            mlp.W_out[n, :] = 0.0
-            mlp.W_in[0, n] = 1.0  # relu(carrier): on for 'a', off for 'b'
-            mlp.W_out[n, 1] = weight  # written to the channel the answer logits read
-    save_checkpoint(model, tmp_path / "model", {})
-    spec = tmp_path / "hurt.circ"
-    spec.write_text(HEADER.format(name="hurt", ablation="mean over task") + CIRCUIT + "claim sufficient faithfulness >= 0.9\n")
-    register_task(TASK, replace=True)
-    try:
-        resolved, diagnostics, _ = check_file(spec)
-        assert not diagnostics
-        claim = resolved.claims[0]
-        without = attack_claim(resolved, claim, RunSettings(samples=60), trials=0, adversarial=False)
-        outcome = attack_claim(resolved, claim, RunSettings(samples=60), trials=0)
-    finally:
-        unregister_task(TASK.name)
+    writers = [(2, 0.6), (3, 0.6), (4, 0.6), (5, 0.6), (6, 0.6), (7, -3.0)]
+    without = attack_readers_of_the_carrier(tmp_path, writers, trials=0, adversarial=False)
     assert not without.broken  # whole heads, layers and boundaries do not expose it
+    outcome = attack_readers_of_the_carrier(tmp_path, writers, trials=0)
     assert outcome.broken and outcome.interval[1] < 0.9
     assert "adversarial" in outcome.what and "blocks.0.mlp.hook_post[7]" in outcome.what
 
