@@ -4,6 +4,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from circuitspec.cli import main
 
 BACKWARDS = "claim backwards: logit[\"'\"] > logit['\"'] when opening_quote == '\"'\n"
@@ -72,16 +74,12 @@ def test_aggregate_claims_are_attacked_over_ablation_choices(tmp_path):
     assert attacked["verdict"] == "survived" and attacked["note"].startswith("worst of")
 
 
-def attack_readers_of_the_carrier(tmp_path, writers, **attack):
-    """Attack the hand-set circuit's sufficiency in a model whose MLP neurons ``n`` also compute
+def readers_of_the_carrier(tmp_path, writers):
+    """The hand-set circuit's sufficiency claim, in a model whose MLP neurons ``n`` also compute
     relu(carrier) (on for 'a', off for 'b') and write it, times ``weight``, to the channel the answer reads."""
     import torch
-    from circuitspec.commands.check_cmd import check_file
     from circuitspec.engine.checkpoint import save_checkpoint
-    from circuitspec.engine.tasks import register_task, unregister_task
-    from circuitspec.verify.attack import attack_claim
-    from circuitspec.verify.runner import RunSettings
-    from test_verify_oracle import CIRCUIT, HEADER, TASK, hand_set_model
+    from test_verify_oracle import CIRCUIT, HEADER, hand_set_model
 
     model = hand_set_model()
     with torch.no_grad():
@@ -94,16 +92,33 @@ def attack_readers_of_the_carrier(tmp_path, writers, **attack):
     save_checkpoint(model, tmp_path / "model", {})
     spec = tmp_path / "readers.circ"
     spec.write_text(HEADER.format(name="readers", ablation="mean over task") + CIRCUIT + "claim sufficient faithfulness >= 0.9\n")
+    return spec
+
+
+@pytest.fixture
+def oracle_task():
+    from circuitspec.engine.tasks import register_task, unregister_task
+    from test_verify_oracle import TASK
+
     register_task(TASK, replace=True)
-    try:
-        resolved, diagnostics, _ = check_file(spec)
-        assert not diagnostics
-        return attack_claim(resolved, resolved.claims[0], RunSettings(samples=60), **attack)
-    finally:
-        unregister_task(TASK.name)
+    yield
+    unregister_task(TASK.name)
 
 
-def test_a_sufficiency_that_needs_everything_ablated_at_once_is_falsified(tmp_path):
+def attack_readers_of_the_carrier(tmp_path, writers, **attack):
+    from circuitspec.commands.check_cmd import check_file
+    from circuitspec.verify.attack import attack_claim
+    from circuitspec.verify.runner import RunSettings
+
+    resolved, diagnostics, _ = check_file(readers_of_the_carrier(tmp_path, writers))
+    assert not diagnostics
+    return attack_claim(resolved, resolved.claims[0], RunSettings(samples=60), **attack)
+
+
+HURTING = [(2, 0.6), (3, 0.6), (4, 0.6), (5, 0.6), (6, 0.6), (7, -3.0)]
+
+
+def test_a_sufficiency_that_needs_everything_ablated_at_once_is_falsified(tmp_path, oracle_task):
     """Two neurons outside the circuit cancel each other exactly. Ablating all of the rest hides them (F = 1);
     ablating one without the other does not, and random partial ablations find that."""
     outcome = attack_readers_of_the_carrier(tmp_path, [(6, 3.0), (7, -3.0)], trials=12, adversarial=False)
@@ -111,16 +126,27 @@ def test_a_sufficiency_that_needs_everything_ablated_at_once_is_falsified(tmp_pa
     assert outcome.what.startswith("ablating only a random")
 
 
-def test_the_adversarial_attack_keeps_the_one_node_whose_presence_hurts(tmp_path):
+def test_the_adversarial_attack_keeps_the_one_node_whose_presence_hurts(tmp_path, oracle_task):
     """One neuron outside the circuit pushes against the answer and five others push for it, cancelling in
     sum. Ablating whole components or all of the rest hides this; keeping the one that hurts while its five
     counterweights are ablated breaks the claim. The gradient-chosen subsets find exactly that neuron."""
-    writers = [(2, 0.6), (3, 0.6), (4, 0.6), (5, 0.6), (6, 0.6), (7, -3.0)]
-    without = attack_readers_of_the_carrier(tmp_path, writers, trials=0, adversarial=False)
+    without = attack_readers_of_the_carrier(tmp_path, HURTING, trials=0, adversarial=False)
     assert not without.broken  # whole heads, layers and boundaries do not expose it
-    outcome = attack_readers_of_the_carrier(tmp_path, writers, trials=0)
+    outcome = attack_readers_of_the_carrier(tmp_path, HURTING, trials=0)
     assert outcome.broken and outcome.interval[1] < 0.9
     assert "adversarial" in outcome.what and "blocks.0.mlp.hook_post[7]" in outcome.what
+
+
+def test_verify_with_falsify_fails_a_sufficiency_the_attack_breaks(tmp_path, oracle_task, capsys, monkeypatch):
+    """The failure names the ablation choice (an aggregate claim has no single failing input)."""
+    spec = readers_of_the_carrier(tmp_path, HURTING)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "v.json"
+    code = main(["verify", str(spec), "--falsify", "--max-examples", "20", "--samples", "60", "--baselines", "10",
+                 "--seed", "0", "--json", str(out)])
+    claim = json.loads(out.read_text())["claims"][0]
+    assert code == 1 and claim["verdict"] == "fail" and claim["counterexample"]["ablation choice"].startswith("ablating")
+    assert "counterexample: ablating" in capsys.readouterr().out
 
 
 def test_a_unit_that_never_matters_breaks_minimality_on_every_round(tmp_path):

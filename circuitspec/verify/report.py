@@ -38,7 +38,15 @@ def print_table(results: Sequence[ClaimResult], console: Console) -> None:
             console.print(f"[{STYLE[r.verdict]}]{r.verdict}[/] " + escape(f"{Path(r.file).name}:{r.line} {_title(r)}: {r.note}"),
                           highlight=False)
             if r.counterexample:
-                console.print(escape(f"    counterexample: {r.counterexample['input']!r}"), highlight=False)
+                console.print(escape(f"    counterexample: {describe_counterexample(r.counterexample)}"), highlight=False)
+
+
+def describe_counterexample(found: dict[str, Any]) -> str:
+    """An input (per-input claims) or an ablation choice with its statistic (aggregate claims under attack)."""
+    if "input" in found:
+        return repr(found["input"])
+    statistic = next((f"{k} = {v:.3g}" for k, v in found.items() if k in ("faithfulness", "drop")), "")
+    return f"{found.get('ablation choice', '?')}" + (f" ({statistic})" if statistic else "")
 
 
 def _title(r: ClaimResult) -> str:
