@@ -146,7 +146,8 @@ def test_verify_with_falsify_fails_a_sufficiency_the_attack_breaks(tmp_path, ora
                  "--seed", "0", "--json", str(out)])
     claim = json.loads(out.read_text())["claims"][0]
     assert code == 1 and claim["verdict"] == "fail" and claim["counterexample"]["ablation choice"].startswith("ablating")
-    assert "counterexample: ablating" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "counterexample: ablating" in captured.out + captured.err
 
 
 def test_a_unit_that_never_matters_breaks_minimality_on_every_round(tmp_path):
