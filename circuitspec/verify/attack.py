@@ -8,9 +8,9 @@ and adversarially chosen subsets of the non-circuit nodes, plus other reference 
 mean/resample ablation, and reports the worst. The adversarial subsets come from a first-order
 estimate (one backward pass at the circuit alone, one at the full model) of how much each non-circuit
 node's presence moves the logit difference: keep only the nodes whose presence hurts most, or ablate
-only those that help most, at a few sizes; each choice is then judged with the real ablated forward. Necessity is attacked over reference inputs: it must hold whichever inputs the means or
-resamples come from. Minimality is re-judged on other inputs and references: every unit must still
-matter.
+only those that help most, at a few sizes; each choice is then judged with the real ablated forward.
+Necessity is attacked over reference inputs: it must hold whichever inputs the means or resamples come
+from. Minimality is re-judged on other inputs and references: every unit must still matter.
 """
 
 from __future__ import annotations
