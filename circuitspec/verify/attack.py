@@ -21,9 +21,11 @@ import torch
 
 from ..engine.ablation import Reference, run_conditions
 from ..engine.batch import TaskBatch, answer_logits, encode_examples
+from ..engine.discover import _frozen  # gradients to the gates only; the model's own flags restored
 from ..engine.masks import Mask
 from ..engine.metrics import logit_diff
 from ..engine.model import Transformer
+from ..engine.naming import NodeName, is_per_head
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..stats import faithfulness_interval, verdict_at_least, verdict_at_most
 from .examples import sample_examples
@@ -84,17 +86,10 @@ def _presence_effects(model: Transformer, circuit: Mask, batch: TaskBatch, refer
         ref = reference.value(name)
         return ref + gates[name] * (x - ref)
 
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        with model.hooks({h: gate for h in gates}):
-            logits = answer_logits(model(batch.tokens), batch.answer_pos)
+    with _frozen(model), model.hooks({h: gate for h in gates}):
+        logits = answer_logits(model(batch.tokens), batch.answer_pos)
         diff = logit_diff(logits, batch.correct, batch.wrong).mean()
         grads = torch.autograd.grad(diff, list(gates.values()))
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
     return {h: g.detach().cpu() for h, g in zip(gates, grads)}
 
 
@@ -118,8 +113,11 @@ def _with_nodes(circuit: Mask, base: bool, flips: list[tuple[str, int]]) -> Mask
 
 
 def _names(circuit: Mask, flips: list[tuple[str, int]], most: int = 3) -> str:
-    names = [str(name) for name in _with_nodes(Mask(circuit.space, {h: torch.zeros_like(k) for h, k in circuit.nodes.items()},
-                                                    circuit.edges), False, flips[:most]).node_names()]
+    """The first ``most`` of ``flips`` in the one naming scheme."""
+    names = []
+    for hook, i in flips[:most]:
+        shape = circuit.space.node_shapes[hook]
+        names.append(str(NodeName(hook, i % shape[-1], i // shape[-1]) if is_per_head(hook) else NodeName(hook, i)))
     return ", ".join(names) + (", ..." if len(flips) > most else "")
 
 
