@@ -1,6 +1,6 @@
 """Entailment: do the node claims plus the circuit's weights imply a behaviour claim?
 
-Encoded exactly (Z3 reals) at the answer position of the circuit-alone run, for each encoded block:
+Encoded with Z3 reals at the answer position of the circuit-alone run, for each encoded block:
 
     v_self     = s_attn * (resid_pre @ W_V) + b_V           the head's value at the answer position
     z          = a * v_self + m * u                         attention: a on itself, m on earlier positions
@@ -11,38 +11,44 @@ Encoded exactly (Z3 reals) at the answer position of the circuit-alone run, for 
 
 Ablated channels are constants (zero or global mean ablation; per-position means and resampling vary
 with the input and are "not encodable"). The unknowns are the kept residual channels entering the first
-encoded block, the norm scales, and, per head with a kept output channel, its attention pattern at the
-answer position and the values it reads elsewhere. Attention is where positions mix, so it is encoded
-as bounded unknowns: ``a`` and ``m`` are the attention weights on the answer position itself and on all
-earlier positions together (the sink takes the rest), each within the range measured on the task's
-inputs; ``u`` is the weighted mean of the head's values at
-earlier positions, which lies within the range of those values measured on the task. Those ranges are
-the assumptions, printed with how they were measured and how often a fresh sample of inputs stays
+encoded block, each within the range it takes on the task's inputs; the norm scales; and, per head with
+a kept output channel, its attention pattern at the answer position and the values it reads elsewhere.
+Attention is where positions mix, so it is encoded as bounded unknowns: ``a`` and ``m`` are the
+attention weights on the answer position itself and on all earlier positions together (the sink takes
+the rest), each within the range measured on the claim's inputs; ``u`` is the weighted mean of the
+head's values at earlier positions, within the range of those values measured there. Those ranges
+are the assumptions, printed with how they were measured and how often a fresh sample of inputs stays
 inside them. The premises are the spec's role claims at the answer position whose `when` conditions
 hold on every input the behaviour claim covers. Z3 then proves "premises ∧ assumptions ⇒ behaviour", or
 returns a counter-model: values of the unknowns under which every premise holds and the behaviour
 fails, i.e. the node claims do not explain the behaviour.
+
+How it stays fast: interval bounds are carried through every term, so most ReLUs have a known sign
+and need no case split; numbers enter Z3 on a dyadic grid (``grid``); and the remaining ReLUs are
+searched by branch and bound over linear programs (``search``).
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
-import torch
 import z3
 
-from ..engine.ablation import run_conditions_with_cache
-from ..engine.batch import encode_examples
 from ..engine.naming import NodeName, resid_hook
 from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
-from ..verify.examples import COMPARISONS, sample_examples, satisfies
-from ..verify.runner import RunSettings, make_reference
+from ..verify.examples import COMPARISONS, satisfies
+from ..verify.runner import RunSettings
+from .grid import down, near, number, real, up
+from .measure import Measurements, measure
+from .guide import guided_search
+from .search import Relu
 
-MAX_UNKNOWNS = 400  # beyond this the nonlinear problem is not worth Z3's time here
-MEASURE_FACTOR = 4  # the assumptions' ranges come from this many times the claim's sample count
+MAX_UNKNOWNS = 400  # residual and attention unknowns; beyond this the encoding is not attempted
 
 
 @dataclass
@@ -57,12 +63,15 @@ class EntailmentResult:
     file: str
     line: int
     claim: str
-    status: str  # "proved", "counter-model", "unknown" or "not encodable"
+    status: str  # "proved", "counter-model", "vacuous", "unknown" or "not encodable"
     premises: list[str] = field(default_factory=list)
     assumptions: list[Assumption] = field(default_factory=list)
     counter_model: dict[str, float] = field(default_factory=dict)
     note: str = ""
     seconds: float = 0.0  # wall time of the whole check: measuring, encoding and solving
+    solver_seconds: float = 0.0  # of which in Z3
+    linear_programs: int = 0  # solved by the branch and bound
+    case_splits: int = 0  # ReLUs whose sign the interval bounds leave open, in the last encoding tried
 
 
 def prove_behaviour(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings = RunSettings(),
@@ -70,247 +79,455 @@ def prove_behaviour(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunS
     """Through the last block first (small, fast, and a proof there is a proof); when that finds a
     counter-model, again through every block, whose tighter encoding may still prove it."""
     started = time.monotonic()
-    result = encode_and_solve(resolved, claim, settings, resolved.context.cfg.n_layers - 1, timeout_ms)
-    if result.status == "counter-model" and resolved.context.cfg.n_layers > 1:
-        full = encode_and_solve(resolved, claim, settings, 0, timeout_ms)
-        if full.status in ("proved", "counter-model"):
-            result = full
+    cfg = resolved.context.cfg
+    result = EntailmentResult(resolved.file, claim.claim.span.line, format_statement(claim.claim), "unknown")
+    reason = _not_encodable(resolved, claim)
+    if reason:
+        result.status, result.note = "not encodable", reason
+    else:
+        seen = measure(resolved, claim, settings, range(cfg.n_layers))
+        if seen is None:
+            result.note = "no input satisfies the claim's `when` conditions"
         else:
-            result.note = (result.note + "; " if result.note else "") + "through the last block only (the encoding of every block: " + (full.note or full.status) + ")"
+            result = encode_and_solve(resolved, claim, seen, cfg.n_layers - 1, timeout_ms)
+            if result.status == "counter-model" and cfg.n_layers > 1:
+                full = encode_and_solve(resolved, claim, seen, 0, timeout_ms)
+                full.solver_seconds += result.solver_seconds
+                full.linear_programs += result.linear_programs
+                if full.status in ("proved", "counter-model", "vacuous"):
+                    result = full
+                else:
+                    result.solver_seconds, result.linear_programs = full.solver_seconds, full.linear_programs
+                    result.note = (result.note + "; " if result.note else "") + "through the last block only (the encoding of every block: " + (full.note or full.status) + ")"
     result.seconds = time.monotonic() - started
     return result
 
 
-@dataclass
-class _Observation:
-    """What the circuit-alone run shows at the answer position on a sample of inputs."""
-
-    examples: list
-    reference: object
-    answer: dict[str, np.ndarray]  # scale hook -> [n]; "self/earlier(L, h)" -> attention mass [n]
-    value_lo: dict[int, np.ndarray]  # layer -> [n, H, dh]: min / max of each value channel over the
-    value_hi: dict[int, np.ndarray]  # positions before the answer, per input
-
-
-def _observe(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings, seed: str, layers: range,
-             samples: int) -> _Observation | None:
-    model, cfg = resolved.context.model, resolved.context.cfg
-    examples = sample_examples(resolved.task, samples, seed, claim.claim.conditions)
-    if not examples:
-        return None
-    batch = encode_examples(examples, cfg.n_ctx).to(settings.device)
-    reference = make_reference(resolved, claim.ablation, claim.ablation_task, batch, settings)
-    scale_hooks = [f"blocks.{layer}.{norm}.hook_scale" for layer in layers for norm in ("ln1", "ln2")] + ["ln_final.hook_scale"]
-    attn_hooks = [f"blocks.{layer}.attn.{name}" for layer in layers for name in ("hook_pattern", "hook_v")]
-    _, cache = run_conditions_with_cache(model, batch.tokens, [resolved.mask], reference, batch.answer_pos,
-                                         scale_hooks + attn_hooks)
-    rows, pos = torch.arange(len(examples)), batch.answer_pos
-    answer = {h: cache[h][0][rows, pos, 0].double().cpu().numpy() for h in scale_hooks}
-    earlier = torch.arange(cfg.n_ctx)[None, :cache[attn_hooks[0]].shape[-1]] < pos[:, None]  # [n, T]
-    value_lo, value_hi = {}, {}
-    for layer in layers:
-        pattern = cache[f"blocks.{layer}.attn.hook_pattern"][0][rows, :, pos]  # [n, H, T]: from the answer position
-        for h in range(cfg.n_heads):
-            answer[f"self({layer}, {h})"] = pattern[rows, h, pos].double().cpu().numpy()
-            answer[f"earlier({layer}, {h})"] = (pattern[:, h] * earlier).sum(-1).double().cpu().numpy()
-        v = cache[f"blocks.{layer}.attn.hook_v"][0].double()  # [n, T, H, dh]
-        hide = (~earlier)[:, :, None, None]
-        value_lo[layer] = v.masked_fill(hide, float("inf")).amin(1).cpu().numpy()
-        value_hi[layer] = v.masked_fill(hide, float("-inf")).amax(1).cpu().numpy()
-    return _Observation(examples, reference, answer, value_lo, value_hi)
-
-
-def z3_constant(term: z3.ArithRef) -> float:
-    """The value of a term that is a constant (an ablated channel)."""
-    return _number(z3.simplify(term))
-
-
-def _number(value) -> float:
-    if z3.is_rational_value(value):
-        return float(value.as_fraction())
-    if z3.is_algebraic_value(value):
-        return float(value.approx(12).as_fraction())
-    return float("nan")
-
-
-def encode_and_solve(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings, from_layer: int,
-                     timeout_ms: int) -> EntailmentResult:
-    """Encode blocks ``from_layer`` .. last (see the module docstring) and ask Z3 for a counter-model."""
+def _not_encodable(resolved: ResolvedSpec, claim: ResolvedClaim) -> str:
     cfg = resolved.context.cfg
-    result = EntailmentResult(resolved.file, claim.claim.span.line, format_statement(claim.claim), "unknown")
     if cfg.act_topk is not None:
-        result.status, result.note = "not encodable", "activation sparsity (AbsTopK) is not encoded"
-        return result
+        return "activation sparsity (AbsTopK) is not encoded"
     if claim.ablation is None or claim.ablation.kind == "resample" or claim.ablation.per_position:
-        result.status, result.note = "not encodable", f"{claim.ablation} ablation does not make removed channels constant"
-        return result
-    mask, L = resolved.mask, cfg.n_layers
-    layers = range(from_layer, L)
+        return f"{claim.ablation} ablation does not make removed channels constant"
+    return ""
+
+
+def encode_and_solve(resolved: ResolvedSpec, claim: ResolvedClaim, seen: Measurements, from_layer: int,
+                     timeout_ms: int) -> EntailmentResult:
+    """Encode blocks ``from_layer`` .. last (see the module docstring) and search for a counter-model."""
+    result = EntailmentResult(resolved.file, claim.claim.span.line, format_statement(claim.claim), "unknown")
+    mask, L = resolved.mask, resolved.context.cfg.n_layers
     resid_in = resid_hook(from_layer, L)
-    unknown_names = [n for n in mask.node_names() if n.hook == resid_in or n.hook in {f"blocks.{l}.attn.hook_z" for l in layers}]
-    if len(unknown_names) > MAX_UNKNOWNS:
-        result.status, result.note = "not encodable", f"{len(unknown_names)} unknowns (limit {MAX_UNKNOWNS})"
+    z_hooks = {f"blocks.{layer}.attn.hook_z" for layer in range(from_layer, L)}
+    unknowns = sum(1 for n in mask.node_names() if n.hook == resid_in or n.hook in z_hooks)
+    if unknowns > MAX_UNKNOWNS:
+        result.status, result.note = "not encodable", f"{unknowns} unknowns (limit {MAX_UNKNOWNS})"
         return result
-    # ranges are extremes, so they are measured on more inputs than they are checked on
-    seen = _observe(resolved, claim, settings, f"{settings.seed}:prove", layers, MEASURE_FACTOR * settings.samples)
-    if seen is None:
-        result.note = "no input satisfies the claim's `when` conditions"
-        return result
-    fresh = _observe(resolved, claim, settings, f"{settings.seed}:prove-check", layers, settings.samples)
-    started = time.monotonic()
-    encoding = _Encoding(resolved, claim, seen, fresh, from_layer, relaxed=True)
-    answer = encoding.check(timeout_ms)
-    result.premises, result.assumptions = encoding.premises, encoding.assumptions
-    if answer == z3.unsat:
-        result.status = "proved"
-        if not result.premises:
-            result.note = "proved without premises: here the behaviour does not depend on the circuit's unknowns at all"
-    elif answer == z3.sat:
-        # The relaxed encoding lets every product with a norm scale pick its own scale; confirm the
-        # counter-model exactly, with the residual unknowns fixed to the values it found.
-        found = encoding.counter_model()
-        exact = _Encoding(resolved, claim, seen, fresh, from_layer, relaxed=False,
-                          fixed={k: v for k, v in found.items() if k.startswith(resid_in + "[")})
-        left = max(1000, timeout_ms - int(1000 * (time.monotonic() - started)))
-        confirmed = exact.check(left)
-        if confirmed == z3.sat:
-            result.status, result.counter_model = "counter-model", exact.counter_model()
-        elif confirmed == z3.unsat:
-            result.note = ("inconclusive: the relaxed encoding has a counter-model that the exact one (each norm scale "
-                           "shared by its whole layer) rules out")
+    deadline = time.monotonic() + timeout_ms / 1000
+    encoding = Encoding(resolved, claim, seen, from_layer)
+    result.premises, result.assumptions, result.case_splits = encoding.premises, encoding.assumptions, len(encoding.relus)
+    found = encoding.search(deadline, negate_behaviour=True)
+    result.linear_programs = found.checks
+    if found.answer == z3.unsat:
+        vacuity = encoding.search(deadline, negate_behaviour=False)
+        result.linear_programs += vacuity.checks
+        if vacuity.answer == z3.unsat:
+            result.status = "vacuous"
+            result.note = ("the premises cannot hold together in this circuit under the assumptions, so they "
+                           "entail anything; a premise or an assumption is wrong")
         else:
-            result.note = f"Z3 gave up confirming a counter-model ({exact.solver.reason_unknown()})"
+            result.status = "proved"
+            if not result.premises:
+                result.note = "proved without premises: here the behaviour does not depend on the circuit's unknowns at all"
+    elif found.answer == z3.sat:
+        _confirm(resolved, claim, seen, from_layer, encoding, found.model, deadline, result)
     else:
-        result.note = f"Z3 gave up ({encoding.solver.reason_unknown()})"
+        result.note = f"Z3 gave up ({found.reason})"
+    result.solver_seconds = encoding.solver_seconds
     return result
 
 
-class _Encoding:
-    """One Z3 problem: premises ∧ assumptions ∧ ¬behaviour over blocks ``from_layer`` .. last.
+def _confirm(resolved: ResolvedSpec, claim: ResolvedClaim, seen: Measurements, from_layer: int,
+             relaxed: Encoding, model: z3.ModelRef, deadline: float, result: EntailmentResult) -> None:
+    """The relaxed encoding lets every product with a norm scale pick its own scale. Confirm its
+    counter-model with one scale per norm, the residual unknowns fixed to the values it found: first
+    each scale at the average the relaxed model implies, then at the middle of its range."""
+    resid_in = resid_hook(from_layer, resolved.context.cfg.n_layers)
+    fixed = {name: number(model.eval(term, model_completion=True)) for name, term in relaxed.reported.items()
+             if name.startswith(resid_in + "[")}
+    fixed = {name: value for name, value in fixed.items() if value is not None}
+    tried = set()
+    for scales in (relaxed.implied_scales(model), relaxed.middle_scales()):
+        if tuple(sorted(scales.items())) in tried:
+            continue
+        tried.add(tuple(sorted(scales.items())))
+        exact = Encoding(resolved, claim, seen, from_layer, scales=scales, fixed=fixed)
+        found = exact.search(deadline, negate_behaviour=True)
+        relaxed.solver_seconds += exact.solver_seconds
+        result.linear_programs += found.checks
+        if found.answer == z3.sat:
+            result.status, result.counter_model = "counter-model", exact.counter_model(found.model)
+            return
+        if found.answer == z3.unknown:
+            result.note = f"Z3 gave up confirming a counter-model ({found.reason})"
+            return
+    result.note = ("inconclusive: the relaxed encoding has a counter-model that the exact one (each norm scale "
+                   "shared by its whole layer) rules out")
 
-    ``relaxed``: each product of a norm scale s in [lo, hi] with a linear term x becomes a fresh unknown
-    between lo·x and hi·x (its exact range for that x), which keeps the problem linear between ReLUs
-    but forgets that one scale is shared by the whole layer; it admits more, so its proofs are proofs.
-    Exact: the scales are unknowns multiplying their terms (nonlinear), used to confirm counter-models
-    with the residual unknowns ``fixed``.
+
+@dataclass
+class Bounded:
+    """A value in the encoding: a Z3 term (None for a constant), bounds ``lo``/``hi`` that hold for the
+    true value wherever the premises and assumptions do, and ``err``: how far the term may be from
+    the true value because of the weights' rounding to the grid (|true - term| <= err). Carrying the
+    error as a number, widening the inequalities that use the term, keeps it out of the LP; as one
+    unknown per linear form it made up 548 of the 752 variables of a two-block encoding."""
+
+    term: z3.ArithRef | None
+    lo: float
+    hi: float
+    err: float = 0.0
+
+    @property
+    def constant(self) -> bool:
+        return self.term is None
+
+
+def constant(value: float) -> Bounded:
+    return Bounded(None, value, value)
+
+
+def _times(lo, hi, c_lo: float, c_hi: float):
+    """Bounds of ``c * x`` for c in [c_lo, c_hi] and x in [lo, hi]."""
+    corners = [lo * c_lo, lo * c_hi, hi * c_lo, hi * c_hi]
+    return min(corners), max(corners)
+
+
+class Encoding:
+    """One Z3 problem: premises ∧ assumptions (∧ ¬behaviour) over blocks ``from_layer`` .. last.
+
+    Every term carries interval bounds, propagated from the box of the residual entering the first
+    encoded block, the measured scale and attention ranges, and the premises. A ReLU whose input
+    bounds have one sign is encoded as 0 or as its input; the others go to the branch and bound.
+
+    With ``scales`` None (relaxed), each product of a norm scale s in [lo, hi] with a term x becomes a
+    fresh unknown between lo·x and hi·x, which keeps the problem linear but forgets that one scale is
+    shared by the whole layer: it admits more, so its proofs are proofs. With ``scales`` (exact, used to
+    confirm a counter-model with the residual unknowns ``fixed``), each norm has that one scale.
     """
 
-    def __init__(self, resolved: ResolvedSpec, claim: ResolvedClaim, seen: _Observation, fresh: _Observation | None,
-                 from_layer: int, relaxed: bool, fixed: dict[str, float] | None = None) -> None:
-        self.resolved, self.seen, self.fresh, self.relaxed = resolved, seen, fresh, relaxed
+    def __init__(self, resolved: ResolvedSpec, claim: ResolvedClaim, seen: Measurements, from_layer: int,
+                 scales: dict[str, Fraction] | None = None, fixed: dict[str, Fraction] | None = None) -> None:
+        self.resolved, self.seen, self.scales = resolved, seen, scales
         self.mask = resolved.mask
         self.cfg = resolved.context.cfg
         self.solver = z3.Solver()
         self.terms: dict[str, z3.ArithRef] = {}  # node name -> its value at the answer position, as a Z3 term
+        self.errors: dict[str, float] = {}  # node name -> its term's rounding error (see Bounded)
         self.reported: dict[str, z3.ArithRef] = {}  # what a counter-model shows
         self.assumptions: list[Assumption] = []
         self.premises: list[str] = []
+        self.relus: list[Relu] = []  # ReLUs whose sign the bounds leave open
+        self.scale_ranges: dict[str, tuple[float, float]] = {}
+        self.scaled_products: dict[str, list[tuple[z3.ArithRef, z3.ArithRef]]] = defaultdict(list)
+        self.negated_behaviour: z3.BoolRef | None = None
+        self.solver_seconds = 0.0
         self._references: dict[str, np.ndarray] = {}
+        self._premise_claims = self._applicable_premises(claim)
+        self._premise_bounds = self._bounds_from(self._premise_claims)
         self._encode(claim, from_layer, fixed or {})
 
-    def check(self, timeout_ms: int):
-        self.solver.set("timeout", timeout_ms)
-        return self.solver.check()
+    def search(self, deadline: float, negate_behaviour: bool):
+        """Branch and bound on the premises and assumptions, with the behaviour negated or (to see
+        whether the premises can hold at all) without it."""
+        started = time.monotonic()
+        self.solver.push()
+        try:
+            if negate_behaviour:
+                self.solver.add(self.negated_behaviour)
+            return guided_search(self.solver, self.relus, deadline)
+        finally:
+            self.solver.pop()
+            self.solver_seconds += time.monotonic() - started
 
-    def counter_model(self) -> dict[str, float]:
-        found = self.solver.model()
-        return {name: _number(found.eval(term, model_completion=True)) for name, term in self.reported.items()}
+    def counter_model(self, model: z3.ModelRef) -> dict[str, float]:
+        values = {name: number(model.eval(term, model_completion=True)) for name, term in self.reported.items()}
+        return {name: float(v) if v is not None else float("nan") for name, v in values.items()}
+
+    def implied_scales(self, model: z3.ModelRef) -> dict[str, Fraction]:
+        """Per norm, the average scale the relaxed model's products imply (product / term), on the grid."""
+        scales = {}
+        for hook, (lo, hi) in self.scale_ranges.items():
+            ratios = []
+            for product, term in self.scaled_products.get(hook, []):
+                p, x = number(model.eval(product, model_completion=True)), number(model.eval(term, model_completion=True))
+                if p is not None and x is not None and abs(x) > 1e-6:
+                    ratios.append(float(p / x))
+            scales[hook] = self._on_grid_within(float(np.mean(ratios)) if ratios else (lo + hi) / 2, lo, hi)
+        return scales
+
+    def middle_scales(self) -> dict[str, Fraction]:
+        return {hook: self._on_grid_within((lo + hi) / 2, lo, hi) for hook, (lo, hi) in self.scale_ranges.items()}
+
+    @staticmethod
+    def _on_grid_within(value: float, lo: float, hi: float) -> Fraction:
+        return min(max(near(value), down(lo)), up(hi))
+
+    # ---- premises
+
+    def _applicable_premises(self, claim: ResolvedClaim) -> list[ResolvedClaim]:
+        """Role claims at the answer position, in the same run, whose `when` covers every sampled input."""
+        return [p for p in self.resolved.claims
+                if p.kind == "role" and p.position == "answer" and p.ablation == claim.ablation
+                and all(satisfies(ex, p.claim.conditions) for ex in self.seen.claim_inputs.examples)]
+
+    @staticmethod
+    def _bounds_from(premises: list[ResolvedClaim]) -> dict[str, tuple[float, float]]:
+        """The interval each premise puts on each node it names (a group's claim holds for every node)."""
+        bounds: dict[str, tuple[float, float]] = {}
+        for premise in premises:
+            op, t = premise.claim.body.op, float(premise.claim.body.threshold)
+            lo, hi = {">": (t, np.inf), ">=": (t, np.inf), "<": (-np.inf, t), "<=": (-np.inf, t),
+                      "==": (t, t)}.get(op, (-np.inf, np.inf))
+            for node in premise.subject:
+                old = bounds.get(str(node), (-np.inf, np.inf))
+                bounds[str(node)] = (max(old[0], lo), min(old[1], hi))
+        return bounds
+
+    def _add_premises(self) -> None:
+        """Each premise constrains the nodes it names that are encoded. The interval bounds used its
+        claims on exactly those nodes, so every one of them is asserted here."""
+        for premise in self._premise_claims:
+            nodes = [self.as_term(Bounded(self.terms[str(n)], -np.inf, np.inf, self.errors[str(n)]))
+                     for n in premise.subject if str(n) in self.terms]
+            if not nodes:
+                continue
+            self.solver.add(z3.And([COMPARISONS[premise.claim.body.op](t, float(premise.claim.body.threshold)) for t in nodes]))
+            text = format_statement(premise.claim)
+            if len(nodes) < len(premise.subject):
+                text += f"  (on the {len(nodes)} of its {len(premise.subject)} nodes that are encoded)"
+            self.premises.append(text)
 
     # ---- building blocks
 
-    def channel(self, hook: str, index: int, head: int | None = None, computed=None) -> z3.ArithRef:
-        """A kept channel's term (``computed``, or a fresh unknown), or its ablated constant."""
+    def as_term(self, x: Bounded) -> z3.ArithRef:
+        """An unknown that can take x's true value: x's term when it has no rounding error; else one
+        within the error of it (a constant: between the grid points around it)."""
+        if x.term is None:
+            var = z3.FreshReal("constant")
+            self.solver.add(var >= real(down(x.lo)), var <= real(up(x.hi)))
+            return var
+        if x.err <= 0:
+            return x.term
+        var = z3.FreshReal("true_value")
+        self.solver.add(var >= x.term - real(up(x.err)), var <= x.term + real(up(x.err)))
+        return var
+
+    def channel(self, hook: str, index: int, head: int | None = None, computed: Bounded | None = None,
+                box: tuple[float, float] = (-np.inf, np.inf)) -> Bounded:
+        """A channel's value: its ablated constant, or (kept) ``computed`` or a fresh unknown in ``box``,
+        its bounds narrowed by the premises on it."""
         name = NodeName(hook, index, head)
         position = (head, index) if head is not None else (index,)
         if not bool(self.mask.nodes[hook][position]):
-            return z3.RealVal(float(self._reference(hook)[position]))
-        term = computed if computed is not None else z3.Real(str(name))
-        self.terms[str(name)] = term
-        return term
+            return constant(float(self._reference(hook)[position]))
+        if computed is None:
+            computed = Bounded(z3.Real(str(name)), *box)
+            if np.isfinite(box[0]):
+                self.solver.add(computed.term >= real(down(box[0])))
+            if np.isfinite(box[1]):
+                self.solver.add(computed.term <= real(up(box[1])))
+        elif computed.constant:  # a kept node the premises may speak of needs a term
+            computed = Bounded(self.as_term(computed), computed.lo, computed.hi)
+        self.terms[str(name)] = computed.term
+        self.errors[str(name)] = computed.err
+        p_lo, p_hi = self._premise_bounds.get(str(name), (-np.inf, np.inf))
+        return Bounded(computed.term, max(computed.lo, p_lo), min(computed.hi, p_hi), computed.err)
 
     def _reference(self, hook: str) -> np.ndarray:
         """The ablated value of ``hook``'s channels, converted once per hook (it is read per channel)."""
         if hook not in self._references:
-            self._references[hook] = self.seen.reference.value(hook).double().cpu().numpy()
+            self._references[hook] = self.seen.claim_inputs.reference.value(hook).double().cpu().numpy()
         return self._references[hook]
 
     def measured_range(self, key: str, text: str) -> tuple[float, float]:
         """The range ``key`` takes on the sampled inputs, recorded as an assumption."""
-        values = self.seen.answer[key]
+        values = self.seen.claim_inputs.answer[key]
         lo, hi = float(values.min()), float(values.max())
-        later = self.fresh.answer[key] if self.fresh else np.array([])
+        later = self.seen.claim_check.answer[key] if self.seen.claim_check else np.array([])
         self.assumptions.append(Assumption(f"{text} in [{lo:.4g}, {hi:.4g}]", f"range on {len(values)} sampled inputs",
                                            float(np.mean((later >= lo) & (later <= hi))) if len(later) else float("nan")))
         return lo, hi
 
-    def norm_scale(self, hook: str):
-        """A norm's scale at the answer position: (lo, hi) when relaxed, else a bounded unknown."""
-        lo, hi = self.measured_range(hook, hook)
-        if self.relaxed:
-            return lo, hi
-        var = z3.Real(f"scale({hook})")
-        self.solver.add(var >= lo, var <= hi)
-        return var
+    def residual_box(self, layer: int, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The range of each kept residual channel entering block ``layer``, over the task's inputs
+        without the claim's `when` (so what tells the claim's inputs apart still has to come from the
+        premises and the measured attention), recorded as one assumption."""
+        values, later = self.seen.task_inputs.entering[layer], self.seen.task_check.entering[layer]
+        lo, hi = values.min(0), values.max(0)
+        if kept.any():
+            inside = ((later[:, kept] >= lo[kept]) & (later[:, kept] <= hi[kept])).all(-1)
+            shown = np.flatnonzero(kept)
+            self.assumptions.append(Assumption(
+                f"{resid_hook(layer, self.cfg.n_layers)}: each of the circuit's {len(shown)} channels within its range "
+                f"({', '.join(f'{i} in [{lo[i]:.3g}, {hi[i]:.3g}]' for i in shown[:4])}{', ...' if len(shown) > 4 else ''})",
+                f"min and max at the answer position over {len(values)} task inputs with any feature values",
+                float(np.mean(inside))))
+        return lo, hi
 
-    def scaled(self, scale, term: z3.ArithRef) -> z3.ArithRef:
-        """scale · term: exact, or relaxed to a fresh unknown between lo·term and hi·term (0 < lo <= hi)."""
-        if not self.relaxed:
-            return scale * term
-        return self.between(scale[0], scale[1], term, "scaled")
+    def norm_scale(self, hook: str) -> str:
+        """Record a norm's measured scale range at the answer position; ``scaled`` reads it by ``hook``."""
+        self.scale_ranges[hook] = self.measured_range(hook, hook)
+        return hook
 
-    def between(self, lo: float, hi: float, term: z3.ArithRef, prefix: str) -> z3.ArithRef:
-        """A fresh unknown equal to c·term for some c in [lo, hi] (lo, hi >= 0)."""
+    def linear(self, weights: np.ndarray, inputs: list[Bounded], bias: float = 0.0) -> Bounded:
+        """Σ weights[i]·inputs[i] + bias. Constant inputs fold into the bias; the others enter with their
+        weights on the grid. The result's error is Σ (|w − w'|·max|x| + |w'|·err(x)) plus the bias's
+        rounding. Bounds use the true weights."""
+        offset, error, spread = float(bias), 0.0, 0.0
+        lo = hi = float(bias)
+        parts = []
+        for i in np.flatnonzero(weights):
+            w, x = float(weights[i]), inputs[i]
+            lo += min(w * x.lo, w * x.hi)
+            hi += max(w * x.lo, w * x.hi)
+            if x.constant:
+                offset += w * x.lo
+                spread += abs(w * x.lo)
+                continue
+            q = near(w)
+            if q:
+                parts.append(real(q) * x.term)
+            error += abs(w - float(q)) * max(abs(x.lo), abs(x.hi)) + abs(float(q)) * x.err
+        if not parts and not error:
+            return constant(offset)
+        q_offset = near(offset)
+        error += abs(offset - float(q_offset)) + 1e-12 * (spread + abs(offset))
+        return Bounded(z3.Sum(parts + [real(q_offset)]), lo, hi, error)
+
+    def scaled(self, hook: str, x: Bounded) -> Bounded:
+        """s · x for the norm scale s of ``hook``: fixed (exact), or relaxed to between lo·x and hi·x."""
+        lo, hi = self.scale_ranges[hook]
+        if self.scales is None:
+            product = self.between(lo, hi, x, "scaled")
+            if not x.constant:
+                self.scaled_products[hook].append((product.term, x.term))
+            return product
+        s = self.scales[hook]
+        if x.constant:
+            return constant(float(s) * x.lo)
+        return Bounded(real(s) * x.term, *_times(x.lo, x.hi, float(s), float(s)), float(s) * x.err)
+
+    def between(self, lo: float, hi: float, x: Bounded, prefix: str) -> Bounded:
+        """A fresh unknown p with p = c·x for some c in [lo, hi] (0 <= lo <= hi), x's true value.
+
+        Where the bounds fix the sign of x that is two linear inequalities. Where they do not, the set
+        of (x, p) is a bow tie; a case split on the sign of x for each of hundreds of products is what
+        made Z3 time out. Instead p lies in the bow tie's convex hull over x's bounds, the quadrilateral
+        with corners (x_lo, lo·x_lo), (x_lo, hi·x_lo), (x_hi, lo·x_hi), (x_hi, hi·x_hi). That admits
+        more, so a proof stays a proof; a counter-model is confirmed with exact scales later. Every
+        inequality is widened by x's rounding error, so p is exact: its own error is 0."""
         product = z3.FreshReal(prefix)
-        self.solver.add(z3.If(term >= 0, z3.And(product >= lo * term, product <= hi * term),
-                              z3.And(product >= hi * term, product <= lo * term)))
-        return product
+        p_lo, p_hi = _times(x.lo, x.hi, lo, hi)
+        if x.constant:
+            self.solver.add(product >= real(down(p_lo)), product <= real(up(p_hi)))
+        elif x.lo >= 0:
+            self.solver.add(product >= real(down(lo)) * x.term - real(up(lo * x.err)),
+                            product <= real(up(hi)) * x.term + real(up(hi * x.err)))
+        elif x.hi <= 0:
+            self.solver.add(product >= real(up(hi)) * x.term - real(up(hi * x.err)),
+                            product <= real(down(lo)) * x.term + real(up(lo * x.err)))
+        elif not np.isfinite(x.hi - x.lo):  # no hull without bounds: Z3 splits on the sign itself
+            t = self.as_term(x)
+            self.solver.add(z3.If(t >= 0, z3.And(product >= real(down(lo)) * t, product <= real(up(hi)) * t),
+                                  z3.And(product >= real(up(hi)) * t, product <= real(down(lo)) * t)))
+        else:  # the chords: above, (x_lo, lo·x_lo) to (x_hi, hi·x_hi); below, (x_lo, hi·x_lo) to (x_hi, lo·x_hi)
+            width = x.hi - x.lo
+            self.solver.add(product <= self._line_above((hi * x.hi - lo * x.lo) / width, (lo - hi) * x.lo * x.hi / width, x),
+                            product >= self._line_below((lo * x.hi - hi * x.lo) / width, (hi - lo) * x.lo * x.hi / width, x))
+        return Bounded(product, p_lo, p_hi)
 
-    def attention(self, layer: int, head: int, v_self: list, kept: np.ndarray) -> list:
+    @staticmethod
+    def _line_above(slope: float, intercept: float, x: Bounded) -> z3.ArithRef:
+        """A line in x's term, with grid coefficients, that lies above slope·t + intercept at x's true
+        value t: slope·t = q·term + (slope − q)·t + q·(t − term), and |t| <= max(|lo|, |hi|)."""
+        q = near(slope)
+        return real(q) * x.term + real(up(intercept + abs(slope - float(q)) * max(abs(x.lo), abs(x.hi)) + abs(float(q)) * x.err))
+
+    @staticmethod
+    def _line_below(slope: float, intercept: float, x: Bounded) -> z3.ArithRef:
+        q = near(slope)
+        return real(q) * x.term + real(down(intercept - abs(slope - float(q)) * max(abs(x.lo), abs(x.hi)) - abs(float(q)) * x.err))
+
+    def relu(self, pre: Bounded) -> Bounded:
+        """max(pre, 0): a constant or the identity where the bounds fix the sign; otherwise an unknown
+        in the triangle (post >= 0, post >= pre, post below the chord from (lo, 0) to (hi, hi)) whose
+        phase the branch and bound decides. pre's rounding error widens the triangle."""
+        if pre.hi <= 0:
+            return constant(0.0)
+        if pre.lo >= 0:
+            return pre
+        post = z3.FreshReal("relu")
+        slack = up(pre.err) if pre.err > 0 else Fraction(0)
+        triangle = [post >= 0, post >= pre.term - real(slack)]
+        if np.isfinite(pre.lo) and np.isfinite(pre.hi):
+            slope = pre.hi / (pre.hi - pre.lo)
+            triangle.append(post <= self._line_above(slope, -slope * pre.lo, pre))
+        self.solver.add(triangle)
+        self.relus.append(Relu(pre.term, post, slack, triangle))
+        return Bounded(post, 0.0, pre.hi)
+
+    def attention(self, layer: int, head: int, v_self: list[Bounded], kept: np.ndarray) -> list[Bounded | None]:
         """The head's output at the answer position, channel by channel: z = a · v_self + m · u.
 
-        Each product is replaced by its exact range given the measured ranges of its factors (a times the
+        Each product is replaced by its range given the measured ranges of its factors (a times the
         encoded v_self; m times u, both measured: a constant interval). It forgets that ``a`` and ``m``
         are shared by the head's channels, so it can only admit more: a proof stays a proof."""
+        seen = self.seen.claim_inputs
         a_lo, a_hi = self.measured_range(f"self({layer}, {head})", f"blocks.{layer} head {head}: attention from the answer position to itself")
         m_lo, m_hi = self.measured_range(f"earlier({layer}, {head})", f"blocks.{layer} head {head}: attention to all earlier positions")
-        lo, hi = self.seen.value_lo[layer][:, head].min(0), self.seen.value_hi[layer][:, head].max(0)
+        lo, hi = seen.value_lo[layer][:, head].min(0), seen.value_hi[layer][:, head].max(0)
         v_kept = self.mask.nodes[f"blocks.{layer}.attn.hook_v"][head].cpu().numpy()
         watched = [j for j in range(self.cfg.d_head) if v_kept[j] and kept[j]]
         if watched:
-            fresh = self.fresh
-            inside = [] if not fresh else ((fresh.value_lo[layer][:, head, watched] >= lo[watched]).all(-1)
-                                           & (fresh.value_hi[layer][:, head, watched] <= hi[watched]).all(-1))
+            check = self.seen.claim_check
+            inside = [] if check is None else ((check.value_lo[layer][:, head, watched] >= lo[watched]).all(-1)
+                                               & (check.value_hi[layer][:, head, watched] <= hi[watched]).all(-1))
             self.assumptions.append(Assumption(
                 f"blocks.{layer} head {head}: values at earlier positions within their ranges "
                 f"({', '.join(f'v{j} in [{lo[j]:.3g}, {hi[j]:.3g}]' for j in watched)})",
-                f"min and max over the earlier positions of {len(self.seen.examples)} sampled inputs",
+                f"min and max over the earlier positions of {len(seen.examples)} sampled inputs",
                 float(np.mean(inside)) if len(inside) else float("nan")))
-        z = []
+        z: list[Bounded | None] = []
         for j in range(self.cfg.d_head):
             if not kept[j]:
                 z.append(None)
                 continue
-            u_lo, u_hi = (float(lo[j]), float(hi[j])) if v_kept[j] else (z3_constant(v_self[j]),) * 2
+            u_lo, u_hi = (float(lo[j]), float(hi[j])) if v_kept[j] else (v_self[j].lo, v_self[j].hi)
             corners = [m * u for m in (m_lo, m_hi) for u in (u_lo, u_hi)]
             earlier_part = z3.FreshReal("attended_earlier")
-            self.solver.add(earlier_part >= min(corners), earlier_part <= max(corners))
-            z.append(self.between(a_lo, a_hi, v_self[j], "attended_self") + earlier_part)
+            self.solver.add(earlier_part >= real(down(min(corners))), earlier_part <= real(up(max(corners))))
+            own = self.between(a_lo, a_hi, v_self[j], "attended_self")
+            z.append(Bounded(own.term + earlier_part, own.lo + min(corners), own.hi + max(corners)))
         return z
 
     # ---- the circuit, block by block
 
-    def _encode(self, claim: ResolvedClaim, from_layer: int, fixed: dict[str, float]) -> None:
+    def _encode(self, claim: ResolvedClaim, from_layer: int, fixed: dict[str, Fraction]) -> None:
         model, cfg, mask, channel = self.resolved.context.model, self.cfg, self.mask, self.channel
         L, H, dh, D = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model
         W = lambda t: t.detach().double().cpu().numpy()  # noqa: E731
         resid_in = resid_hook(from_layer, L)
-        resid = [channel(resid_in, i) for i in range(D)]
+        box_lo, box_hi = self.residual_box(from_layer, mask.nodes[resid_in].cpu().numpy().astype(bool))
+        resid = [channel(resid_in, i, box=(float(box_lo[i]), float(box_hi[i]))) for i in range(D)]
         for i in range(D):
             name = str(NodeName(resid_in, i))
             if name in self.terms:
-                self.reported[name] = resid[i]
-                if name in fixed:
-                    self.solver.add(resid[i] == fixed[name])
+                self.reported[name] = resid[i].term
+                if name in fixed:  # tight bounds decide most ReLUs of the confirmation
+                    self.solver.add(resid[i].term == real(fixed[name]))
+                    resid[i] = Bounded(resid[i].term, float(fixed[name]), float(fixed[name]))
+        one = np.ones(1)
         for layer in range(from_layer, L):
             block = model.blocks[layer]
             W_V, b_V, W_O, b_O = W(block.attn.W_V), W(block.attn.b_V), W(block.attn.W_O), W(block.attn.b_O)
@@ -318,22 +535,21 @@ class _Encoding:
             z_hook, v_hook = f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.attn.hook_v"
             z_kept = mask.nodes[z_hook].cpu().numpy()
             s_attn = self.norm_scale(f"blocks.{layer}.ln1.hook_scale") if z_kept.any() else None
-            z = []
+            z: list[Bounded] = []
             for h in range(H):
                 if not z_kept[h].any():
-                    z.append([channel(z_hook, j, h) for j in range(dh)])
+                    z.extend(channel(z_hook, j, h) for j in range(dh))
                     continue
-                v_self = [channel(v_hook, j, h, computed=self.scaled(s_attn, z3.Sum(
-                    [float(W_V[h, i, j]) * resid[i] for i in range(D) if W_V[h, i, j] != 0] + [z3.RealVal(0)])) + float(b_V[h, j]))
-                    for j in range(dh)]
+                v_self = [channel(v_hook, j, h, computed=self.linear(
+                    one, [self.scaled(s_attn, self.linear(W_V[h, :, j], resid))], float(b_V[h, j]))) for j in range(dh)]
                 mixed = self.attention(layer, h, v_self, z_kept[h])
-                z.append([channel(z_hook, j, h, computed=mixed[j]) for j in range(dh)])  # ablated: constants
                 for j in range(dh):
+                    z.append(channel(z_hook, j, h, computed=mixed[j]))  # ablated: constants
                     if z_kept[h, j]:
-                        self.reported[str(NodeName(z_hook, j, h))] = z[h][j]
-            mid = [channel(f"blocks.{layer}.hook_resid_mid", i, computed=resid[i] + z3.Sum(
-                [float(W_O[h, j, i]) * z[h][j] for h in range(H) for j in range(dh) if W_O[h, j, i] != 0] + [z3.RealVal(float(b_O[i]))]))
-                for i in range(D)]
+                        self.reported[str(NodeName(z_hook, j, h))] = z[-1].term
+            W_O_flat = W_O.reshape(H * dh, D)
+            mid = [channel(f"blocks.{layer}.hook_resid_mid", i, computed=self.linear(
+                np.concatenate([one, W_O_flat[:, i]]), [resid[i]] + z, float(b_O[i]))) for i in range(D)]
             s_mlp = self.norm_scale(f"blocks.{layer}.ln2.hook_scale")
             post_hook = f"blocks.{layer}.mlp.hook_post"
             post = []
@@ -341,31 +557,18 @@ class _Encoding:
                 if not bool(mask.nodes[post_hook][n]):
                     post.append(channel(post_hook, n))
                     continue
-                pre_n = self.scaled(s_mlp, z3.Sum([float(W_in[i, n]) * mid[i] for i in range(D) if W_in[i, n] != 0] + [z3.RealVal(0)])) + float(b_in[n])
-                post.append(channel(post_hook, n, computed=z3.If(pre_n > 0, pre_n, z3.RealVal(0))))
-            resid = [channel(resid_hook(layer + 1, L), i, computed=mid[i] + z3.Sum(
-                [float(W_out[n, i]) * post[n] for n in range(cfg.d_mlp) if W_out[n, i] != 0] + [z3.RealVal(float(b_out[i]))]))
-                for i in range(D)]
+                pre = self.linear(one, [self.scaled(s_mlp, self.linear(W_in[:, n], mid))], float(b_in[n]))
+                post.append(channel(post_hook, n, computed=self.relu(pre)))
+            resid = [channel(resid_hook(layer + 1, L), i, computed=self.linear(
+                np.concatenate([one, W_out[:, i]]), [mid[i]] + post, float(b_out[i]))) for i in range(D)]
         s_out = self.norm_scale("ln_final.hook_scale")
         W_U, b_U = W(model.unembed.W_U), W(model.unembed.b_U)
-
-        def read(t: int) -> z3.ArithRef:
-            return z3.Sum([float(W_U[i, t]) * resid[i] for i in range(D) if W_U[i, t] != 0] + [z3.RealVal(0)])
-
-        for premise in self.resolved.claims:
-            if premise.kind != "role" or premise.position != "answer" or premise.ablation != claim.ablation:
-                continue
-            if not all(satisfies(ex, premise.claim.conditions) for ex in self.seen.examples):
-                continue
-            nodes = [self.terms.get(str(n)) for n in premise.subject]
-            if any(t is None for t in nodes):
-                continue
-            self.solver.add(z3.And([COMPARISONS[premise.claim.body.op](t, float(premise.claim.body.threshold)) for t in nodes]))
-            self.premises.append(format_statement(premise.claim))
+        self._add_premises()
         body, first = claim.claim.body, claim.logits[0]
         if len(claim.logits) > 1:  # one scale for both logits: compare s·(read1 - read2) + (b1 - b2) with 0
             second = claim.logits[1]
-            left, right = self.scaled(s_out, read(first) - read(second)) + float(b_U[first] - b_U[second]), z3.RealVal(0)
+            read, bias, right = W_U[:, first] - W_U[:, second], float(b_U[first] - b_U[second]), z3.RealVal(0)
         else:
-            left, right = self.scaled(s_out, read(first)) + float(b_U[first]), z3.RealVal(float(body.right))
-        self.solver.add(z3.Not(COMPARISONS[body.op](left, right)))
+            read, bias, right = W_U[:, first], float(b_U[first]), z3.RealVal(str(body.right))
+        left = self.linear(one, [self.scaled(s_out, self.linear(read, resid))], bias)  # scaled() has no error
+        self.negated_behaviour = z3.Not(COMPARISONS[body.op](self.as_term(left), right))

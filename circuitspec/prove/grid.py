@@ -1,0 +1,47 @@
+"""Numbers on their way into Z3: dyadic rationals on a coarse grid, rounded in the safe direction.
+
+Z3 reads a Python float through its decimal text (0.1 -> 1/10), so every weight and bound arrives as
+a rational with a 17-digit denominator, and the exact simplex spends its time multiplying those: on
+the shipped specs a pivot took about 0.1 s and checks timed out after a few hundred pivots. On a grid
+of 2^-GRID_BITS the same checks run in well under a second. Rounding stays sound because each rounded
+number moves in the direction that admits more (a lower bound down, an upper bound up), and rounded
+weights carry their error as a bounded unknown (see ``Encoding.linear``).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import z3
+
+GRID_BITS = 8
+_SCALE = 1 << GRID_BITS
+#: Slack for the float64 arithmetic that computes bounds and coefficients before they are rounded.
+FLOAT_SLACK = 1e-9
+
+
+def down(x: float) -> Fraction:
+    """The largest grid point at or below ``x`` (less a float-rounding slack)."""
+    return Fraction(math.floor((x - FLOAT_SLACK * (1 + abs(x))) * _SCALE), _SCALE)
+
+
+def up(x: float) -> Fraction:
+    """The smallest grid point at or above ``x`` (plus a float-rounding slack)."""
+    return Fraction(math.ceil((x + FLOAT_SLACK * (1 + abs(x))) * _SCALE), _SCALE)
+
+
+def near(x: float) -> Fraction:
+    """The nearest grid point."""
+    return Fraction(round(x * _SCALE), _SCALE)
+
+
+def real(q: Fraction | int) -> z3.RatNumRef:
+    return z3.RealVal(f"{q.numerator}/{q.denominator}" if isinstance(q, Fraction) else str(q))
+
+
+def number(value: z3.ExprRef) -> Fraction | None:
+    """A Z3 model value as an exact fraction (None for an algebraic number)."""
+    if z3.is_rational_value(value):
+        return value.as_fraction()
+    return None
