@@ -73,7 +73,9 @@ def test_node_claims_and_weights_entail_the_behaviour(tmp_path):
         result = prove_behaviour(with_premise, with_premise.claims[1], RunSettings(samples=40))
         assert result.status == "proved", result
         assert result.premises == ['claim big: carrier > 0.5 when last == "a"']
-        assert all(a.fresh_fraction == 1.0 for a in result.assumptions) and len(result.assumptions) == 2
+        assert all(a.fresh_fraction == 1.0 for a in result.assumptions) and len(result.assumptions) == 3
+        # the carrier's box comes from every task input ('a' and 'b'), so the premise is what proves it
+        assert "(0 in [-1, 1])" in result.assumptions[0].text and "any feature values" in result.assumptions[0].measured
         without = _oracle_spec(tmp_path, 'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
         result = prove_behaviour(without, without.claims[0], RunSettings(samples=40))
         assert result.status == "counter-model"

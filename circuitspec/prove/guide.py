@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sparse
 import z3
 from scipy.optimize import linprog
+from z3 import z3core
 
 from .grid import real
 from .search import Relu, SearchResult, branch_and_bound, phase, violated
@@ -45,44 +46,71 @@ class Plan:
     nodes: int = 0
 
 
+def _raw(name: str):
+    """z3core's ctypes function without its per-call error check: reading terms cannot fail, and the
+    checks were a third of the time. Falls back to the checked wrapper if z3core changes."""
+    wrapper = getattr(z3core, name)
+    defaults = getattr(wrapper, "__defaults__", None) or ()
+    return getattr(defaults[0], "f", wrapper) if defaults else wrapper
+
+
+_kind, _decl, _decl_kind = _raw("Z3_get_ast_kind"), _raw("Z3_get_app_decl"), _raw("Z3_get_decl_kind")
+_num_args, _arg, _ast_id = _raw("Z3_get_app_num_args"), _raw("Z3_get_app_arg"), _raw("Z3_get_ast_id")
+_double = _raw("Z3_get_numeral_double")
+
+
 class _Linearizer:
-    """Z3 linear terms -> ({variable index: coefficient}, constant), memoized on the shared DAG."""
+    """Z3 linear terms -> ({variable index: coefficient}, constant), memoized on the shared DAG. It
+    walks the terms through Z3's C interface: through the Python wrappers the walk took 6.5 s on the
+    coarse closing_quote encoding."""
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
         self.variables: dict[int, z3.ArithRef] = {}  # column -> the Z3 unknown
         self._memo: dict[int, tuple[dict[int, float], float]] = {}
+        self._ctx = z3.main_ctx()
+        self._ref = self._ctx.ref()
 
     def term(self, e: z3.ArithRef) -> tuple[dict[int, float], float]:
-        key = e.get_id()
+        return self._walk(e.as_ast())
+
+    def _walk(self, a) -> tuple[dict[int, float], float]:
+        ctx = self._ref
+        key = _ast_id(ctx, a)
         if key in self._memo:
             return self._memo[key]
-        if z3.is_rational_value(e):
-            out = ({}, float(e.as_fraction()))
-        elif z3.is_const(e) and e.decl().kind() == z3.Z3_OP_UNINTERPRETED:
-            column = self.index.setdefault(e.decl().name(), len(self.index))
-            self.variables[column] = e
-            out = ({column: 1.0}, 0.0)
-        elif z3.is_add(e):
-            out = self._combine([(1.0, self.term(c)) for c in e.children()])
-        elif z3.is_sub(e):
-            first, *rest = e.children()
-            out = self._combine([(1.0, self.term(first))] + [(-1.0, self.term(c)) for c in rest])
-        elif z3.is_app_of(e, z3.Z3_OP_UMINUS):
-            out = self._combine([(-1.0, self.term(e.arg(0)))])
-        elif z3.is_mul(e):
-            factor, variable = 1.0, None
-            for c in e.children():
-                coeffs, const = self.term(c)
-                if coeffs:
-                    if variable is not None:
-                        raise NotLinear(str(e)[:80])
-                    variable = (coeffs, const)
-                else:
-                    factor *= const
-            out = ({}, factor) if variable is None else self._combine([(factor, variable)])
+        kind = _kind(ctx, a)
+        if kind == z3.Z3_NUMERAL_AST:
+            out = ({}, _double(ctx, a))
+        elif kind != z3.Z3_APP_AST:
+            raise NotLinear(f"a term of kind {kind}")
         else:
-            raise NotLinear(str(e)[:80])
+            op, n = _decl_kind(ctx, _decl(ctx, a)), _num_args(ctx, a)
+            args = [_arg(ctx, a, i) for i in range(n)]
+            if op == z3.Z3_OP_UNINTERPRETED and n == 0:
+                variable = z3.ArithRef(a, self._ctx)
+                column = self.index.setdefault(variable.decl().name(), len(self.index))
+                self.variables[column] = variable
+                out = ({column: 1.0}, 0.0)
+            elif op == z3.Z3_OP_ADD:
+                out = self._combine([(1.0, self._walk(c)) for c in args])
+            elif op == z3.Z3_OP_SUB:
+                out = self._combine([(1.0, self._walk(args[0]))] + [(-1.0, self._walk(c)) for c in args[1:]])
+            elif op == z3.Z3_OP_UMINUS:
+                out = self._combine([(-1.0, self._walk(args[0]))])
+            elif op == z3.Z3_OP_MUL:
+                factor, variable_part = 1.0, None
+                for c in args:
+                    coeffs, const = self._walk(c)
+                    if coeffs:
+                        if variable_part is not None:
+                            raise NotLinear("a product of unknowns")
+                        variable_part = (coeffs, const)
+                    else:
+                        factor *= const
+                out = ({}, factor) if variable_part is None else self._combine([(factor, variable_part)])
+            else:
+                raise NotLinear(f"an operator of kind {op}")
         self._memo[key] = out
         return out
 
@@ -254,7 +282,7 @@ def guided_search(solver: z3.Solver, relus: list[Relu], deadline: float) -> Sear
     """Z3's answer for the solver's constraints with every ReLU exact, found along the float search's
     plan where it can be (a leaf to confirm, or refuted leaves to refute exactly), else by the exact
     branch and bound in the time left."""
-    checks = 0
+    checks, seconds = 0, 0.0
     try:
         program = FloatProgram(solver.assertions(), relus) if relus else None
     except NotLinear:
@@ -266,24 +294,25 @@ def guided_search(solver: z3.Solver, relus: list[Relu], deadline: float) -> Sear
             # room in every inequality: Z3 then only evaluates. Then with the phases alone.
             roomy = program.solve(plan.phases, margin=PIN_MARGIN)
             if roomy is not None:
-                answer, model = _check_pinned(solver, relus, plan.phases, program.pins(roomy), deadline)
-                checks += 1
+                answer, model, spent = _check_pinned(solver, relus, plan.phases, program.pins(roomy), deadline)
+                checks, seconds = checks + 1, seconds + spent
                 if answer == z3.sat and model is not None:
-                    return SearchResult(z3.sat, model, checks)
-            answer, model = _check_with(solver, relus, [plan.phases], deadline)
-            checks += 1
+                    return SearchResult(z3.sat, model, checks, z3_seconds=seconds)
+            answer, model, spent = _check_with(solver, relus, plan.phases, deadline)
+            checks, seconds = checks + 1, seconds + spent
             if answer == z3.sat and model is not None:
-                return SearchResult(z3.sat, model, checks)
+                return SearchResult(z3.sat, model, checks, z3_seconds=seconds)
         elif plan.complete:
             for phases in plan.refuted:
-                answer, _ = _check_with(solver, relus, [phases], deadline)
-                checks += 1
+                answer, _, spent = _check_with(solver, relus, phases, deadline)
+                checks, seconds = checks + 1, seconds + spent
                 if answer != z3.unsat:
                     break
             else:
-                return SearchResult(z3.unsat, checks=checks)
+                return SearchResult(z3.unsat, checks=checks, z3_seconds=seconds)
     found = branch_and_bound(solver, relus, deadline)
     found.checks += checks
+    found.z3_seconds += seconds
     return found
 
 
@@ -293,7 +322,8 @@ def _check_pinned(solver: z3.Solver, relus: list[Relu], phases: dict[int, bool],
     Z3 a full simplex over 2^-31 fractions (18 s on one check)."""
     left_ms = int(1000 * (deadline - time.monotonic()))
     if left_ms <= 0:
-        return z3.unknown, None
+        return z3.unknown, None, 0.0
+    started = time.monotonic()
     pairs = [(unknown, real(value)) for unknown, value in pins.items()]
     everything = z3.And(list(solver.assertions()) + [phase(relus[i], on) for i, on in phases.items()])
     pinned = z3.Solver()
@@ -304,24 +334,23 @@ def _check_pinned(solver: z3.Solver, relus: list[Relu], phases: dict[int, bool],
     model = pinned.model() if answer == z3.sat else None
     if model is not None and violated(model, relus):
         model = None
-    return answer, model
+    return answer, model, time.monotonic() - started
 
 
-def _check_with(solver: z3.Solver, relus: list[Relu], phase_sets: list[dict[int, bool]], deadline: float):
-    """Z3 on the constraints plus these phases: (answer, a model where every ReLU holds, or None)."""
+def _check_with(solver: z3.Solver, relus: list[Relu], phases: dict[int, bool], deadline: float):
+    """Z3 on the constraints plus these phases: (answer, a model where every ReLU holds or None, seconds)."""
     left_ms = int(1000 * (deadline - time.monotonic()))
     if left_ms <= 0:
-        return z3.unknown, None
+        return z3.unknown, None, 0.0
+    started = time.monotonic()
     solver.push()
     try:
-        for phases in phase_sets:
-            for i, on in phases.items():
-                solver.add(phase(relus[i], on))
+        solver.add([phase(relus[i], on) for i, on in phases.items()])
         solver.set("timeout", left_ms)
         answer = solver.check()
         model = solver.model() if answer == z3.sat else None
         if model is not None and violated(model, relus):
             model = None
-        return answer, model
+        return answer, model, time.monotonic() - started
     finally:
         solver.pop()

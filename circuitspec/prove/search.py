@@ -34,8 +34,9 @@ class Relu:
 class SearchResult:
     answer: z3.CheckSatResult
     model: z3.ModelRef | None = None
-    checks: int = 0  # linear programs solved
+    checks: int = 0  # Z3 checks (each a linear program)
     reason: str = ""  # why it is unknown
+    z3_seconds: float = 0.0  # time inside Z3's check
 
 
 def branch_and_bound(solver: z3.Solver, relus: list[Relu], deadline: float) -> SearchResult:
@@ -46,19 +47,26 @@ def branch_and_bound(solver: z3.Solver, relus: list[Relu], deadline: float) -> S
     a model holds or the phases contradict; counter-models are usually found this way in a few linear
     programs. Only if the dive fails does the complete search, one ReLU per branch, start."""
     base = solver.num_scopes()
-    checks = 0
+    checks, seconds = 0, 0.0
 
     def check() -> z3.CheckSatResult:
-        nonlocal checks
+        nonlocal checks, seconds
         left_ms = int(1000 * (deadline - time.monotonic()))
         if left_ms <= 0:
             return z3.unknown
         solver.set("timeout", left_ms)
         checks += 1
-        return solver.check()
+        started = time.monotonic()
+        try:
+            return solver.check()
+        finally:
+            seconds += time.monotonic() - started
+
+    def result(answer, model=None, reason="") -> SearchResult:
+        return SearchResult(answer, model, checks, reason, seconds)
 
     def unknown() -> SearchResult:
-        return SearchResult(z3.unknown, checks=checks, reason=solver.reason_unknown() if checks else "timeout")
+        return result(z3.unknown, reason=solver.reason_unknown() if checks else "timeout")
 
     try:
         solver.push()
@@ -71,9 +79,9 @@ def branch_and_bound(solver: z3.Solver, relus: list[Relu], deadline: float) -> S
             model = solver.model()
             broken = violated(model, relus)
             if broken is None:
-                return SearchResult(z3.unknown, checks=checks, reason="a non-rational model value")
+                return result(z3.unknown, reason="a non-rational model value")
             if not broken:
-                return SearchResult(z3.sat, model, checks)
+                return result(z3.sat, model)
             for _, relu, leans_on in broken:
                 solver.add(phase(relu, leans_on))
         solver.pop()
@@ -93,13 +101,13 @@ def branch_and_bound(solver: z3.Solver, relus: list[Relu], deadline: float) -> S
             model = solver.model()
             broken = violated(model, relus)
             if broken is None:
-                return SearchResult(z3.unknown, checks=checks, reason="a non-rational model value")
+                return result(z3.unknown, reason="a non-rational model value")
             if not broken:
-                return SearchResult(z3.sat, model, checks)
+                return result(z3.sat, model)
             _, worst, leans_on = max(broken, key=lambda v: v[0])
             stack.append((phase(worst, not leans_on), depth + 1))
             stack.append((phase(worst, leans_on), depth + 1))
-        return SearchResult(z3.unsat, checks=checks)
+        return result(z3.unsat)
     finally:
         while solver.num_scopes() > base:
             solver.pop()
