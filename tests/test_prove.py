@@ -168,3 +168,25 @@ def test_attention_is_encoded_with_measured_masses(tmp_path):
         assert result.counter_model["blocks.0.attn.hook_z[head=0, 0]"] <= 0
     finally:
         unregister_task(TASK.name)
+
+
+def test_premises_the_circuit_cannot_meet_are_vacuous_not_proofs(tmp_path, monkeypatch, capsys):
+    """carrier > 5 is outside the range the carrier takes on any task input ([-1, 1]): the premise
+    and the assumptions contradict each other, which would 'prove' anything; it is reported and fails."""
+    from circuitspec.engine.tasks import register_task, unregister_task
+    from circuitspec.prove import entailment
+    from circuitspec.verify.runner import RunSettings
+    from test_verify_oracle import TASK
+    register_task(TASK, replace=True)
+    try:
+        resolved = _oracle_spec(tmp_path, 'claim huge: carrier > 5 when last == "a"\n'
+                                          'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
+        result = entailment.prove_behaviour(resolved, resolved.claims[1], RunSettings(samples=40))
+        assert result.status == "vacuous" and "cannot hold together" in result.note, result
+        assert main(["prove", resolved.file]) == 1
+        assert "vacuous oracle.circ:11" in capsys.readouterr().err
+        monkeypatch.setattr(entailment, "MAX_NEURONS", 0)
+        result = entailment.prove_behaviour(resolved, resolved.claims[1], RunSettings(samples=40))
+        assert result.status == "not encodable" and "kept MLP neurons (limit 0)" in result.note
+    finally:
+        unregister_task(TASK.name)

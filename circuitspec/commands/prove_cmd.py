@@ -8,7 +8,8 @@ Entailment: each behaviour claim is encoded through the circuit's blocks and une
 weights (see circuitspec.prove.entailment); Z3 proves it from the role claims plus measured bounds on
 norm scales and attention, or shows a counter-model. "unknown" (Z3 gave up) and "not encodable" are reported, not failed.
 
-Exit 0: consistent and no counter-model. 1: an inconsistency or a counter-model. 2: spec errors.
+Exit 0: consistent and no counter-model. 1: an inconsistency, a counter-model, or premises that cannot hold
+in the circuit ("vacuous": they would entail anything). 2: spec errors.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         entailments = [prove_behaviour(resolved, c, timeout_ms=int(args.timeout * 1000))
                        for c in resolved.claims if c.kind == "behaviour"]
         reports.append({"consistency": asdict(report), "entailment": [asdict(e) for e in entailments]})
-        if any(e.status == "counter-model" for e in entailments):
+        if any(e.status in ("counter-model", "vacuous") for e in entailments):
             exit_code = max(exit_code, 1)
         for e in entailments:
             _print_entailment(console, path, e)
@@ -68,12 +69,12 @@ def run(args: argparse.Namespace) -> int:
     return exit_code
 
 
-STATUS_STYLE = {"proved": "green", "counter-model": "red", "unknown": "yellow", "not encodable": "yellow"}
+STATUS_STYLE = {"proved": "green", "counter-model": "red", "vacuous": "red", "unknown": "yellow", "not encodable": "yellow"}
 
 
 def _print_entailment(console: Console, path: Path, e) -> None:
     console.print(f"[{STATUS_STYLE[e.status]}]{e.status}[/] " + escape(f"{path.name}:{e.line}: {e.claim}") +
-                  f" [dim]({e.seconds:.1f} s)[/]", soft_wrap=True)
+                  f" [dim]({e.seconds:.1f} s; in Z3 {e.z3_seconds:.2f} s over {e.z3_checks} checks)[/]", soft_wrap=True)
     if e.note:
         console.print(escape(f"  {e.note}"), soft_wrap=True)
     for premise in e.premises:

@@ -87,12 +87,12 @@ def branch_and_bound(solver: z3.Solver, relus: list[Relu], deadline: float) -> S
         solver.pop()
         stack: list[tuple[z3.BoolRef | None, int]] = [(None, 0)]
         while stack:
-            phase, depth = stack.pop()
+            constraint, depth = stack.pop()
             while solver.num_scopes() > base + depth:
                 solver.pop()
             solver.push()
-            if phase is not None:
-                solver.add(phase)
+            if constraint is not None:
+                solver.add(constraint)
             answer = check()
             if answer == z3.unknown:
                 return unknown()
