@@ -171,7 +171,8 @@ def _confirm(resolved: ResolvedSpec, claim: ResolvedClaim, seen: Measurements, f
         relaxed.z3_seconds += exact.z3_seconds
         result.z3_checks += found.checks
         if found.answer == z3.sat:
-            result.status, result.counter_model = "counter-model", exact.counter_model(found.model)
+            result.status = "counter-model"
+            result.counter_model = exact.counter_model(found.model) | {f"scale({hook})": float(s) for hook, s in scales.items()}
             return
         if found.answer == z3.unknown:
             result.note = f"Z3 gave up confirming a counter-model ({found.reason})"

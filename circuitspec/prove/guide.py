@@ -294,7 +294,7 @@ def guided_search(solver: z3.Solver, relus: list[Relu], deadline: float) -> Sear
             # room in every inequality: Z3 then only evaluates. Then with the phases alone.
             roomy = program.solve(plan.phases, margin=PIN_MARGIN)
             if roomy is not None:
-                answer, model, spent = _check_pinned(solver, relus, plan.phases, program.pins(roomy), deadline)
+                answer, model, spent = _check_with(solver, relus, plan.phases, deadline, program.pins(roomy))
                 checks, seconds = checks + 1, seconds + spent
                 if answer == z3.sat and model is not None:
                     return SearchResult(z3.sat, model, checks, z3_seconds=seconds)
@@ -316,41 +316,34 @@ def guided_search(solver: z3.Solver, relus: list[Relu], deadline: float) -> Sear
     return found
 
 
-def _check_pinned(solver: z3.Solver, relus: list[Relu], phases: dict[int, bool], pins: dict, deadline: float):
-    """Z3 on the constraints plus these phases with ``pins`` (unknown -> value) substituted in, so
-    that only the ReLU outputs are left to solve for. Asserting the pins as equalities instead left
-    Z3 a full simplex over 2^-31 fractions (18 s on one check)."""
+def _check_with(solver: z3.Solver, relus: list[Relu], phases: dict[int, bool], deadline: float,
+                pins: dict | None = None):
+    """Z3 on the constraints plus these phases: (answer, a model where every ReLU holds or None, seconds).
+
+    With ``pins`` (unknown -> value), those values are substituted in, so that only the ReLU outputs
+    are left to solve for; asserting them as equalities instead left Z3 a full simplex over 2^-31
+    fractions (18 s on one check)."""
     left_ms = int(1000 * (deadline - time.monotonic()))
     if left_ms <= 0:
         return z3.unknown, None, 0.0
     started = time.monotonic()
-    pairs = [(unknown, real(value)) for unknown, value in pins.items()]
-    everything = z3.And(list(solver.assertions()) + [phase(relus[i], on) for i, on in phases.items()])
-    pinned = z3.Solver()
-    pinned.add(z3.simplify(z3.substitute(everything, *pairs)))
-    pinned.add([unknown == value for unknown, value in pairs])
-    pinned.set("timeout", left_ms)
-    answer = pinned.check()
-    model = pinned.model() if answer == z3.sat else None
-    if model is not None and violated(model, relus):
-        model = None
-    return answer, model, time.monotonic() - started
-
-
-def _check_with(solver: z3.Solver, relus: list[Relu], phases: dict[int, bool], deadline: float):
-    """Z3 on the constraints plus these phases: (answer, a model where every ReLU holds or None, seconds)."""
-    left_ms = int(1000 * (deadline - time.monotonic()))
-    if left_ms <= 0:
-        return z3.unknown, None, 0.0
-    started = time.monotonic()
-    solver.push()
+    phase_constraints = [phase(relus[i], on) for i, on in phases.items()]
+    if pins:
+        pairs = [(unknown, real(value)) for unknown, value in pins.items()]
+        target = z3.Solver()
+        target.add(z3.simplify(z3.substitute(z3.And(list(solver.assertions()) + phase_constraints), *pairs)))
+        target.add([unknown == value for unknown, value in pairs])
+    else:
+        target = solver
+        target.push()
+        target.add(phase_constraints)
     try:
-        solver.add([phase(relus[i], on) for i, on in phases.items()])
-        solver.set("timeout", left_ms)
-        answer = solver.check()
-        model = solver.model() if answer == z3.sat else None
+        target.set("timeout", left_ms)
+        answer = target.check()
+        model = target.model() if answer == z3.sat else None
         if model is not None and violated(model, relus):
             model = None
         return answer, model, time.monotonic() - started
     finally:
-        solver.pop()
+        if not pins:
+            target.pop()

@@ -68,22 +68,28 @@ def branch_and_bound(solver: z3.Solver, relus: list[Relu], deadline: float) -> S
     def unknown() -> SearchResult:
         return result(z3.unknown, reason=solver.reason_unknown() if checks else "timeout")
 
+    def step() -> SearchResult | list | None:
+        """Check: a result to return, None when refuted, or the ReLUs the model breaks."""
+        answer = check()
+        if answer == z3.unknown:
+            return unknown()
+        if answer == z3.unsat:
+            return None
+        model = solver.model()
+        broken = violated(model, relus)
+        if broken is None:
+            return result(z3.unknown, reason="a non-rational model value")
+        return broken or result(z3.sat, model)
+
     try:
         solver.push()
         while True:  # the dive
-            answer = check()
-            if answer == z3.unknown:
-                return unknown()
-            if answer == z3.unsat:
+            outcome = step()
+            if isinstance(outcome, SearchResult):
+                return outcome
+            if outcome is None:
                 break
-            model = solver.model()
-            broken = violated(model, relus)
-            if broken is None:
-                return result(z3.unknown, reason="a non-rational model value")
-            if not broken:
-                return result(z3.sat, model)
-            for _, relu, leans_on in broken:
-                solver.add(phase(relu, leans_on))
+            solver.add([phase(relu, leans_on) for _, relu, leans_on in outcome])
         solver.pop()
         stack: list[tuple[z3.BoolRef | None, int]] = [(None, 0)]
         while stack:
@@ -93,18 +99,12 @@ def branch_and_bound(solver: z3.Solver, relus: list[Relu], deadline: float) -> S
             solver.push()
             if constraint is not None:
                 solver.add(constraint)
-            answer = check()
-            if answer == z3.unknown:
-                return unknown()
-            if answer == z3.unsat:
+            outcome = step()
+            if isinstance(outcome, SearchResult):
+                return outcome
+            if outcome is None:
                 continue
-            model = solver.model()
-            broken = violated(model, relus)
-            if broken is None:
-                return result(z3.unknown, reason="a non-rational model value")
-            if not broken:
-                return result(z3.sat, model)
-            _, worst, leans_on = max(broken, key=lambda v: v[0])
+            _, worst, leans_on = max(outcome, key=lambda v: v[0])
             stack.append((phase(worst, not leans_on), depth + 1))
             stack.append((phase(worst, leans_on), depth + 1))
         return result(z3.unsat)
