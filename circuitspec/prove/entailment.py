@@ -24,8 +24,10 @@ returns a counter-model: values of the unknowns under which every premise holds 
 fails, i.e. the node claims do not explain the behaviour.
 
 How it stays fast: interval bounds are carried through every term, so most ReLUs have a known sign
-and need no case split; numbers enter Z3 on a dyadic grid (``grid``); and the remaining ReLUs are
-searched by branch and bound over linear programs (``search``).
+and need no case split, and products with a scale or an attention weight are linear relaxations
+(``relax``); numbers enter Z3 on a dyadic grid (``grid``); the remaining ReLUs' phases are searched by
+branch and bound on a floating-point copy of the linear program, and Z3 confirms where it ends
+(``guide``), falling back to the same branch and bound with Z3 solving every LP (``search``).
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..verify.examples import COMPARISONS, satisfies
 from ..verify.runner import RunSettings
 from .grid import down, near, number, real, up
-from .measure import Measurements, measure
 from .guide import guided_search
+from .measure import Measurements, measure
 from .relax import Bounded, Relaxation, constant, times
 
 MAX_UNKNOWNS = 400  # residual and attention unknowns; beyond this the encoding is not attempted
