@@ -83,7 +83,11 @@ def _print_entailment(console: Console, path: Path, e) -> None:
         console.print(escape(f"  assumption: {a.text} ({a.measured}; holds on {a.fresh_fraction:.0%} of a fresh sample)"),
                       soft_wrap=True)
     if e.counter_model:
-        nonzero = sorted(((k, v) for k, v in e.counter_model.items() if v != 0), key=lambda kv: -abs(kv[1]))
+        scales = {k: v for k, v in e.counter_model.items() if k.startswith("scale(")}
+        nonzero = sorted(((k, v) for k, v in e.counter_model.items() if v != 0 and k not in scales), key=lambda kv: -abs(kv[1]))
         text = ", ".join(f"{k} = {v:.4g}" for k, v in nonzero[:8]) or "every unknown 0"
         more = f" (+{len(nonzero) - 8} more non-zero)" if len(nonzero) > 8 else ""
         console.print(escape(f"  counter-model: {text}{more}; the other unknowns 0"), soft_wrap=True)
+        if scales:
+            console.print(escape("  with the norm scales " + ", ".join(f"{k[6:-1]} = {v:.4g}" for k, v in scales.items())),
+                          soft_wrap=True)
