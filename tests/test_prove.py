@@ -190,3 +190,15 @@ def test_premises_the_circuit_cannot_meet_are_vacuous_not_proofs(tmp_path, monke
         assert result.status == "not encodable" and "kept MLP neurons (limit 0)" in result.note
     finally:
         unregister_task(TASK.name)
+
+
+def test_a_check_that_runs_out_of_time_is_unknown_and_fails(tmp_path, capsys):
+    from circuitspec.engine.tasks import register_task, unregister_task
+    from test_verify_oracle import TASK
+    register_task(TASK, replace=True)
+    try:
+        resolved = _oracle_spec(tmp_path, 'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
+        assert main(["prove", resolved.file, "--timeout", "0"]) == 1
+    finally:
+        unregister_task(TASK.name)
+    assert "unknown oracle.circ:10" in capsys.readouterr().err

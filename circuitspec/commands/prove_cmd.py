@@ -6,10 +6,12 @@ that apply must be jointly satisfiable; a contradiction is reported as the small
 
 Entailment: each behaviour claim is encoded through the circuit's blocks and unembedding with its actual
 weights (see circuitspec.prove.entailment); Z3 proves it from the role claims plus measured bounds on
-norm scales and attention, or shows a counter-model. "unknown" (Z3 gave up) and "not encodable" are reported, not failed.
+the residual entering the encoding, norm scales and attention, or shows a counter-model. "unknown" (the
+time ran out, or Z3 gave up) is inconclusive and fails like verify's inconclusive verdicts; "not
+encodable" (an ablation or a size the encoding does not cover) is reported and does not fail.
 
-Exit 0: consistent and no counter-model. 1: an inconsistency, a counter-model, or premises that cannot hold
-in the circuit ("vacuous": they would entail anything). 2: spec errors.
+Exit 0: consistent, and every encodable behaviour claim proved. 1: an inconsistency, a counter-model, an
+unknown, or premises that cannot hold in the circuit ("vacuous": they would entail anything). 2: spec errors.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         entailments = [prove_behaviour(resolved, c, timeout_ms=int(args.timeout * 1000))
                        for c in resolved.claims if c.kind == "behaviour"]
         reports.append({"consistency": asdict(report), "entailment": [asdict(e) for e in entailments]})
-        if any(e.status in ("counter-model", "vacuous") for e in entailments):
+        if any(e.status in ("counter-model", "vacuous", "unknown") for e in entailments):
             exit_code = max(exit_code, 1)
         for e in entailments:
             _print_entailment(console, path, e)
