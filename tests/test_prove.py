@@ -94,7 +94,7 @@ def test_a_counter_model_fails_the_prove_command(tmp_path, capsys):
     finally:
         unregister_task(TASK.name)
     err = capsys.readouterr().err
-    assert "counter-model oracle.circ:10" in err and "  counter-model: " in err
+    assert "counter-model oracle.circ:10" in err and "  counter-model: " in err and "(carrier)" in err
 
 
 def attention_model():

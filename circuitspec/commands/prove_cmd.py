@@ -87,7 +87,8 @@ def _print_entailment(console: Console, path: Path, e) -> None:
     if e.counter_model:
         scales = {k: v for k, v in e.counter_model.items() if k.startswith("scale(")}
         nonzero = sorted(((k, v) for k, v in e.counter_model.items() if v != 0 and k not in scales), key=lambda kv: -abs(kv[1]))
-        text = ", ".join(f"{k} = {v:.4g}" for k, v in nonzero[:8]) or "every unknown 0"
+        named = lambda k: f"{k} ({e.spec_names[k]})" if k in e.spec_names else k  # noqa: E731
+        text = ", ".join(f"{named(k)} = {v:.4g}" for k, v in nonzero[:8]) or "every unknown 0"
         more = f" (+{len(nonzero) - 8} more non-zero)" if len(nonzero) > 8 else ""
         console.print(escape(f"  counter-model: {text}{more}; the other unknowns 0"), soft_wrap=True)
         if scales:

@@ -71,6 +71,7 @@ class EntailmentResult:
     premises: list[str] = field(default_factory=list)
     assumptions: list[Assumption] = field(default_factory=list)
     counter_model: dict[str, float] = field(default_factory=dict)
+    spec_names: dict[str, str] = field(default_factory=dict)  # counter-model node -> its node or group in the spec
     note: str = ""
     seconds: float = 0.0  # wall time of the whole check: measuring, encoding and solving
     z3_seconds: float = 0.0  # of which inside Z3's checks
@@ -175,6 +176,8 @@ def _confirm(resolved: ResolvedSpec, claim: ResolvedClaim, seen: Measurements, f
         if found.answer == z3.sat:
             result.status = "counter-model"
             result.counter_model = exact.counter_model(found.model) | {f"scale({hook})": float(s) for hook, s in scales.items()}
+            defined = {str(node): name for name, nodes in reversed(resolved.definitions.items()) for node in nodes}
+            result.spec_names = {key: defined[key] for key in result.counter_model if key in defined}
             return
         if found.answer == z3.unknown:
             result.note = f"Z3 gave up confirming a counter-model ({found.reason})"
