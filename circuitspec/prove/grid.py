@@ -11,6 +11,7 @@ is carried as a number that widens every inequality using the term (see ``relax.
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 
@@ -37,7 +38,9 @@ def near(x: float) -> Fraction:
     return Fraction(round(x * _SCALE), _SCALE)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def real(q: Fraction | int) -> z3.RatNumRef:
+    """A Z3 numeral; cached, as the same grid points recur thousands of times in one encoding."""
     return z3.RealVal(f"{q.numerator}/{q.denominator}" if isinstance(q, Fraction) else str(q))
 
 
