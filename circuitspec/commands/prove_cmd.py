@@ -35,7 +35,7 @@ NAME, HELP = "prove", "check with Z3 that a spec's claims can all hold together"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help=".circ files or directories")
     p.add_argument("--samples", type=int, default=500, help="task inputs sampled to find the feature combinations (default 500)")
-    p.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS", help="Z3 time per entailment attempt (default 20)")
+    p.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS", help="time limit per entailment attempt, search and Z3 together; running out is reported as unknown and fails (default 20)")
     p.add_argument("--json", metavar="FILE", type=Path, help="write the reports as JSON ('-' for stdout)")
 
 
