@@ -1,5 +1,6 @@
 """Z3 consistency of a spec's per-input claims: contradictions come back as unsat cores of claim lines."""
 
+import pytest
 import torch
 
 from circuitspec.cli import main
@@ -8,6 +9,16 @@ from circuitspec.lang.resolve import resolve
 from circuitspec.prove.consistency import check_consistency
 
 HEADER = 'spec p "x"\nmodel "py-sparse-small"\ntask closing_quote\nablate mean over task\nnode reader = blocks.1.attn.hook_z[head=1, 19]\n'
+
+
+@pytest.fixture
+def oracle_task():
+    """The hand-set model's task (test_verify_oracle), registered for one test."""
+    from circuitspec.engine.tasks import register_task, unregister_task
+    from test_verify_oracle import TASK
+    register_task(TASK, replace=True)
+    yield TASK
+    unregister_task(TASK.name)
 
 
 def report(body: str):
@@ -59,40 +70,28 @@ def _oracle_spec(tmp_path, claims):
     return resolved
 
 
-def test_node_claims_and_weights_entail_the_behaviour(tmp_path):
+def test_node_claims_and_weights_entail_the_behaviour(tmp_path, oracle_task):
     """In the hand-set model: carrier > 0.5 on 'a' inputs, through relu neurons and the unembedding,
     forces logit a > logit b; without that premise Z3 finds a counter-model."""
-    from circuitspec.engine.tasks import register_task, unregister_task
     from circuitspec.prove.entailment import prove_behaviour
     from circuitspec.verify.runner import RunSettings
-    from test_verify_oracle import TASK
-    register_task(TASK, replace=True)
-    try:
-        with_premise = _oracle_spec(tmp_path, 'claim big: carrier > 0.5 when last == "a"\n'
-                                              'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
-        result = prove_behaviour(with_premise, with_premise.claims[1], RunSettings(samples=40))
-        assert result.status == "proved", result
-        assert result.premises == ['claim big: carrier > 0.5 when last == "a"']
-        assert all(a.fresh_fraction == 1.0 for a in result.assumptions) and len(result.assumptions) == 3
-        # the carrier's box comes from every task input ('a' and 'b'), so the premise is what proves it
-        assert "(0 in [-1, 1])" in result.assumptions[0].text and "any feature values" in result.assumptions[0].measured
-        without = _oracle_spec(tmp_path, 'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
-        result = prove_behaviour(without, without.claims[0], RunSettings(samples=40))
-        assert result.status == "counter-model"
-        assert result.counter_model["blocks.0.hook_resid_pre[0]"] <= 0  # a carrier that is not positive
-    finally:
-        unregister_task(TASK.name)
+    with_premise = _oracle_spec(tmp_path, 'claim big: carrier > 0.5 when last == "a"\n'
+                                          'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
+    result = prove_behaviour(with_premise, with_premise.claims[1], RunSettings(samples=40))
+    assert result.status == "proved", result
+    assert result.premises == ['claim big: carrier > 0.5 when last == "a"']
+    assert all(a.fresh_fraction == 1.0 for a in result.assumptions) and len(result.assumptions) == 3
+    # the carrier's box comes from every task input ('a' and 'b'), so the premise is what proves it
+    assert "(0 in [-1, 1])" in result.assumptions[0].text and "any feature values" in result.assumptions[0].measured
+    without = _oracle_spec(tmp_path, 'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
+    result = prove_behaviour(without, without.claims[0], RunSettings(samples=40))
+    assert result.status == "counter-model"
+    assert result.counter_model["blocks.0.hook_resid_pre[0]"] <= 0  # a carrier that is not positive
 
 
-def test_a_counter_model_fails_the_prove_command(tmp_path, capsys):
-    from circuitspec.engine.tasks import register_task, unregister_task
-    from test_verify_oracle import TASK
-    register_task(TASK, replace=True)
-    try:
-        resolved = _oracle_spec(tmp_path, 'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
-        assert main(["prove", resolved.file]) == 1
-    finally:
-        unregister_task(TASK.name)
+def test_a_counter_model_fails_the_prove_command(tmp_path, oracle_task, capsys):
+    resolved = _oracle_spec(tmp_path, 'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
+    assert main(["prove", resolved.file]) == 1
     err = capsys.readouterr().err
     assert "counter-model oracle.circ:10" in err and "  counter-model: " in err and "(carrier)" in err
 
@@ -132,17 +131,15 @@ node out_post = blocks.0.hook_resid_post[1]
 """
 
 
-def test_attention_is_encoded_with_measured_masses(tmp_path):
+def test_attention_is_encoded_with_measured_masses(tmp_path, oracle_task):
     """The premise is on the residual stream *before* attention, so only the encoded attention (most of
     the answer position's attention on itself, earlier values in their measured range) links it to the
     logits; the attention assumptions are reported, and without the premise there is a counter-model."""
     from circuitspec.commands.check_cmd import check_file
     from circuitspec.engine.checkpoint import save_checkpoint
-    from circuitspec.engine.tasks import register_task, unregister_task
     from circuitspec.prove.entailment import prove_behaviour
     from circuitspec.verify.runner import RunSettings
-    from test_verify_oracle import HEADER, TASK
-    register_task(TASK, replace=True)
+    from test_verify_oracle import HEADER
     save_checkpoint(attention_model(), tmp_path / "model", {})
 
     def resolve(claims):
@@ -152,53 +149,38 @@ def test_attention_is_encoded_with_measured_masses(tmp_path):
         assert not diagnostics, diagnostics
         return resolved
 
-    try:
-        says_a = "claim says_a: logit['a'] > logit['b'] when last == \"a\"\n"
-        resolved = resolve('claim big: carrier > 0.5 when last == "a"\n' + says_a)
-        result = prove_behaviour(resolved, resolved.claims[1], RunSettings(samples=40))
-        assert result.status == "proved", result
-        texts = [a.text for a in result.assumptions]
-        itself = next(a for a in result.assumptions if "head 0: attention from the answer position to itself" in a.text)
-        assert float(itself.text.split("[")[1].split(",")[0]) > 0.8 and itself.fresh_fraction > 0.9
-        assert any("values at earlier positions" in t and "v0 in [0, 0]" in t for t in texts), texts
-        resolved = resolve(says_a)
-        result = prove_behaviour(resolved, resolved.claims[0], RunSettings(samples=40))
-        assert result.status == "counter-model"
-        assert result.counter_model["blocks.0.hook_resid_pre[0]"] <= 0
-        assert result.counter_model["blocks.0.attn.hook_z[head=0, 0]"] <= 0
-    finally:
-        unregister_task(TASK.name)
+    says_a = "claim says_a: logit['a'] > logit['b'] when last == \"a\"\n"
+    resolved = resolve('claim big: carrier > 0.5 when last == "a"\n' + says_a)
+    result = prove_behaviour(resolved, resolved.claims[1], RunSettings(samples=40))
+    assert result.status == "proved", result
+    texts = [a.text for a in result.assumptions]
+    itself = next(a for a in result.assumptions if "head 0: attention from the answer position to itself" in a.text)
+    assert float(itself.text.split("[")[1].split(",")[0]) > 0.8 and itself.fresh_fraction > 0.9
+    assert any("values at earlier positions" in t and "v0 in [0, 0]" in t for t in texts), texts
+    resolved = resolve(says_a)
+    result = prove_behaviour(resolved, resolved.claims[0], RunSettings(samples=40))
+    assert result.status == "counter-model"
+    assert result.counter_model["blocks.0.hook_resid_pre[0]"] <= 0
+    assert result.counter_model["blocks.0.attn.hook_z[head=0, 0]"] <= 0
 
 
-def test_premises_the_circuit_cannot_meet_are_vacuous_not_proofs(tmp_path, monkeypatch, capsys):
+def test_premises_the_circuit_cannot_meet_are_vacuous_not_proofs(tmp_path, oracle_task, monkeypatch, capsys):
     """carrier > 5 is outside the range the carrier takes on any task input ([-1, 1]): the premise
     and the assumptions contradict each other, which would 'prove' anything; it is reported and fails."""
-    from circuitspec.engine.tasks import register_task, unregister_task
     from circuitspec.prove import entailment
     from circuitspec.verify.runner import RunSettings
-    from test_verify_oracle import TASK
-    register_task(TASK, replace=True)
-    try:
-        resolved = _oracle_spec(tmp_path, 'claim huge: carrier > 5 when last == "a"\n'
-                                          'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
-        result = entailment.prove_behaviour(resolved, resolved.claims[1], RunSettings(samples=40))
-        assert result.status == "vacuous" and "cannot hold together" in result.note, result
-        assert main(["prove", resolved.file]) == 1
-        assert "vacuous oracle.circ:11" in capsys.readouterr().err
-        monkeypatch.setattr(entailment, "MAX_NEURONS", 0)
-        result = entailment.prove_behaviour(resolved, resolved.claims[1], RunSettings(samples=40))
-        assert result.status == "not encodable" and "kept MLP neurons (limit 0)" in result.note
-    finally:
-        unregister_task(TASK.name)
+    resolved = _oracle_spec(tmp_path, 'claim huge: carrier > 5 when last == "a"\n'
+                                      'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
+    result = entailment.prove_behaviour(resolved, resolved.claims[1], RunSettings(samples=40))
+    assert result.status == "vacuous" and "cannot hold together" in result.note, result
+    assert main(["prove", resolved.file]) == 1
+    assert "vacuous oracle.circ:11" in capsys.readouterr().err
+    monkeypatch.setattr(entailment, "MAX_NEURONS", 0)
+    result = entailment.prove_behaviour(resolved, resolved.claims[1], RunSettings(samples=40))
+    assert result.status == "not encodable" and "kept MLP neurons (limit 0)" in result.note
 
 
-def test_a_check_that_runs_out_of_time_is_unknown_and_fails(tmp_path, capsys):
-    from circuitspec.engine.tasks import register_task, unregister_task
-    from test_verify_oracle import TASK
-    register_task(TASK, replace=True)
-    try:
-        resolved = _oracle_spec(tmp_path, 'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
-        assert main(["prove", resolved.file, "--timeout", "0"]) == 1
-    finally:
-        unregister_task(TASK.name)
+def test_a_check_that_runs_out_of_time_is_unknown_and_fails(tmp_path, oracle_task, capsys):
+    resolved = _oracle_spec(tmp_path, 'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
+    assert main(["prove", resolved.file, "--timeout", "0"]) == 1
     assert "unknown oracle.circ:10" in capsys.readouterr().err
