@@ -110,7 +110,15 @@ def test_python_dash_m_and_console_script_agree():
 
 
 def test_shipped_models_present():
-    assert {DEFAULT_MODEL, "py-dense-small"} <= set(shipped_names())
+    assert {DEFAULT_MODEL, "py-dense-small", "py-sparse-medium", "py-dense-medium"} <= set(shipped_names())
+
+
+def test_the_medium_sparse_model_learns_variable_type_tracking():
+    """The 4-layer model is shipped because it learns every task, var_type included (the 2-layer ones do not)."""
+    rc, out, err = run_cli("eval", "py-sparse-medium", "--json", "-", "-n", "100", "--tasks", "var_type")
+    assert rc == 0, err
+    row = json.loads(out)["var_type"]
+    assert row["accuracy"] >= 0.9, row
 
 
 def test_check_specs_directory_is_clean():
