@@ -61,11 +61,13 @@ MODELS = [
     ModelEntry("small, dense", "small (d_model 128)", 1.0, "py-dense-small"),
     ModelEntry("small, 10%", "small (d_model 128)", 0.1, "py-sparse-small"),
     ModelEntry("small, 3%", "small (d_model 128)", 0.03, str(BENCH / "checkpoints" / "bench-small-d003"), BENCH / "configs" / "bench-small-d003.toml"),
+    ModelEntry("medium, dense", "medium (4 layers, d_model 256)", 1.0, "py-dense-medium"),
+    ModelEntry("medium, 10%", "medium (4 layers, d_model 256)", 0.1, "py-sparse-medium"),
     ModelEntry("tiny, dense", "tiny (d_model 64)", 1.0, str(BENCH / "checkpoints" / "bench-tiny-d100"), BENCH / "configs" / "bench-tiny-d100.toml"),
     ModelEntry("tiny, 10%", "tiny (d_model 64)", 0.1, str(BENCH / "checkpoints" / "bench-tiny-d010"), BENCH / "configs" / "bench-tiny-d010.toml"),
     ModelEntry("tiny, 3%", "tiny (d_model 64)", 0.03, str(BENCH / "checkpoints" / "bench-tiny-d003"), BENCH / "configs" / "bench-tiny-d003.toml"),
 ]
-HEADLINE = ("small, dense", "small, 10%")  # same shape, the paper's comparison
+PAIRS = (("small, dense", "small, 10%"), ("medium, dense", "medium, 10%"))  # same shape: the paper's comparison
 
 
 def ensure_trained(entry: ModelEntry, allow_training: bool) -> bool:
@@ -120,15 +122,25 @@ def tables(rows: list[dict], tasks: list[str], target: float) -> str:
     by = {r["label"]: r for r in rows}
     out = [f"Discovered circuit size at matched task loss (mean binary cross-entropy over the two answers <= {target}, "
            "mean ablation; nodes / edges; `-` = target not reached):", ""]
-    out.append("| task | " + " | ".join(r["label"] for r in rows) + " | dense / sparse (small, nodes) | (edges) |")
-    out.append("|---" * (len(rows) + 3) + "|")
+    pairs = [p for p in PAIRS if all(label in by for label in p)]
+    ratio_heads = "".join(f" | {d.split(',')[0]}: dense / sparse, nodes | edges" for d, _ in pairs)
+    out.append("| task | " + " | ".join(r["label"] for r in rows) + ratio_heads + " |")
+    out.append("|---" * (len(rows) + 1 + 2 * len(pairs)) + "|")
+    ratios: dict[tuple[str, str], list[float]] = {}
     for t in tasks:
         cells = [f"{r['tasks'][t]['nodes']} / {r['tasks'][t]['edges']}" if r["tasks"][t]["reached"] else "-" for r in rows]
-        dense, sparse = (by[h]["tasks"][t] for h in HEADLINE) if all(h in by for h in HEADLINE) else (None, None)
-        ok = dense and sparse and dense["reached"] and sparse["reached"] and sparse["nodes"] and sparse["edges"]
-        ratio_n = f"{dense['nodes'] / sparse['nodes']:.1f}x" if ok else "-"
-        ratio_e = f"{dense['edges'] / sparse['edges']:.1f}x" if ok else "-"
-        out.append(f"| {t} | " + " | ".join(cells) + f" | {ratio_n} | {ratio_e} |")
+        for d, s in pairs:
+            dense, sparse = by[d]["tasks"][t], by[s]["tasks"][t]
+            ok = dense["reached"] and sparse["reached"] and sparse["nodes"] and sparse["edges"]
+            for unit in ("nodes", "edges"):
+                if ok:
+                    ratios.setdefault((d, unit), []).append(dense[unit] / sparse[unit])
+                cells.append(f"{dense[unit] / sparse[unit]:.1f}x" if ok else "-")
+        out.append(f"| {t} | " + " | ".join(cells) + " |")
+    for d, _ in pairs:
+        n, e = ratios.get((d, "nodes"), []), ratios.get((d, "edges"), [])
+        out += ["", f"{d.split(',')[0]} pair, geometric mean over the {len(e)} tasks both reach: dense / sparse "
+                f"{_geomean(n):.1f}x in nodes, {_geomean(e):.1f}x in edges."]
     out += ["", "Trade-off (circuit sizes averaged over the tasks each model reaches):", "",
             "| model | density | validation loss (Python) | mean task accuracy | tasks reached | mean circuit nodes | mean circuit edges |",
             "|---|---|---|---|---|---|---|"]
@@ -139,6 +151,10 @@ def tables(rows: list[dict], tasks: list[str], target: float) -> str:
         out.append(f"| {r['label']} | {r['density']:g} | {r['val_loss']:.3f} | {r['accuracy']:.3f} | {len(done)}/{len(tasks)} "
                    f"| {nodes:.1f} | {edges:.1f} |")
     return "\n".join(out) + "\n"
+
+
+def _geomean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
 
 
 def _mean(values: list[float]) -> float:

@@ -13,11 +13,13 @@ import sys
 from rich.console import Console
 from rich.markup import escape
 
-from .commands import check_cmd, discover_cmd, eval_cmd, falsify_cmd, fmt_cmd, models_cmd, prove_cmd, show_cmd, tasks_cmd, train_cmd, verify_cmd
+from .commands import (check_cmd, discover_cmd, eval_cmd, falsify_cmd, fmt_cmd, means_cmd, models_cmd, prove_cmd, show_cmd,
+                       tasks_cmd, train_cmd, verify_cmd)
 from .engine.errors import CircuitspecError
 from .engine.tasks import UnknownTaskError
 
-COMMANDS = (verify_cmd, falsify_cmd, prove_cmd, check_cmd, discover_cmd, show_cmd, fmt_cmd, train_cmd, eval_cmd, tasks_cmd, models_cmd)
+COMMANDS = (verify_cmd, falsify_cmd, prove_cmd, check_cmd, discover_cmd, show_cmd, fmt_cmd, train_cmd, means_cmd, eval_cmd,
+            tasks_cmd, models_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -27,6 +27,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--circuitspec-seed", type=int, default=0, help="seed for inputs, baselines and bootstrap")
     group.addoption("--circuitspec-samples", type=int, default=RunSettings.samples, help="inputs per claim group")
     group.addoption("--circuitspec-baselines", type=int, default=RunSettings.baselines, help="random same-size circuits")
+    group.addoption("--circuitspec-partial-ablations", type=int, default=RunSettings.partial_ablations,
+                    help="random partial ablations of the outside a sufficient claim must also survive (0: off)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    partial = config.getoption("circuitspec_partial_ablations")
+    if partial is not None and partial < 0:
+        raise pytest.UsageError(f"--circuitspec-partial-ablations must be 0 (off) or more, got {partial}")
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -62,7 +70,7 @@ class CircFile(pytest.File):
     def settings(self) -> RunSettings:
         opt = self.config.getoption
         return RunSettings(seed=opt("circuitspec_seed"), samples=opt("circuitspec_samples"),
-                           baselines=opt("circuitspec_baselines"))
+                           baselines=opt("circuitspec_baselines"), partial_ablations=opt("circuitspec_partial_ablations"))
 
     def group_data(self, claim: ResolvedClaim) -> GroupData:
         key = group_key(claim)

@@ -26,6 +26,7 @@ from .masks import Mask, MaskSpace
 from .model import Transformer
 
 AblationKind = Literal["zero", "mean", "resample"]
+AblationSource = Literal["task", "corpus"]
 
 # For each weight matrix: the hook holding its actual input, the hook its output lands in, and how a
 # per-condition weight stack [K, *W.shape] applies to an input [K, B, T, ...].
@@ -55,14 +56,25 @@ def matmul_sites(model: Transformer) -> dict[str, tuple[str, str, str]]:
 
 @dataclass(frozen=True)
 class Ablation:
-    """How removed parts are replaced: ``zero``, ``mean`` or ``resample``; optionally per position."""
+    """How removed parts are replaced: ``zero``, ``mean`` or ``resample``; optionally per position.
+
+    ``source`` says where a mean comes from: ``"task"`` (a reference batch of task inputs, computed by
+    :meth:`Reference.compute`) or ``"corpus"`` (the pretraining corpus: means stored with the checkpoint,
+    :mod:`.corpus_means`; only a global ``mean`` has them). ``str()`` is the method alone, as before;
+    what the distribution is, is said next to it (a task name, or the pretraining corpus).
+    """
 
     kind: AblationKind = "mean"
     per_position: bool = False
+    source: AblationSource = "task"
 
     def __post_init__(self) -> None:
         if self.kind not in ("zero", "mean", "resample"):
             raise ValueError(f"unknown ablation {self.kind!r} (zero, mean, resample)")
+        if self.source not in ("task", "corpus"):
+            raise ValueError(f"unknown ablation source {self.source!r} (task, corpus)")
+        if self.source == "corpus" and (self.kind != "mean" or self.per_position):
+            raise ValueError("only a global mean comes from the pretraining corpus (`mean over corpus`)")
 
     def __str__(self) -> str:
         return self.kind + (" per position" if self.per_position and self.kind == "mean" else "")

@@ -3,7 +3,11 @@
 Sparse matrices are stored compactly as flat int32 indices plus float32 values (bit-exact); dense ones as
 plain tensors. Loading never unpickles anything and validates, in order: files present, JSON valid,
 weights hash == manifest, tensor layout matches the config. Each failure is a ModelError that says
-which file is wrong and what to do.
+which file is wrong and what to do. A loaded model remembers its folder and weights hash
+(``model.checkpoint_dir``, ``model.weights_sha256``).
+
+A fourth, optional file, ``corpus_means.safetensors``, holds the model's pretraining means (what
+``ablate mean over corpus`` uses); :mod:`.corpus_means` writes, reads and validates it.
 """
 
 from __future__ import annotations
@@ -117,6 +121,7 @@ def load_checkpoint(ckpt_dir: Path | str, device: str | torch.device = "cpu") ->
     state = unpack_state(tensors, config.get("layout", {}), model, weights)
     model.load_state_dict(state)
     model.eval()
+    model.checkpoint_dir, model.weights_sha256 = path.resolve(), expected
     return model.to(device)
 
 

@@ -7,9 +7,21 @@ a hook at every maskable hook point that mixes each activation with its referenc
 ``act = g * act + (1 - g) * ref`` (``ref``: the node's mean over task inputs, or zero; what ``verify``
 puts in place of an ablated node). As in the paper the gate is a hard step, ``g = [theta > 0]``, whose
 gradient is taken from ``sigmoid(theta)`` (straight-through). The objective is the task's binary
-cross-entropy plus ``lambda`` times the share of kept nodes; ``lambda`` is a Lagrange multiplier, raised
-while the training batches meet the target and lowered while they miss it, so training settles where
-the target asks rather than where a hand-set penalty happens to land.
+cross-entropy plus a penalty per kept node. Two ways to set the penalty (``SearchSettings.training``):
+
+- ``path`` (default): the penalty rises log-linearly over the run, so nodes switch off in the order the
+  task needs them least; a node's score is the last step its gate was open. One run reads the whole
+  regularisation path, as a sweep over penalty weights would.
+- ``lagrange``: ``lambda`` times the share of kept nodes, ``lambda`` a Lagrange multiplier raised while
+  the training batches meet the target and lowered while they miss it. It ranks the nodes still kept
+  at the end only by their logits, which barely differ: on the 4-layer model the prefix search then
+  falls through to nearly the whole model (9,471 of 10,496 nodes on closing_quote), where ``path``
+  finds 775.
+
+Robustness (``partial_keep``, ``partial_checks``): training can leave random parts of the outside in
+place, and the selection can require the target with random parts of the outside left in place and with
+the outside nodes whose presence hurts most (first order) left in place, the partial ablations
+``verify`` and ``falsify`` judge a sufficiency claim under.
 
 Training only ranks the nodes. The circuit is chosen with the real node-ablated forward
 (:func:`~.ablation.run_conditions`, the engine ``verify`` uses) on *selection* inputs: the smallest
@@ -78,6 +90,11 @@ class SearchSettings:
     large_circuit: int = 600  # above this many nodes a pass costs a full forward (not a subgraph) ...
     prune_budget_large: int = 80  # ... so the greedy pass gets fewer
     confirm_z: float = 1.0  # margin of the re-check of the pruned circuit on the training inputs
+    path_start: float = 1e-5  # penalty per kept node (nats) at the start of the regularisation path ...
+    path_end: float = 0.3  # ... and at its end
+    partial_keep: float = 0.0  # robust training: outside nodes left in place with probability up to this
+    partial_checks: int = 0  # robust selection: random partial ablations every chosen circuit must also pass
+    training: str = "path"  # "path" (rising penalty) or "lagrange" (one penalty, settled by the target)
 
 
 @dataclass
@@ -106,6 +123,8 @@ class Discovery:
     seed: int
     note: str = ""
     evaluations: int = 0  # hard forward passes the choice took (prefix search, pruning, re-check)
+    partial_faithfulness: float = float("nan")  # worst faithfulness with random parts of the outside left in place
+    partial_keep_fraction: float = float("nan")  # the share of the outside left in place in that worst case
     reference: Reference | None = field(default=None, repr=False)  # what ablated nodes carried
     history: list[dict[str, float]] = field(default_factory=list, repr=False)  # training trace
 
@@ -117,7 +136,7 @@ class Discovery:
         """JSON-ready figures (the mask as node names)."""
         keys = ("task", "ablation", "node_count", "edge_count", "target_kind", "target", "loss", "loss_stderr", "faithfulness_stderr",
                 "full_loss", "ablated_loss", "faithfulness", "full_logit_diff", "reached", "seconds", "samples",
-                "steps", "seed", "evaluations", "note")
+                "steps", "seed", "evaluations", "partial_faithfulness", "partial_keep_fraction", "note")
         out = {k: getattr(self, k) for k in keys}
         out["nodes"] = [str(n) for n in self.nodes]
         return out
@@ -172,10 +191,20 @@ def empty_mask(space: MaskSpace) -> Mask:
     return Mask(space, Mask.empty(space).nodes, Mask.full(space).edges)
 
 
-def reference_for(model: Transformer, task: Task, ablation: str, n: int, seed: str) -> Reference:
-    """What an ablated node carries: zero, or its mean over ``n`` task inputs (all real positions)."""
+def reference_for(model: Transformer, task: Task, ablation: str, n: int, seed: str, source: str = "task") -> Reference:
+    """What an ablated node carries: zero, or its mean over ``n`` task inputs (all real positions), or with
+    ``source="corpus"`` its mean over the pretraining corpus, stored with the model's checkpoint
+    (:func:`.corpus_means.corpus_reference`; ``n`` and ``seed`` are then unused)."""
     if ablation not in ("mean", "zero"):
         raise UsageError(f"discovery supports mean and zero ablation, not {ablation!r}")
+    if source not in ("task", "corpus"):
+        raise UsageError(f"the mean comes from the task or the corpus, not {source!r}")
+    if source == "corpus":
+        if ablation != "mean":
+            raise UsageError("only mean ablation has a corpus reference", hint="use --ablation mean with --reference corpus")
+        from .corpus_means import corpus_reference  # stored means, read from the model's checkpoint folder
+
+        return corpus_reference(model)
     batch = encode_examples(task.sample(n, seed), model.cfg.n_ctx).to(model.device)
     lengths = batch.answer_pos + 1
     return Reference.compute(model, Ablation(ablation), batch.tokens, lengths, batch.tokens, lengths)
@@ -276,12 +305,10 @@ def _train_logits(model: Transformer, layout: _Layout, train: TaskInputs, refere
             i = int(torch.randint(len(train.chunks), (1,), generator=gen))
             chunk, rows = train.chunks[i], slice(offsets[i], offsets[i + 1])
             theta.requires_grad_(True)
-            # clamped so no slope is a denormal float (they make CPU arithmetic crawl)
-            soft = torch.sigmoid((theta / settings.surrogate_temperature).clamp(-30.0, 30.0))
-            gates[0] = (theta > 0).float() + soft - soft.detach()
+            gates[0], kept_nodes, _ = _step_gates(theta, settings, gen)
             logits = answer_logits(model(chunk.tokens), chunk.answer_pos)
             bce = binary_cross_entropy(logits, chunk.correct, chunk.wrong).mean()
-            kept = gates[0].mean()
+            kept = kept_nodes.mean()
             (grad,) = torch.autograd.grad(bce + math.exp(log_lambda) * kept, theta)
             theta = adam.step(theta.detach(), grad)
             with torch.no_grad():
@@ -297,6 +324,68 @@ def _train_logits(model: Transformer, layout: _Layout, train: TaskInputs, refere
             if progress:
                 progress("training", step + 1, steps)
     return theta.detach(), history
+
+
+def _step_gates(theta: torch.Tensor, settings: SearchSettings, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """This step's gates (what the hooks apply), the kept-node indicator the penalty counts, and the hard
+    circuit; the first two carry the surrogate gradient of ``sigmoid(theta / T)``.
+
+    With ``partial_keep`` > 0 each node outside the circuit is left in place with a probability drawn
+    from [0, partial_keep] for the whole batch (robust training, see :func:`_train_path`).
+    """
+    # clamped so no slope is a denormal float (they make CPU arithmetic crawl)
+    soft = torch.sigmoid((theta / settings.surrogate_temperature).clamp(-30.0, 30.0))
+    hard = (theta > 0).float()
+    kept = hard + soft - soft.detach()
+    if settings.partial_keep <= 0:
+        return kept, kept, hard
+    p = settings.partial_keep * float(torch.rand((), generator=gen))
+    present = (torch.rand(theta.shape, generator=gen) < p).float().to(theta.device)
+    return torch.maximum(hard, present) + soft - soft.detach(), kept, hard
+
+
+def _train_path(model: Transformer, layout: _Layout, train: TaskInputs, reference: Reference, steps: int,
+                settings: SearchSettings, seed: int, progress: Progress | None) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """Node scores from a regularisation path (higher = more important) and a per-step trace.
+
+    The objective is the paper's: task cross-entropy plus a penalty per kept node, with the hard gate
+    ``theta > 0`` forward and the slope of ``sigmoid(theta / T)`` backward. Instead of one penalty
+    weight, the weight rises log-linearly from ``path_start`` to ``path_end`` nats per node over the
+    run, so nodes switch off in order of how little the task needs them; a node's score is the last
+    step its gate was open (ties broken by its final logit). The prefix search then reads the whole
+    path at once, as the paper's sweep over penalty weights would, in one run.
+
+    Robustness (``partial_keep`` > 0): at each step every node outside the current circuit is left in
+    place with a probability drawn from [0, partial_keep] for the whole batch, so the circuit is
+    trained to work whatever part of the outside happens to be present (the remedy Drori 2026 proposes
+    for pruning that explains through cancellation): a node whose presence would hurt must bring the
+    nodes that balance it into the circuit.
+    """
+    device = model.device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    theta = torch.full((layout.size,), settings.init_logit, device=device)
+    adam = _Adam(theta, settings.lr)
+    last_on = torch.zeros(layout.size, device=device)
+    gates: list[torch.Tensor] = [torch.ones(layout.size, device=device)]
+    fns = _gate_hooks(layout, gates, reference, device)
+    start, end = math.log(settings.path_start), math.log(settings.path_end)
+    history = []
+    with _frozen(model), model.hooks(fns):
+        for step in range(steps):
+            weight = math.exp(start + (end - start) * step / max(1, steps - 1))
+            i = int(torch.randint(len(train.chunks), (1,), generator=gen))
+            chunk = train.chunks[i]
+            theta.requires_grad_(True)
+            gates[0], kept, hard = _step_gates(theta, settings, gen)
+            last_on[hard.bool()] = step + 1
+            logits = answer_logits(model(chunk.tokens), chunk.answer_pos)
+            bce = binary_cross_entropy(logits, chunk.correct, chunk.wrong).mean()
+            (grad,) = torch.autograd.grad(bce + weight * kept.sum(), theta)
+            theta = adam.step(theta.detach(), grad)
+            history.append({"step": step, "bce": float(bce.detach()), "kept": float(hard.sum()), "penalty": weight})
+            if progress:
+                progress("training", step + 1, steps)
+    return last_on + torch.sigmoid(theta.detach()), history
 
 
 class _Adam:
@@ -330,6 +419,8 @@ class _Judge:
     target: float
     z: float
     calls: int = 0
+    partials: tuple[torch.Tensor, ...] = ()  # fixed random sets of outside nodes left in place
+    adversarial: bool = False  # also leave in place the outside nodes whose presence hurts most
 
     def logits(self, keep: torch.Tensor) -> torch.Tensor:
         self.calls += 1
@@ -349,12 +440,41 @@ class _Judge:
         return float(values.mean()), se
 
     def meets(self, keep: torch.Tensor) -> bool:
+        """The target holds with everything outside ablated and, for a robust search, also with each
+        of the fixed random parts of the outside left in place."""
+        if not all(self._meets_one(keep if extra is None else keep | extra) for extra in (None, *self.partials)):
+            return False
+        return not self.adversarial or all(self._meets_one(keep | extra) for extra in self._hurting_sets(keep))
+
+    def _hurting_sets(self, keep: torch.Tensor, sizes: int = 3) -> list[torch.Tensor]:
+        """The outside nodes whose presence worsens the measure most (first order, one backward pass at the
+        circuit alone), the top k of them for k on a geometric grid: the partial ablations falsify's
+        adversary would try first."""
+        harm = -_removal_costs(self.model, self.layout, self.inputs, self.reference, keep, self.kind)
+        self.calls += 1
+        ranked = [i for i in torch.argsort(harm, descending=True).tolist() if harm[i] > 0 and not keep[i]]
+        sets = []
+        for k in sorted({max(1, round(len(ranked) ** (j / max(1, sizes - 1)))) for j in range(sizes)} if ranked else ()):
+            extra = torch.zeros_like(keep)
+            extra[ranked[:k]] = True
+            sets.append(extra)
+        return sets
+
+    def _meets_one(self, keep: torch.Tensor) -> bool:
         estimate, se = self.score(keep)
         if not math.isfinite(estimate):
             return False
         if self.kind == "loss":
             return estimate + self.z * se <= self.target
         return estimate - self.z * se >= self.target
+
+
+def _partial_sets(size: int, count: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """``count`` fixed random node sets, each node in with probability 0.25, 0.5, 0.75 in turn: the
+    parts of the outside a robust search leaves in place when it judges a candidate circuit."""
+    gen = torch.Generator().manual_seed(seed + 7919)
+    fractions = (0.25, 0.5, 0.75)
+    return tuple(torch.rand(size, generator=gen) < fractions[i % 3] for i in range(count))
 
 
 def _smallest_prefix(judge: _Judge, order: torch.Tensor, progress: Progress | None, growth: float = 1.4) -> int | None:
@@ -518,11 +638,14 @@ def drop_dead_nodes(mask: Mask, model: Transformer) -> Mask:
 def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_loss: float | None = None,
              target_faithfulness: float | None = None, samples: int = 256, steps: int = 150, seed: int = 0,
              device: str = "cpu", progress: Progress | None = None,
-             settings: SearchSettings = SearchSettings()) -> Discovery:
+             settings: SearchSettings = SearchSettings(), reference: str = "task") -> Discovery:
     """Find a small node circuit of ``model`` for ``task`` that meets the target (see the module doc).
 
     ``samples`` inputs each are drawn for training, selection and the held-out report (three seeds),
     plus as many for the mean ablation's reference. At most one of the targets may be given.
+    ``reference``: where the mean comes from, ``"task"`` (those inputs) or ``"corpus"`` (the pretraining
+    means stored with the model's checkpoint, as ``ablate mean over corpus``; the Discovery's
+    ``reference.ablation.source`` says which).
     """
     if target_loss is not None and target_faithfulness is not None:
         raise UsageError("give a target loss or a target faithfulness, not both")
@@ -535,7 +658,7 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
     space = MaskSpace.for_config(model.cfg)
     layout = _Layout.of(space)
     tag = f"discover:{seed}"
-    reference = reference_for(model, task, ablation, samples, f"{tag}:reference")
+    reference = reference_for(model, task, ablation, samples, f"{tag}:reference", reference)
     train = TaskInputs.sample(model, task, samples, f"{tag}:train", reference, chunk=settings.batch_size)
     select, held = (TaskInputs.sample(model, task, samples, f"{tag}:{name}", reference) for name in ("select", "heldout"))
     full_loss = float(select.bce(select.full).mean())
@@ -559,7 +682,13 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
                 f"{full_loss:.3f}): it says nothing about a circuit")
         keep = torch.zeros(layout.size, dtype=torch.bool)
     else:
-        theta, history = _train_logits(model, layout, train, reference, kind, target, scale, steps, settings, seed, progress)
+        if settings.partial_checks:  # a robust search: random and adversarial partial ablations too
+            judge.partials = _partial_sets(layout.size, settings.partial_checks, seed)
+            judge.adversarial = True
+        if settings.training == "path":
+            theta, history = _train_path(model, layout, train, reference, steps, settings, seed, progress)
+        else:
+            theta, history = _train_logits(model, layout, train, reference, kind, target, scale, steps, settings, seed, progress)
         theta = theta.cpu()
         order = torch.argsort(theta, descending=True, stable=True)
         k = _smallest_prefix(judge, order, progress)
@@ -587,6 +716,7 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
     loss, loss_se = float(losses.mean()), float(losses.std()) / math.sqrt(losses.numel())
     faith = held.faithfulness(logits)
     faith_se = _faithfulness_stderr(held, logits)
+    partial, partial_fraction = _worst_partial_faithfulness(model, layout, held, reference, keep, seed)
     # held-out inputs must not show the target missed by more than one standard error
     reached = not note and (loss - loss_se <= target if kind == "loss" else faith + faith_se >= target)
     if not reached and not note:
@@ -599,7 +729,25 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
                      ablated_loss=float(held.bce(held.empty).mean()), faithfulness=faith,
                      full_logit_diff=float(held.logit_diffs(held.full).mean()), reached=reached,
                      seconds=time.perf_counter() - started, samples=samples, steps=steps, seed=seed, note=note,
-                     evaluations=judge.calls, reference=reference, history=history)
+                     evaluations=judge.calls, partial_faithfulness=partial, partial_keep_fraction=partial_fraction,
+                     reference=reference, history=history)
+
+
+#: Random partial ablations every discovered circuit is measured under (as verify's default judges it).
+PARTIAL_CHECKS = 8
+
+
+def _worst_partial_faithfulness(model: Transformer, layout: _Layout, inputs: TaskInputs, reference: Reference,
+                                keep: torch.Tensor, seed: int) -> tuple[float, float]:
+    """The lowest faithfulness of the circuit with a random part of the outside left in place (the
+    rest ablated) over :data:`PARTIAL_CHECKS` draws, and that draw's kept share: what ``verify``'s
+    partial-ablation check will see, so the proposed sufficiency threshold can allow for it."""
+    if not bool(keep.any()):
+        return float("nan"), float("nan")
+    fractions = (0.25, 0.5, 0.75)
+    results = [(inputs.faithfulness(inputs.run(model, layout.mask(keep | extra), reference)), fractions[i % 3])
+               for i, extra in enumerate(_partial_sets(layout.size, PARTIAL_CHECKS, seed + 1))]
+    return min(results)
 
 
 def _faithfulness_stderr(inputs: TaskInputs, logits: torch.Tensor) -> float:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -194,6 +195,11 @@ class Transformer(HookedModule):
         self.hook_embed = HookPoint()
         self.hook_pos_embed = HookPoint()
         self.hook_logits = HookPoint()
+        # Where the weights came from, set by checkpoint.load_checkpoint (None for a model built in
+        # memory): the folder, so that data stored beside the weights (corpus_means.safetensors) can be
+        # found, and the weights file's SHA-256, so that such data can be checked to belong to them.
+        self.checkpoint_dir: Path | None = None
+        self.weights_sha256: str | None = None
         self.reset_parameters()
         self.setup_hooks()
 

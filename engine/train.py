@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
 from .corpus import Corpus, load_corpus
+from .corpus_means import write_corpus_means
 from .errors import UsageError
 from .evaluate import score_tasks
 from .model import Transformer
@@ -165,7 +166,8 @@ def train(cfg: TrainConfig, out: Path | str, *, device: str = "cpu", resume: boo
           manifest_extra: dict[str, Any] | None = None,
           on_progress: Callable[[TrainState, dict[str, float]], None] | None = None,
           on_eval: Callable[[dict[str, Any]], None] | None = None) -> tuple[Transformer, dict[str, Any]]:
-    """Train to ``cfg.train.steps``; writes periodic state to ``out/train_state`` and the final checkpoint to ``out``."""
+    """Train to ``cfg.train.steps``; writes periodic state to ``out/train_state`` and the final checkpoint to ``out``,
+    with its pretraining means (``corpus_means.safetensors``, :mod:`.corpus_means`)."""
     out = Path(out)
     torch.manual_seed(cfg.train.seed)
     tasks = select_tasks(cfg.data.tasks)
@@ -218,6 +220,8 @@ def train(cfg: TrainConfig, out: Path | str, *, device: str = "cpu", resume: boo
         **(manifest_extra or {}),
     }
     save_checkpoint(model, out, manifest)
+    # the pretraining means `ablate mean over corpus` uses, from this very corpus (corpus_means.py)
+    write_corpus_means(out, model, corpus=corpus)
     return model, manifest
 
 

@@ -11,7 +11,7 @@ from circuitspec.discover import draft_spec, measure_nodes
 from circuitspec.discover.writer import _indices, without_claims
 from circuitspec.engine.ablation import run_conditions
 from circuitspec.engine.batch import encode_examples
-from circuitspec.engine.discover import discover, drop_dead_nodes, jaccard, shuffled_answers
+from circuitspec.engine.discover import SearchSettings, discover, drop_dead_nodes, jaccard, shuffled_answers
 from circuitspec.engine.graph import build_graph
 from circuitspec.engine.masks import Mask
 from circuitspec.engine.naming import NodeName
@@ -19,6 +19,7 @@ from circuitspec.engine.tasks import get_task, register_task, unregister_task
 from circuitspec.lang import format_spec, parse_spec
 from circuitspec.lang.resolve import resolve
 from test_verify_oracle import TASK, hand_set_model
+from test_verify_partial import with_writers
 
 ORACLE_NODES = {"blocks.0.hook_resid_pre[0]", "blocks.0.hook_resid_mid[0]", "blocks.0.mlp.hook_post[0]",
                 "blocks.0.mlp.hook_post[1]", "blocks.0.hook_resid_post[1]"}
@@ -109,6 +110,31 @@ def test_zero_ablation_and_a_faithfulness_target_find_the_same_circuit(oracle):
         assert other.reached and {str(n) for n in other.nodes} == ORACLE_NODES, other.note
     assert jaccard(found.mask, zero.mask) == 1.0
     assert by_faithfulness.target_kind == "faithfulness" and by_faithfulness.faithfulness >= 0.75
+
+
+def test_the_regularisation_path_recovers_the_hand_set_circuit_exactly(oracle):
+    model, _ = oracle
+    found = discover(model, TASK, samples=64, steps=80, settings=SearchSettings(training="path"))
+    assert found.reached and {str(n) for n in found.nodes} == ORACLE_NODES, found.note
+
+
+CANCELLING_PAIR = {"blocks.0.mlp.hook_post[6]", "blocks.0.mlp.hook_post[7]"}  # +3 and -3 times relu(carrier)
+
+
+def test_a_robust_search_keeps_the_cancelling_pair_that_a_plain_one_leaves_out(oracle):
+    """Two neurons write +3 and -3 times relu(carrier) to the answer channel: ablated together they cancel.
+    The plain search exploits that: one of the pair (with its partner mean-ablated) is a cheaper circuit
+    than the hand-set pair of neurons, and it fails as soon as the partner is present, which the reported
+    partial faithfulness shows. The robust search judges every candidate with random parts of the outside
+    left in place and with the outside nodes whose presence hurts most left in place (here the partner):
+    it must find the hand-set mechanism, which works whichever of the pair is present."""
+    model = with_writers(hand_set_model(), [(6, 3.0), (7, -3.0)])
+    plain = discover(model, TASK, samples=64, steps=60)
+    assert plain.reached and plain.faithfulness > 0.95
+    assert len(CANCELLING_PAIR & {str(n) for n in plain.nodes}) == 1 and plain.partial_faithfulness < 0.6
+    robust = discover(model, TASK, samples=64, steps=60, settings=SearchSettings(partial_keep=0.5, partial_checks=3))
+    assert robust.reached and ORACLE_NODES <= {str(n) for n in robust.nodes}, robust.note
+    assert robust.partial_faithfulness > 0.95
 
 
 def test_an_unreachable_faithfulness_target_is_reported_not_met(oracle):

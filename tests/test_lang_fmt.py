@@ -154,7 +154,8 @@ def ablations(draw):
     method = draw(st.sampled_from(A.ABLATIONS))
     if method == "zero":
         return A.Ablation("zero")
-    return A.Ablation(method, A.Distribution(draw(st.none() | names)), draw(st.booleans()))
+    distribution = draw(st.builds(A.Distribution, st.none() | names) | st.just(A.Distribution(corpus=True)))
+    return A.Ablation(method, distribution, draw(st.booleans()))
 
 
 @st.composite

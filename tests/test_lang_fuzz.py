@@ -40,7 +40,7 @@ claim logit[34] > -1.5e1 when in_for == true
     'spec s\nmodel "m"\ntask t\nablate zero\nnode a = x.y[1]\nclaim a > 0\n',
 ]
 
-TOKENS = ["spec", "model", "task", "ablate", "zero", "mean", "over", "resample", "from", "per", "position", "node",
+TOKENS = ["spec", "model", "task", "ablate", "zero", "mean", "over", "corpus", "resample", "from", "per", "position", "node",
           "group", "edge", "include", "nodes", "edges", "matching", "claim", "sufficient", "necessary", "minimal",
           "faithfulness", "each", "drop", "when", "and", "at", "logit", "metric", "confidence", "samples", "head",
           "true", "false", "->", "=", "==", ">=", "<", "[", "]", "{", "}", ",", ":", "*", '"', "'", "#", "\\", "\n",

@@ -73,6 +73,9 @@ def test_defaults_when_the_header_is_silent():
     ("mean over task per position", A.Ablation("mean", A.Distribution(), True)),
     ("resample from task", A.Ablation("resample", A.Distribution())),
     ("resample from task bracket_type per position", A.Ablation("resample", A.Distribution("bracket_type"), True)),
+    ("mean over corpus", A.Ablation("mean", A.Distribution(corpus=True))),
+    ("mean over task corpus", A.Ablation("mean", A.Distribution("corpus"))),  # `corpus` is a keyword only after over/from
+    ("resample from corpus", A.Ablation("resample", A.Distribution(corpus=True))),  # parses; resolve rejects it (E511)
 ])
 def test_ablations(text, expected):
     ablation = parse_ok(HEADER + f"ablate {text}\n").ablation

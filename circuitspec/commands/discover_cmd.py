@@ -6,6 +6,9 @@ node by its hook, describes what was measured, and proposes the claims the measu
 spec is then verified like any other, and a claim that does not pass on fresh inputs is dropped from the
 file (and reported), except the sufficiency claim, whose failure fails the run. Unless --no-compare,
 the same search under zero ablation is reported next to it: the two usually choose different circuits.
+With --reference corpus, removed nodes carry their mean over the pretraining corpus (the means stored
+with the checkpoint, `circuitspec means`) instead of over the task, and the spec says so
+(`ablate mean over corpus`).
 
 Exit 0: target reached and every written claim verified; 1: target not reached, or the sufficiency
 claim failed verification; 2: bad arguments; 3: unreadable model.
@@ -22,7 +25,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..discover import draft_spec, measure_nodes
 from ..discover.writer import without_claims
-from ..engine.discover import discover, jaccard
+from ..engine.discover import SearchSettings, discover, jaccard
 from ..engine.errors import UsageError
 from ..engine.tasks import get_task
 from ..engine.zoo import load_model
@@ -33,6 +36,8 @@ from ..verify.verifier import verify_spec
 from .common import add_device_argument, resolve_device
 from .specs import report_console
 
+ROBUST_KEEP = 0.5  # --robust: outside nodes left in place during training with probability up to this
+ROBUST_CHECKS = 3  # --robust: random partial ablations every chosen circuit must also pass
 NAME, HELP = "discover", "find a small circuit for a task and write it as a verified .circ spec"
 
 
@@ -45,6 +50,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                              "(default: the full model's loss plus a small margin)")
     target.add_argument("--target-faithfulness", type=float, metavar="F", help="smallest faithfulness the circuit must keep")
     p.add_argument("--ablation", choices=("mean", "zero"), default="mean", help="what removed nodes carry (default mean)")
+    p.add_argument("--reference", choices=("task", "corpus"), default="task",
+                   help="where the mean comes from: the task's inputs (default), or the pretraining corpus (the means "
+                        "stored with the checkpoint; the spec then says `ablate mean over corpus`)")
+    p.add_argument("--training", choices=("path", "lagrange"), default="path",
+                   help="how nodes are ranked: a rising penalty whose order of switch-offs is the ranking (path, "
+                        "default) or one penalty settled by the target (lagrange); see docs/discovery.md")
+    p.add_argument("--robust", action="store_true",
+                   help="train the mask with random parts of the outside left in place, and choose only circuits that "
+                        "also meet the target under three fixed random partial ablations (larger circuits, several "
+                        "times slower)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="SPEC", help="the .circ file to write")
     p.add_argument("--name", help="spec name (default TASK_discovered)")
     p.add_argument("--seed", type=int, default=0)
@@ -56,17 +71,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_device_argument(p)
 
 
+def _reference(ablation: str, args) -> str:
+    """Where this search's mean comes from (zero ablation has none: its reference is the task's zeros)."""
+    return args.reference if ablation == "mean" else "task"
+
+
 def _search(model, task, args, ablation: str, console):
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
-        handle = bar.add_task(f"discover ({ablation} ablation)", total=1)
+        handle = bar.add_task(f"discover ({_label(ablation, args)} ablation)", total=1)
 
         def progress(phase: str, done: int, total: int) -> None:
-            bar.update(handle, description=f"{ablation} ablation: {phase}", completed=done, total=max(total, 1))
+            bar.update(handle, description=f"{_label(ablation, args)} ablation: {phase}", completed=done, total=max(total, 1))
 
         return discover(model, task, ablation=ablation, target_loss=args.target_loss,
                         target_faithfulness=args.target_faithfulness, samples=args.samples, steps=args.steps,
-                        seed=args.seed, device=args.device, progress=progress)
+                        seed=args.seed, device=args.device, progress=progress, reference=_reference(ablation, args),
+                        settings=search_settings(args))
+
+
+def search_settings(args: argparse.Namespace) -> SearchSettings:
+    """The search's knobs from the command line (the rest keep their measured defaults)."""
+    return SearchSettings(training=args.training, partial_keep=ROBUST_KEEP if args.robust else 0.0,
+                          partial_checks=ROBUST_CHECKS if args.robust else 0)
+
+
+def _label(ablation: str, args) -> str:
+    return "corpus-mean" if _reference(ablation, args) == "corpus" else ablation
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,24 +105,26 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.output}: the output must be a .circ file")
     if not args.output.parent.is_dir():
         raise UsageError(f"{args.output}: folder {args.output.parent} does not exist")
+    if args.reference == "corpus" and args.ablation != "mean":
+        raise UsageError("--reference corpus needs mean ablation", hint="drop --ablation zero, or --reference corpus")
     args.device = resolve_device(args.device)
     console = report_console()
     task = get_task(args.task)
     model_ref = args.model or "py-sparse-small"
     model = load_model(model_ref, args.device)
     found = _search(model, task, args, args.ablation, console)
-    console.print(f"[bold]{task.name}[/] on {model_ref}, {args.ablation} ablation: {found.node_count} nodes, "
+    console.print(f"[bold]{task.name}[/] on {model_ref}, {_label(args.ablation, args)} ablation: {found.node_count} nodes, "
                   f"{found.edge_count} edges; held-out loss {found.loss:.3f} (target {found.target_kind} "
                   f"{'<=' if found.target_kind == 'loss' else '>='} {found.target:.3f}; full model {found.full_loss:.3f}, "
                   f"all ablated {found.ablated_loss:.3f}); faithfulness {found.faithfulness:.3f}; {found.seconds:.1f} s",
                   soft_wrap=True, markup=True, highlight=False)
-    report = {"model": model_ref, "discovery": found.summary()}
+    report = {"model": model_ref, "reference": args.reference, "discovery": found.summary()}
     if not args.no_compare:
         other = "zero" if args.ablation == "mean" else "mean"
         alt = _search(model, task, args, other, console)
         overlap = jaccard(found.mask, alt.mask)
         console.print(f"{other} ablation would choose {alt.node_count} nodes, {alt.edge_count} edges (held-out loss "
-                      f"{alt.loss:.3f}); overlap with the {args.ablation}-ablation circuit: Jaccard {overlap:.2f}",
+                      f"{alt.loss:.3f}); overlap with the {_label(args.ablation, args)}-ablation circuit: Jaccard {overlap:.2f}",
                       soft_wrap=True, highlight=False)
         report["comparison"] = {"ablation": other, "node_count": alt.node_count, "edge_count": alt.edge_count,
                                 "loss": alt.loss, "reached": alt.reached, "jaccard": overlap}
@@ -102,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         console.print("[red]target not reached[/]: no spec written", highlight=False)
         _write_json(args.json, report)
         return 1
-    stats = measure_nodes(model, task, found.mask, found.ablation, max(args.samples, 512), f"{args.seed}:describe")
+    stats = measure_nodes(model, task, found.mask, found.ablation, max(args.samples, 512), f"{args.seed}:describe",
+                          _reference(found.ablation, args))
     draft = draft_spec(found, task, model_ref, args.output, stats, args.name)
     text, verdicts = draft.text, {}
     if not args.no_verify:

@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for inputs, baselines and bootstrap (default 0)")
     p.add_argument("--samples", type=int, help=f"inputs per claim group when the spec does not say (default {RunSettings.samples})")
     p.add_argument("--baselines", type=int, default=RunSettings.baselines, help="random same-size circuits per check")
+    p.add_argument("--partial-ablations", type=int, default=RunSettings.partial_ablations, metavar="N",
+                   help="random partial ablations of the outside a sufficient claim must also survive "
+                        f"(default {RunSettings.partial_ablations}; 0 turns the check off)")
     p.add_argument("--falsify", action="store_true",
                    help="also search for inputs that break per-input claims (as `circuitspec falsify`, with its example store)")
     p.add_argument("--max-examples", type=int, default=200, metavar="N", help="with --falsify: inputs to try per claim")
@@ -43,8 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.samples is not None and args.samples < 1:
         raise UsageError(f"--samples must be at least 1, got {args.samples}")
+    if args.partial_ablations < 0:
+        raise UsageError(f"--partial-ablations must be 0 (off) or more, got {args.partial_ablations}")
     settings = RunSettings(seed=args.seed, samples=args.samples or RunSettings.samples, baselines=args.baselines,
-                           device=resolve_device(args.device))
+                           device=resolve_device(args.device), partial_ablations=args.partial_ablations)
     console = report_console()
     resolved_specs, exit_code = resolve_specs(args.paths)
     for resolved in resolved_specs:
@@ -74,12 +79,14 @@ def run(args: argparse.Namespace) -> int:
     if results:
         print_table(results, console)
     console.print(f"{summary(results)} in {time.perf_counter() - started:.1f} s (seed {settings.seed}, "
-                  f"{settings.baselines} random baselines)" if results else "no claims verified")
+                  f"{settings.baselines} random baselines, {settings.partial_ablations} partial ablations)"
+                  if results else "no claims verified")
     if any(r.verdict != "pass" for r in results) or any(f.verdict != "survived" for f in falsified):
         exit_code = max(exit_code, 1)
     run_manifest = manifest(specs_manifest, {"seed": settings.seed, "samples": settings.samples,
                                              "baselines": settings.baselines, "bootstrap_resamples": settings.resamples,
-                                             "reference_samples": settings.reference_samples})
+                                             "reference_samples": settings.reference_samples,
+                                             "partial_ablations": settings.partial_ablations})
     if args.falsify:
         run_manifest["falsification"] = [f.to_json() for f in falsified]
     if args.json:

@@ -47,13 +47,15 @@ def split_feature(task: Task, examples) -> str | None:
 
 
 @torch.no_grad()
-def measure_nodes(model: Transformer, task: Task, mask: Mask, ablation: str, samples: int, seed: str) -> NodeStats:
+def measure_nodes(model: Transformer, task: Task, mask: Mask, ablation: str, samples: int, seed: str,
+                  reference: str = "task") -> NodeStats:
+    """``reference``: where the mean comes from, ``"task"`` or ``"corpus"`` (as in :func:`~..engine.discover.discover`)."""
     examples = task.sample(samples, f"{seed}:measure")
     batch = encode_examples(examples, model.cfg.n_ctx).to(model.device)
-    reference = reference_for(model, task, ablation, samples, f"{seed}:measure-reference")
+    reference_value = reference_for(model, task, ablation, samples, f"{seed}:measure-reference", reference)
     nodes = list(mask.node_names())
     hooks = sorted({n.hook for n in nodes})
-    _, cache = run_conditions_with_cache(model, batch.tokens, [mask], reference, batch.answer_pos, hooks)
+    _, cache = run_conditions_with_cache(model, batch.tokens, [mask], reference_value, batch.answer_pos, hooks)
     rows = torch.arange(len(examples))
     activations = {}
     for node in nodes:
@@ -65,7 +67,7 @@ def measure_nodes(model: Transformer, task: Task, mask: Mask, ablation: str, sam
     complement = Mask(mask.space, (~mask).nodes, mask.edges)
     diffs = [logit_diff(logits, batch.correct, batch.wrong).mean() for logits in
              (answer_logits(model(batch.tokens), batch.answer_pos),
-              *run_conditions(model, batch.tokens, [complement, empty_mask(mask.space)], reference, batch.answer_pos))]
+              *run_conditions(model, batch.tokens, [complement, empty_mask(mask.space)], reference_value, batch.answer_pos))]
     full, without, empty = (float(d) for d in diffs)
     faith = (without - empty) / (full - empty) if full != empty else float("nan")
     return NodeStats(feature, values, labels, activations, faith)

@@ -2,8 +2,9 @@
 claims the measurements support, with margins so that `verify` on fresh inputs agrees.
 
 Proposed claims:
-- ``sufficient faithfulness >= t``: t is the held-out faithfulness less a margin (absolute and
-  relative), rounded down;
+- ``sufficient faithfulness >= t``: t is the held-out faithfulness (the lower of the all-at-once one and
+  the worst under random partial ablations of the outside, which verify also judges) less a margin
+  (absolute and relative), rounded down;
 - ``necessary faithfulness <= t``: when ablating only the circuit leaves at most half the behaviour;
 - role claims for up to ``MAX_ROLES`` single nodes whose sign separates the split feature's values on every
   measured input (``node > c when feature == v``, c half the smallest activation there).
@@ -18,7 +19,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..engine.discover import Discovery
+from ..engine.discover import PARTIAL_CHECKS, Discovery
 from ..engine.naming import NodeName
 from ..engine.tasks import Task
 from ..lang import format_spec, format_statement, parse_spec
@@ -116,14 +117,16 @@ def draft_spec(discovery: Discovery, task: Task, model_ref: str, out_path: Path,
     model_dir = Path(model_ref)
     model_text = os.path.relpath(model_dir.resolve(), out_path.resolve().parent) if model_dir.is_dir() else model_ref
     spec_name = name or f"{task.name}_discovered"
-    ablation = "mean over task" if discovery.ablation == "mean" else "zero"
+    ablation = "zero" if discovery.ablation != "mean" else "mean over corpus" if _corpus(discovery) else "mean over task"
     target = (f"loss <= {discovery.target:.3f}" if discovery.target_kind == "loss"
               else f"faithfulness >= {discovery.target:.3f}")
     lines = [
         f"# Discovered by `circuitspec discover` (seed {discovery.seed}, {discovery.samples} inputs, {discovery.steps} steps):",
         f"# {discovery.node_count} nodes, {discovery.edge_count} weight edges; on held-out inputs the circuit alone has task",
         f"# loss {discovery.loss:.3f} (target {target}; full model {discovery.full_loss:.3f}, everything ablated "
-        f"{discovery.ablated_loss:.3f}) and faithfulness {discovery.faithfulness:.3f}.",
+        f"{discovery.ablated_loss:.3f}) and faithfulness {discovery.faithfulness:.3f}; {discovery.partial_faithfulness:.3f} with a"
+        f" random {discovery.partial_keep_fraction:.0%}",
+        f"# of the outside left in place (the worst of {PARTIAL_CHECKS} random partial ablations).",
         "# Descriptions: mean activations at the answer position in the circuit-alone run.",
         f"spec {spec_name} {_quoted(task.description + ' (discovered)')}",
         f'model "{model_text}"',
@@ -150,7 +153,10 @@ def draft_spec(discovery: Discovery, task: Task, model_ref: str, out_path: Path,
         lines.append(f"node {node_names[node]} = {_ref(node.hook, node.head, [node.index])}")
         lines.append(f"    {_quoted(_description(stats, [node]))}")
     lines.append("")
-    sufficient = min(discovery.faithfulness - SUFFICIENT_MARGIN, SUFFICIENT_SHARE * discovery.faithfulness)
+    # verify also judges sufficiency with random parts of the outside left in place: allow for the worst seen
+    measured = min(discovery.faithfulness, discovery.partial_faithfulness) if math.isfinite(discovery.partial_faithfulness) \
+        else discovery.faithfulness
+    sufficient = min(measured - SUFFICIENT_MARGIN, SUFFICIENT_SHARE * measured)
     claims = [f"claim sufficient faithfulness >= {max(0.05, math.floor(sufficient * 20) / 20):g}"]
     if stats.complement_faithfulness <= 0.5:
         claims.append(f"claim necessary faithfulness <= {min(0.6, math.ceil((stats.complement_faithfulness + NECESSARY_MARGIN) * 20) / 20):g}")
@@ -164,6 +170,11 @@ def draft_spec(discovery: Discovery, task: Task, model_ref: str, out_path: Path,
         raise SelfCheckError("discover wrote an invalid spec: " + "; ".join(d.message for d in parsed.diagnostics),
                              hint="please report this with the command line:\n" + text)
     return SpecDraft(format_spec(parsed.spec), claims)
+
+
+def _corpus(discovery: Discovery) -> bool:
+    """Whether the search's mean came from the stored pretraining means (``discover(reference="corpus")``)."""
+    return discovery.reference is not None and discovery.reference.ablation.source == "corpus"
 
 
 def _quoted(text: str) -> str:

@@ -17,7 +17,8 @@ from typing import Iterator, Union
 CLAIM_KINDS = ("sufficient", "necessary", "minimal")
 METRICS = ("logit_diff", "accuracy", "bce", "kl")
 ABLATIONS = ("zero", "mean", "resample")
-#: The word that introduces an ablation's distribution: ``mean over task``, ``resample from task``.
+#: The word that introduces an ablation's distribution: ``mean over task``, ``resample from task``
+#: (``mean over corpus``: the pretraining distribution).
 SOURCE_WORD = {"mean": "over", "resample": "from"}
 #: Comparisons that make sense for each claim kind (role and behaviour claims allow all of CMP_OPS).
 CLAIM_OPS = {"sufficient": (">=", ">"), "necessary": ("<=", "<"), "minimal": (">=", ">")}
@@ -158,11 +159,19 @@ Member = Union[NameRef, Ref]
 
 @dataclass(frozen=True)
 class Distribution(Node):
-    """Inputs an ablation averages or resamples over: the spec's task, or another task by name."""
+    """Inputs an ablation averages or resamples over: the spec's task, another task by name, or (``corpus``)
+    the model's pretraining corpus, whose means are stored with the checkpoint."""
 
     task: str | None = None
+    corpus: bool = False
+
+    def __post_init__(self) -> None:
+        if self.corpus and self.task is not None:
+            raise ValueError("a distribution is a task or the corpus, not both")
 
     def __str__(self) -> str:
+        if self.corpus:
+            return "corpus"
         return "task" if self.task is None else f"task {self.task}"
 
 

@@ -56,6 +56,7 @@ CODES: dict[str, str] = {
     "E510": "not a circuit node",
     "E511": "not supported by the engine",
     "E512": "model checkpoint corrupt or mismatched",
+    "E513": "stored pretraining means missing or stale",
     "E999": "internal error",
 }
 

@@ -546,17 +546,21 @@ class _Builder(Transformer):
             self.err(span, "E204", "`zero` takes no distribution and no `per position`", "write `ablate zero`")
         elif method.value != "zero":
             right = A.SOURCE_WORD[method.value]
-            example = f"{method.value} {right} task" + (" per position" if per_position else "")
+            corpus = distribution is not None and distribution.corpus
+            example = f"{method.value} {right} {'corpus' if corpus else 'task'}" + (" per position" if per_position else "")
             if distribution is None:
-                self.err(span, "E204", f"`{method.value}` needs a distribution", f"write `{example}`")
+                also = " or `mean over corpus`" if method.value == "mean" and not per_position else ""
+                self.err(span, "E204", f"`{method.value}` needs a distribution", f"write `{example}`{also}")
             elif word != right:
                 self.err(span, "E204", f"write `{method.value} {right} ...`, not `{method.value} {word} ...`",
                          f"e.g. `{example}`")
         return A.Ablation(method.value, distribution, bool(per_position), span=span, method_span=self.tspan(method))
 
     def source(self, meta, children):
-        word, _task, name = children
-        return word.value, A.Distribution(name.value if name else None, span=self.span(meta))
+        word, what, *name = children  # `over task [NAME]` (NAME may be None) or `over corpus`
+        if what.value == "corpus":
+            return word.value, A.Distribution(corpus=True, span=self.span(meta))
+        return word.value, A.Distribution(name[0].value if name and name[0] else None, span=self.span(meta))
 
     def per_position(self, meta, children):
         return True

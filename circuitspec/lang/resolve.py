@@ -25,8 +25,9 @@ from typing import Iterable
 
 import networkx as nx
 
-from ..engine.ablation import Ablation as EngineAblation
-from ..engine.errors import CircuitspecError
+from ..engine.ablation import Ablation as EngineAblation, Reference
+from ..engine.corpus_means import corpus_reference
+from ..engine.errors import CircuitspecError, ModelError
 from ..engine.graph import build_graph
 from ..engine.masks import Mask, MaskSpace
 from ..engine.model import ModelConfig, Transformer
@@ -38,6 +39,8 @@ from . import ast
 from .diagnostics import Diagnostic, error
 
 OUTPUT = "logits"  # built-in name for the model's output in edges: `edge reader -> logits`
+#: What ResolvedClaim.ablation_task says for `mean over corpus` (reports print it next to the method).
+CORPUS_DISTRIBUTION = "pretraining corpus"
 _INPUT_HOOKS = ("hook_tokens", "hook_positions")
 
 
@@ -50,10 +53,18 @@ class ModelContext:
     model: Transformer
     space: MaskSpace
     graph: nx.DiGraph = field(repr=False)
+    _corpus: Reference | None = field(default=None, repr=False)
 
     @property
     def cfg(self) -> ModelConfig:
         return self.model.cfg
+
+    def corpus_reference(self) -> Reference:
+        """The checkpoint's stored pretraining means (``mean over corpus``), validated once and kept;
+        ModelError (saying how to make them) when they are missing or stale."""
+        if self._corpus is None:
+            self._corpus = corpus_reference(self.model, self.path)
+        return self._corpus
 
     def hook_names(self) -> list[str]:
         """Hooks a node reference may name (aliases included), inputs and outputs last."""
@@ -95,7 +106,7 @@ class ResolvedClaim:
     claim: ast.Claim
     kind: str
     ablation: EngineAblation | None
-    ablation_task: str | None  # the distribution means/resamples come from (None: zero ablation)
+    ablation_task: str | None  # the distribution means/resamples come from: a task name, CORPUS_DISTRIBUTION, or None (zero)
     metric: str
     confidence: float
     samples: int | None
@@ -257,7 +268,8 @@ class Resolver:
         self.definitions: dict[str, tuple[NodeName, ...]] = {}
 
     def report(self, problem: _Problem) -> None:
-        self.diagnostics.append(problem.diagnostic)
+        if problem.diagnostic not in self.diagnostics:  # e.g. the header's ablation, inherited by many claims
+            self.diagnostics.append(problem.diagnostic)
 
     def member_nodes(self, member: ast.Member) -> list[NodeName]:
         if isinstance(member, ast.NameRef):
@@ -364,6 +376,8 @@ class Resolver:
                                  "`resample from task` already reads each position from the resampled input, "
                                  "aligned at the answer position"))
         task = None
+        if ablation.distribution is not None and ablation.distribution.corpus:
+            return self._corpus_ablation(ablation), CORPUS_DISTRIBUTION
         if ablation.method != "zero":
             task = self.task.name
             if ablation.distribution is not None and ablation.distribution.task is not None:
@@ -374,6 +388,22 @@ class Resolver:
                     raise _Problem(error(ablation.distribution.span, "E502", f"unknown task {task!r}",
                                          _suggestion(e))) from None
         return EngineAblation(ablation.method, ablation.per_position), task
+
+    def _corpus_ablation(self, ablation: ast.Ablation) -> EngineAblation:
+        """`mean over corpus`: a global mean, from means stored with the checkpoint (which must be there)."""
+        if ablation.method == "resample":
+            raise _Problem(error(ablation.span, "E511", "`resample from corpus` is not supported",
+                                 "the checkpoint stores the corpus's means, not inputs to resample; write `mean over corpus`, "
+                                 "or `resample from task`"))
+        if ablation.per_position:
+            raise _Problem(error(ablation.span, "E511", "`mean over corpus per position` is not supported",
+                                 "the stored corpus means are one value per channel over all positions; write "
+                                 "`mean over corpus`, or `mean over task per position`"))
+        try:
+            self.ctx.corpus_reference()
+        except ModelError as e:
+            raise _Problem(error(ablation.span, "E513", e.message, e.hint)) from None
+        return EngineAblation("mean", source="corpus")
 
     def _logit(self, logit: ast.Logit) -> int:
         token = logit.token

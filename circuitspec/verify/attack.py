@@ -5,7 +5,8 @@ If the explanation is right, the rest of the model should not matter however muc
 keeping the circuit and ablating only *part* of the rest should still reach the threshold. The attack
 tries structured parts (each attention head, each MLP layer, each residual boundary), random subsets
 and adversarially chosen subsets of the non-circuit nodes, plus other reference inputs for
-mean/resample ablation, and reports the worst. The adversarial subsets come from a first-order
+mean/resample ablation over a task (``mean over corpus`` uses the checkpoint's stored means, which no
+choice of inputs changes), and reports the worst. The adversarial subsets come from a first-order
 estimate (one backward pass at the circuit alone, one at the full model) of how much each non-circuit
 node's presence moves the logit difference: keep only the nodes whose presence hurts most, or ablate
 only those that help most, at a few sizes; each choice is then judged with the real ablated forward.
@@ -160,9 +161,12 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
         return references[seed]
 
     choices: list[tuple[str, Mask, int]] = []  # (description, condition, reference seed)
-    reference_seeds = [settings.seed] if claim.ablation.kind == "zero" else [settings.seed + 1 + i for i in range(3)]
+    # zero and the stored corpus means do not depend on reference inputs: there are no others to try
+    fixed = claim.ablation.kind == "zero" or claim.ablation.source == "corpus"
+    reference_seeds = [settings.seed] if fixed else [settings.seed + 1 + i for i in range(3)]
     for seed in reference_seeds:
-        choices.append((f"reference inputs drawn with seed {seed}", target, seed))
+        what = "the stored pretraining means" if claim.ablation.source == "corpus" else f"reference inputs drawn with seed {seed}"
+        choices.append((what, target, seed))
     if sufficient:
         parts = {**_structured_parts(resolved), **_random_parts(resolved, trials, settings.seed)}
         choices += [(f"ablating only {label}", mask, settings.seed) for label, mask in parts.items()]

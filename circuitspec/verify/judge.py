@@ -1,7 +1,9 @@
 """Per-example metrics -> a verdict per claim, with its statistic, interval, and the spread behind it.
 
 - sufficient: F(circuit) >= t with the interval's lower end, and the circuit beats random same-size
-  circuits (exact binomial test that it beats 90% of them).
+  circuits (exact binomial test that it beats 90% of them), and F >= t holds as well under every random
+  partial ablation of the outside (the circuit kept, part of the rest kept present): the verdict is the
+  worst of them, and the statistic stays F(circuit).
 - necessary: F(model with only the circuit ablated) <= t with the interval's upper end, and ablating it
   hurts more than ablating a typical random same-size circuit (binomial test on the median).
 - minimal: for every unit u, F(C) - F(C without u) >= t; one-sided bootstrap tests, Holm-corrected.
@@ -22,7 +24,7 @@ from ..engine.tokenizer import token_repr
 from ..lang import ast
 from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
-from ..stats import (binomial_cdf, bootstrap_indices, bootstrap_p_at_least, compare_to_baselines,
+from ..stats import (Verdict, binomial_cdf, bootstrap_indices, bootstrap_p_at_least, compare_to_baselines,
                      faithfulness, faithfulness_interval, holm, quantiles, verdict_at_least, verdict_at_most)
 from .examples import compare
 from .runner import GroupData, RunSettings, activation_at
@@ -32,6 +34,7 @@ from .runner import GroupData, RunSettings, activation_at
 # typical one (50%): any set holding a single bottleneck channel is as necessary as the real circuit,
 # so random circuits that happen to hold one are expected, and not evidence against the claim.
 BASELINE_QUANTILE = {"sufficient": 0.9, "necessary": 0.5}
+SEVERITY = {"fail": 0, "inconclusive": 1, "pass": 2}  # the worst of several verdicts is the lowest
 
 
 @dataclass
@@ -58,6 +61,7 @@ class ClaimResult:
     units: list[dict[str, Any]] | None = None
     counterexample: dict[str, Any] | None = None
     note: str = ""
+    partial: dict[str, Any] | None = None  # sufficient claims: faithfulness under random partial ablations
 
     def to_json(self) -> dict[str, Any]:
         return {k: _clean(v) for k, v in asdict(self).items()}
@@ -158,7 +162,47 @@ def _faithfulness_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.Fai
             what = "do as well" if sufficient else "hurt as much when ablated"
             result.note = (f"random same-size circuits {what} ({comparison.losses} of {comparison.trials}): "
                            f"the threshold holds but does not single this circuit out")
+    if sufficient and data.partials and not math.isnan(interval.estimate):
+        partial_verdict, note = _partial_ablation_check(result, claim, data, settings, threshold,
+                                                        all_at_once=verdict_at_least(interval, threshold))
+        verdict = min(verdict, partial_verdict, key=SEVERITY.__getitem__)
+        result.note = f"{result.note}; {note}" if result.note else note
     result.verdict = verdict
+
+
+def _partial_ablation_check(result: ClaimResult, claim: ResolvedClaim, data: GroupData, settings: RunSettings,
+                            threshold: float, all_at_once: Verdict) -> tuple[Verdict, str]:
+    """F under each random partial ablation of the outside (same denominator, inputs and bootstrap draws as
+    the all-at-once F); the verdict is the worst of them, and the worst condition is reported."""
+    m_full, m_empty = data.metric["full"], data.metric["empty"]
+    each = []
+    for p, m in data.partials:
+        interval = faithfulness_interval(m, m_full, m_empty, claim.confidence, settings.resamples, settings.seed)
+        each.append({"keep_fraction": p, "faithfulness": interval.estimate, "ci": [interval.low, interval.high],
+                     "verdict": verdict_at_least(interval, threshold)})
+    worst = min(each, key=lambda c: (SEVERITY[c["verdict"]],
+                                     c["faithfulness"] if math.isfinite(c["faithfulness"]) else -math.inf))
+    verdict = worst["verdict"]
+    failing = sum(c["verdict"] == "fail" for c in each)
+    result.partial = {"conditions": len(each), "verdict": verdict, "worst": worst["faithfulness"],
+                      "worst_ci": worst["ci"], "keep_fraction": worst["keep_fraction"], "below_threshold": failing,
+                      "each": each}
+    f = f"F = {_g(worst['faithfulness'])} [{_g(worst['ci'][0])}, {_g(worst['ci'][1])}]"
+    share = f"{worst['keep_fraction']:.0%}"
+    if verdict == "pass":
+        return verdict, (f"robust to partial ablation: worst of {len(each)} random partial ablations {f} "
+                         f"(keeping {share} of the outside)")
+    if verdict == "fail":
+        lead = ("holds only with everything outside ablated at once" if all_at_once == "pass"
+                else "fails under partial ablation too")
+        return verdict, (f"{lead}: keeping a random {share} of the outside gives {f} "
+                         f"({failing} of {len(each)} random partial ablations below {_g(threshold)})")
+    return verdict, (f"not shown robust to partial ablation: keeping a random {share} of the outside gives {f}, "
+                     f"an interval that straddles {_g(threshold)}")
+
+
+def _g(x: float) -> str:
+    return f"{x:.3g}"
 
 
 def _minimal_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.MinimalBody, data: GroupData,

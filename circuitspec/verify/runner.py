@@ -6,13 +6,17 @@ batched pass over all the conditions they need:
 - ``full``: nothing ablated (the model itself)          - ``empty``: every node ablated
 - ``circuit``: everything outside the circuit ablated   - ``complement``: only the circuit ablated
 - one knockout per unit for ``minimal`` claims            - random same-size circuits (and their
-  complements) for ``sufficient`` / ``necessary`` claims.
+  complements) for ``sufficient`` / ``necessary`` claims
+- random partial ablations for ``sufficient`` claims: the circuit kept, and each node outside it kept
+  present with probability p (the rest ablated), since effects outside a circuit can cancel only when
+  all of them are ablated together.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +48,11 @@ class RunSettings:
     resamples: int = 1000  # bootstrap resamples
     reference_samples: int = 200  # inputs the mean ablation averages over
     device: str = "cpu"
+    partial_ablations: int = 8  # random partial ablations of the outside per sufficient claim group (0: none)
+
+
+# Share of the non-circuit nodes each random partial ablation keeps present, cycled over the conditions.
+PARTIAL_KEEP_FRACTIONS = (0.25, 0.5, 0.75)
 
 
 @dataclass
@@ -55,6 +64,7 @@ class GroupData:
     baselines: list[np.ndarray] = field(default_factory=list)  # random circuits
     baseline_complements: list[np.ndarray] = field(default_factory=list)
     knockouts: dict[str, np.ndarray] = field(default_factory=dict)  # unit -> metric without it
+    partials: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (keep fraction, metric), random partial ablations
     circuit_logits: torch.Tensor | None = None  # [n, V] at the answer position
     activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (circuit run)
 
@@ -88,6 +98,24 @@ def minimal_units(resolved: ResolvedSpec, unit: str) -> dict[str, Mask]:
     return units
 
 
+def partial_ablations(circuit: Mask, count: int, seed: int,
+                      fractions: Sequence[float] = PARTIAL_KEEP_FRACTIONS) -> list[tuple[float, Mask]]:
+    """``count`` random partial ablations of everything outside ``circuit``, as (keep fraction p, mask).
+
+    Every circuit node is kept; each non-circuit node is kept present independently with probability p
+    (p cycling over ``fractions``), and the rest is ablated as usual; the circuit's edges are kept as they
+    are. With p = 0 the mask is the circuit itself, with p = 1 the whole model. Seeded by ``seed`` alone
+    (a stream of its own, not the falsifier's), so the same seed draws the same conditions.
+    """
+    generator = torch.Generator().manual_seed(random.Random(f"partial-ablations:{seed}").getrandbits(63))
+    conditions = []
+    for i in range(count):
+        p = float(fractions[i % len(fractions)])
+        nodes = {h: keep | (torch.rand(keep.shape, generator=generator) < p) for h, keep in circuit.nodes.items()}
+        conditions.append((p, Mask(circuit.space, nodes, circuit.edges)))
+    return conditions
+
+
 def per_example_metric(name: str, logits: torch.Tensor, full: torch.Tensor, batch: TaskBatch) -> np.ndarray:
     """Per-example metric of one condition's answer logits [n, V]; ``kl`` is -KL(full || condition)."""
     if name == "kl":
@@ -98,8 +126,14 @@ def per_example_metric(name: str, logits: torch.Tensor, full: torch.Tensor, batc
 
 def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | None, batch: TaskBatch,
                settings: RunSettings) -> Reference:
+    """What removed parts carry for ``batch``: zero; the mean (or resampled activations) of reference task
+    inputs drawn with ``settings.seed``; or, for ``mean over corpus``, the checkpoint's stored pretraining
+    means (the same whatever the seed)."""
     model = resolved.context.model
     lengths = batch.answer_pos + 1
+    if ablation.source == "corpus":
+        stored = resolved.context.corpus_reference()
+        return Reference({h: v.to(batch.tokens.device) for h, v in stored.values.items()}, stored.ablation)
     if ablation.kind == "zero":
         return Reference.compute(model, ablation, batch.tokens, lengths)
     task = get_task(task_name or resolved.task.name)
@@ -133,6 +167,11 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
             masks[f"baseline:{i}"] = b
         if "necessary" in kinds:
             masks[f"baseline_complement:{i}"] = Mask(space, (~b).nodes, full.edges)
+    keep_fractions: dict[str, float] = {}
+    if "sufficient" in kinds:  # near-full masks: the full masked path, one forward each (on a CPU)
+        for i, (p, mask) in enumerate(partial_ablations(circuit, settings.partial_ablations, settings.seed)):
+            masks[f"partial:{i}"] = mask
+            keep_fractions[str(i)] = p
     for claim in claims:
         if claim.kind == "minimal":
             for unit, mask in minimal_units(resolved, claim.claim.body.unit).items():
@@ -160,6 +199,8 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
             data.baseline_complements.append(value)
         elif kind == "knockout":
             data.knockouts[unit] = value
+        elif kind == "partial":
+            data.partials.append((keep_fractions[unit], value))
         else:
             data.metric[name] = value
     data.circuit_logits = by_name["circuit"]

@@ -1,0 +1,57 @@
+"""Compute a checkpoint's pretraining means (what `ablate mean over corpus` uses) and store them with it.
+
+The means of every hook over corpus windows drawn as training draws its validation windows, written to
+CKPT/corpus_means.safetensors with how they were computed (corpus hash, Python version, windows, seed,
+the weights they belong to) and how stable they are (two halves of the windows compared). `circuitspec
+train` writes them for new checkpoints; this adds them to an existing one, or (--check) only validates
+them. The corpus is the standard library of the running Python unless --corpus-root names another
+(e.g. that of the Python version the model was trained with: the manifest records which).
+
+Exit 0: written (or valid); 2: bad arguments; 3: unreadable model, or with --check, means missing or stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.markup import escape
+
+from ..engine.corpus_means import DEFAULT_WINDOWS, corpus_reference, describe, means_path, write_corpus_means
+from ..engine.errors import UsageError
+from ..engine.zoo import load_model, resolve_model_path
+
+NAME, HELP = "means", "compute and store a checkpoint's pretraining means (for `ablate mean over corpus`)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", metavar="MODEL", help="shipped model name or checkpoint directory")
+    p.add_argument("--windows", type=int, default=DEFAULT_WINDOWS,
+                   help=f"corpus windows to average over (default {DEFAULT_WINDOWS}, of the training seq_len each)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the windows (default: the checkpoint's training seed)")
+    p.add_argument("--corpus-root", metavar="DIR", default=None,
+                   help="a standard-library folder to draw from instead of the running Python's")
+    p.add_argument("--check", action="store_true", help="only validate the stored means (exit 3 if missing or stale)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.windows < 2:
+        raise UsageError(f"--windows must be at least 2, got {args.windows}")
+    console = Console(highlight=False)
+    for ref in args.models:
+        path = resolve_model_path(ref)
+        model = load_model(str(path))
+        if args.check:
+            corpus_reference(model, path)  # raises a ModelError saying what is wrong and how to fix it
+            console.print(f"[green]ok[/] {escape(describe(means_path(path)))}", soft_wrap=True)
+            continue
+        with console.status(f"{ref}: averaging over {args.windows} corpus windows"):
+            written, means = write_corpus_means(path, model, corpus_root=args.corpus_root, windows=args.windows, seed=args.seed)
+        corpus = means.info["corpus"]
+        if corpus.get("is_training_corpus") is False:
+            console.print(f"[yellow]note:[/] {escape(ref)} was trained on another corpus than {escape(corpus['root'])} (another "
+                          "Python version?); the stored means are what verdicts use from now on, wherever they run",
+                          soft_wrap=True)
+        corpus_reference(model, path)  # what was written reads back and validates
+        console.print(f"wrote {escape(describe(written))}", soft_wrap=True)
+    return 0

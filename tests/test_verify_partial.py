@@ -1,0 +1,165 @@
+"""verify judges sufficiency under random partial ablations of the outside too, not only with everything
+outside the circuit ablated at once (where effects outside it can cancel)."""
+
+import json
+
+import pytest
+import torch
+
+from circuitspec.cli import main
+from circuitspec.commands.check_cmd import check_file
+from circuitspec.engine.ablation import run_conditions
+from circuitspec.engine.batch import encode_examples
+from circuitspec.engine.checkpoint import save_checkpoint
+from circuitspec.engine.masks import Mask
+from circuitspec.engine.tasks import register_task, unregister_task
+from circuitspec.verify import runner
+from circuitspec.verify.examples import sample_examples
+from circuitspec.verify.runner import RunSettings, make_reference, partial_ablations, run_group
+from test_verify_oracle import CIRCUIT, HEADER, TASK, hand_set_model
+
+SUFFICIENT = "claim sufficient faithfulness >= 0.9\n"
+ARGS = ("--samples", "60", "--baselines", "40")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def task():
+    register_task(TASK, replace=True)
+    yield
+    unregister_task(TASK.name)
+
+
+def with_writers(model, writers):
+    """``model`` with MLP neurons ``n`` that compute relu(carrier) and write it, times ``weight``, to the
+    channel the answer reads."""
+    with torch.no_grad():
+        mlp = model.blocks[0].mlp
+        for n, weight in writers:
+            mlp.W_in[:, n] = 0.0
+            mlp.W_out[n, :] = 0.0
+            mlp.W_in[0, n] = 1.0
+            mlp.W_out[n, 1] = weight
+    return model
+
+
+def spec_with_model(root, name, writers=()):
+    """The hand-set oracle circuit with its sufficiency claim, in a model where MLP neurons ``n`` also compute
+    relu(carrier) and write it, times ``weight``, to the channel the answer reads (as in test_falsify.py)."""
+    model = with_writers(hand_set_model(), writers)
+    folder = root / name
+    folder.mkdir()
+    save_checkpoint(model, folder / "model", {})
+    path = folder / f"{name}.circ"
+    path.write_text(HEADER.format(name=name, ablation="mean over task") + CIRCUIT + SUFFICIENT)
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """The circuit is the whole mechanism: nothing outside it reaches the answer."""
+    return spec_with_model(tmp_path_factory.mktemp("partial"), "planted")
+
+
+@pytest.fixture(scope="module")
+def cancelling(tmp_path_factory):
+    """Two neurons outside the circuit write +3 and -3 times relu(carrier) to the answer channel: ablated
+    together (or both kept) they cancel, one without the other does not."""
+    return spec_with_model(tmp_path_factory.mktemp("partial"), "cancelling", [(6, 3.0), (7, -3.0)])
+
+
+def verify(path, *extra):
+    out = path.with_suffix(".json")
+    code = main(["verify", str(path), "--json", str(out), *ARGS, *extra])
+    return code, json.loads(out.read_text())
+
+
+def test_a_sufficiency_that_needs_everything_ablated_at_once_no_longer_passes(cancelling):
+    code, data = verify(cancelling, "--seed", "0")
+    claim = data["claims"][0]
+    assert code == 1 and claim["verdict"] in ("fail", "inconclusive")
+    assert claim["statistic"] == pytest.approx(1.0, abs=1e-4)  # the reported statistic is still the all-at-once F
+    assert "holds only with everything outside ablated at once: keeping a random" in claim["note"]
+    partial = claim["partial"]
+    assert partial["conditions"] == 8 and partial["verdict"] == claim["verdict"]
+    assert partial["worst_ci"][1] < 0.9 and partial["worst"] < 0.9
+    assert partial["keep_fraction"] in (0.25, 0.5, 0.75) and partial["below_threshold"] >= 1
+    assert [c["keep_fraction"] for c in partial["each"]] == [0.25, 0.5, 0.75] * 2 + [0.25, 0.5]
+    assert data["manifest"]["settings"]["partial_ablations"] == 8
+
+
+def test_partial_ablations_0_restores_the_all_at_once_verdict(cancelling):
+    code, data = verify(cancelling, "--seed", "0", "--partial-ablations", "0")
+    claim = data["claims"][0]
+    assert code == 0 and claim["verdict"] == "pass", claim["note"]
+    assert claim["partial"] is None and "partial ablation" not in claim["note"]
+    assert data["manifest"]["settings"]["partial_ablations"] == 0
+
+
+def test_a_genuinely_sufficient_circuit_still_passes(planted, capsys):
+    code, data = verify(planted)
+    claim = data["claims"][0]
+    assert code == 0 and claim["verdict"] == "pass", claim["note"]
+    assert claim["note"].startswith("robust to partial ablation: worst of 8 random partial ablations F = ")
+    assert claim["partial"]["verdict"] == "pass" and claim["partial"]["below_threshold"] == 0
+    assert claim["partial"]["worst"] == pytest.approx(1.0, abs=1e-4)
+    assert all(c["ci"][0] >= 0.9 for c in claim["partial"]["each"])
+    assert "robust to partial ablation" in capsys.readouterr().err  # the terminal report says so too
+
+
+def test_the_same_seed_gives_the_same_json(cancelling):
+    first, second = cancelling.parent / "first.json", cancelling.parent / "second.json"
+    for out in (first, second):
+        main(["verify", str(cancelling), "--json", str(out), *ARGS, "--seed", "3"])
+    assert first.read_text() == second.read_text()
+    assert json.loads(first.read_text())["claims"][0]["partial"]["conditions"] == 8
+
+
+def test_negative_partial_ablations_is_a_usage_error(capsys):
+    assert main(["verify", "specs/quote_head.circ", "--partial-ablations", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--partial-ablations must be 0 (off) or more, got -1" in err
+
+
+def test_the_pytest_plugin_rejects_negative_partial_ablations(pytester):
+    result = pytester.runpytest("--circuitspec-partial-ablations", "-1", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--circuitspec-partial-ablations must be 0 (off) or more, got -1*"])
+
+
+def test_partial_ablations_are_seeded_and_keep_the_circuit(planted):
+    resolved, _, _ = check_file(planted)
+    circuit = resolved.mask
+    first, again = partial_ablations(circuit, 6, 5), partial_ablations(circuit, 6, 5)
+    assert [p for p, _ in first] == [0.25, 0.5, 0.75] * 2
+    assert all(a == b for (_, a), (_, b) in zip(first, again))
+    assert any(a != b for (_, a), (_, b) in zip(first, partial_ablations(circuit, 6, 6)))
+    for p, mask in first:
+        assert all(bool((mask.nodes[h] | ~keep).all()) for h, keep in circuit.nodes.items())  # the circuit is kept
+        assert all(torch.equal(mask.edges[e], circuit.edges[e]) for e in circuit.edges)
+    kept = [sum(int((m.nodes[h] & ~k).sum()) for h, k in circuit.nodes.items()) for _, m in first]
+    outside = sum(int((~k).sum()) for k in circuit.nodes.values())
+    assert kept[0] < kept[1] < kept[2] and 0 < kept[0] < outside
+
+
+def test_keeping_none_of_the_outside_is_exactly_the_circuit_and_all_of_it_the_model(planted):
+    """Self-check hygiene: p = 0 must reproduce the circuit run bit for bit, p = 1 the model."""
+    resolved, _, _ = check_file(planted)
+    circuit = resolved.mask
+    (p0, none), (p1, everything) = partial_ablations(circuit, 2, 0, fractions=(0.0, 1.0))
+    assert (p0, p1) == (0.0, 1.0) and none == circuit
+    assert everything == Mask(circuit.space, Mask.full(circuit.space).nodes, circuit.edges)
+    model, settings = resolved.context.model, RunSettings(samples=20)
+    batch = encode_examples(sample_examples(resolved.task, 20, 0), model.cfg.n_ctx)
+    reference = make_reference(resolved, resolved.claims[0].ablation, resolved.claims[0].ablation_task, batch, settings)
+    full = Mask.full(circuit.space)
+    logits = run_conditions(model, batch.tokens, [full, circuit, none, everything], reference, batch.answer_pos)
+    assert torch.equal(logits[2], logits[1]) and torch.equal(logits[3], logits[0])
+
+
+def test_a_keep_fraction_of_0_in_run_group_gives_the_circuit_metric_exactly(planted, monkeypatch):
+    resolved, _, _ = check_file(planted)
+    monkeypatch.setattr(runner, "partial_ablations",
+                        lambda circuit, count, seed: partial_ablations(circuit, count, seed, fractions=(0.0,)))
+    data = run_group(resolved, resolved.claims, RunSettings(samples=20, baselines=2, partial_ablations=3))
+    assert [p for p, _ in data.partials] == [0.0] * 3
+    assert all((m == data.metric["circuit"]).all() for _, m in data.partials)
