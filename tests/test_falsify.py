@@ -77,19 +77,11 @@ def test_aggregate_claims_are_attacked_over_ablation_choices(tmp_path):
 def readers_of_the_carrier(tmp_path, writers):
     """The hand-set circuit's sufficiency claim, in a model whose MLP neurons ``n`` also compute
     relu(carrier) (on for 'a', off for 'b') and write it, times ``weight``, to the channel the answer reads."""
-    import torch
     from circuitspec.engine.checkpoint import save_checkpoint
     from test_verify_oracle import CIRCUIT, HEADER, hand_set_model
+    from test_verify_partial import with_writers
 
-    model = hand_set_model()
-    with torch.no_grad():
-        mlp = model.blocks[0].mlp
-        for n, weight in writers:
-            mlp.W_in[:, n] = 0.0
-            mlp.W_out[n, :] = 0.0
-            mlp.W_in[0, n] = 1.0
-            mlp.W_out[n, 1] = weight
-    save_checkpoint(model, tmp_path / "model", {})
+    save_checkpoint(with_writers(hand_set_model(), writers), tmp_path / "model", {})
     spec = tmp_path / "readers.circ"
     spec.write_text(HEADER.format(name="readers", ablation="mean over task") + CIRCUIT + "claim sufficient faithfulness >= 0.9\n")
     return spec
