@@ -9,6 +9,7 @@ channel is sufficient under task means (the constant stays) and not under pretra
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -202,8 +203,9 @@ def test_a_spec_with_corpus_means_verifies_end_to_end(tmp_path):
     behaviour claims hold."""
     shutil.copytree(ROOT / "specs" / "lib", tmp_path / "lib")
     text = (ROOT / "specs" / "closing_quote.circ").read_text()
-    text = text.replace("ablate mean over task", "ablate mean over corpus").replace(
-        "claim sufficient faithfulness >= 0.8", "claim sufficient faithfulness >= 0.4\nclaim t: sufficient faithfulness >= 0.4 ablate mean over task")
+    text, replaced = re.subn(r"claim sufficient faithfulness >= [0-9.]+", "claim sufficient faithfulness >= 0.4\nclaim t: "
+                             "sufficient faithfulness >= 0.4 ablate mean over task", text.replace("ablate mean over task", "ablate mean over corpus"))
+    assert replaced == 1
     spec = tmp_path / "closing_quote_corpus.circ"
     spec.write_text(text)
     out = tmp_path / "out.json"
