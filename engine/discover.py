@@ -441,7 +441,8 @@ class _Judge:
 
     def meets(self, keep: torch.Tensor) -> bool:
         """The target holds with everything outside ablated and, for a robust search, also with each
-        of the fixed random parts of the outside left in place."""
+        of the fixed random parts of the outside left in place and with the outside nodes whose presence
+        hurts most left in place."""
         if not all(self._meets_one(keep if extra is None else keep | extra) for extra in (None, *self.partials)):
             return False
         return not self.adversarial or all(self._meets_one(keep | extra) for extra in self._hurting_sets(keep))
@@ -473,8 +474,7 @@ def _partial_sets(size: int, count: int, seed: int) -> tuple[torch.Tensor, ...]:
     """``count`` fixed random node sets, each node in with probability 0.25, 0.5, 0.75 in turn: the
     parts of the outside a robust search leaves in place when it judges a candidate circuit."""
     gen = torch.Generator().manual_seed(seed + 7919)
-    fractions = (0.25, 0.5, 0.75)
-    return tuple(torch.rand(size, generator=gen) < fractions[i % 3] for i in range(count))
+    return tuple(torch.rand(size, generator=gen) < PARTIAL_FRACTIONS[i % 3] for i in range(count))
 
 
 def _smallest_prefix(judge: _Judge, order: torch.Tensor, progress: Progress | None, growth: float = 1.4) -> int | None:
@@ -735,6 +735,8 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
 
 #: Random partial ablations every discovered circuit is measured under (as verify's default judges it).
 PARTIAL_CHECKS = 8
+#: The shares of the outside such a partial ablation leaves in place, in turn (as verify draws them).
+PARTIAL_FRACTIONS = (0.25, 0.5, 0.75)
 
 
 def _worst_partial_faithfulness(model: Transformer, layout: _Layout, inputs: TaskInputs, reference: Reference,
@@ -744,8 +746,7 @@ def _worst_partial_faithfulness(model: Transformer, layout: _Layout, inputs: Tas
     partial-ablation check will see, so the proposed sufficiency threshold can allow for it."""
     if not bool(keep.any()):
         return float("nan"), float("nan")
-    fractions = (0.25, 0.5, 0.75)
-    results = [(inputs.faithfulness(inputs.run(model, layout.mask(keep | extra), reference)), fractions[i % 3])
+    results = [(inputs.faithfulness(inputs.run(model, layout.mask(keep | extra), reference)), PARTIAL_FRACTIONS[i % 3])
                for i, extra in enumerate(_partial_sets(layout.size, PARTIAL_CHECKS, seed + 1))]
     return min(results)
 
