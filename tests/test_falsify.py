@@ -69,8 +69,8 @@ def test_verify_with_falsify_fails_a_claim_the_search_breaks(tmp_path, monkeypat
 def test_aggregate_claims_are_attacked_over_ablation_choices(tmp_path):
     path = make_spec(tmp_path)
     code, results = run(tmp_path, path, "--no-database")
-    attacked = results["line 25"]
-    assert attacked["kind"] == "sufficient" and attacked["tried"] > 10
+    attacked = next(r for r in results.values() if r["kind"] == "sufficient")
+    assert attacked["tried"] > 10
     assert attacked["verdict"] == "survived" and attacked["note"].startswith("worst of")
 
 

@@ -66,4 +66,5 @@ def test_unknown_claim_and_bad_spec(tmp_path):
     with pytest.raises(SpecLoadError, match="E504"):
         load_spec(bad)
     with pytest.raises(ValueError, match="only role and behaviour"):
-        check_claim(SPEC, "line 25", sample_examples(SPEC.resolved.task, 1, 0)[0])
+        sufficient = next(c.claim.name for c in SPEC.resolved.claims if c.kind == "sufficient")
+        check_claim(SPEC, sufficient, sample_examples(SPEC.resolved.task, 1, 0)[0])
