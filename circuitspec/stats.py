@@ -123,12 +123,23 @@ class BaselineComparison:
     rank_p_value: float  # (1 + losses) / (1 + trials): exact under "the circuit is just another random one"
 
 
+#: Baselines within this much of the circuit's faithfulness count as ties (as good as the circuit).
+#: Faithfulness is a ratio of float32 logit-difference means: two conditions that compute the same
+#: thing can differ by ~1e-6 through summation order alone, so "better by 1e-6" is not evidence. A tie
+#: counts against the circuit, which keeps the test conservative.
+TIE_TOLERANCE = 1e-4
+
+
 def compare_to_baselines(statistic: float, baselines: Sequence[float], higher_is_better: bool = True,
-                         quantile: float = 0.95) -> BaselineComparison:
+                         quantile: float = 0.95, tie: float = TIE_TOLERANCE) -> BaselineComparison:
+    """Rank ``statistic`` among ``baselines``; a baseline within ``tie`` of it counts as at least as good."""
     values = np.asarray([b for b in baselines if np.isfinite(b)], dtype=float)
     if values.size == 0 or not np.isfinite(statistic):
         return BaselineComparison(0, int(values.size), quantile, 1.0, float("nan"), 1.0)
-    losses = int(np.sum(values >= statistic)) if higher_is_better else int(np.sum(values <= statistic))
+    if higher_is_better:
+        losses = int(np.sum(values >= statistic - tie))
+    else:
+        losses = int(np.sum(values <= statistic + tie))
     n = int(values.size)
     return BaselineComparison(losses, n, quantile, binomial_cdf(losses, n, 1 - quantile), float(np.median(values)),
                               (1 + losses) / (1 + n))

@@ -38,6 +38,7 @@ from hypothesis import assume
 from .commands.check_cmd import check_file
 from .engine.ablation import Reference, run_conditions_with_cache
 from .engine.batch import encode_examples
+from .engine.masks import Mask
 from .engine.tasks import TaskExample
 from .lang.diagnostics import render_all
 from .lang.resolve import ResolvedClaim, ResolvedSpec
@@ -119,8 +120,11 @@ def check_claim(spec: LoadedSpec, name: str, example: TaskExample) -> ClaimCheck
     batch = encode_examples([example], model.cfg.n_ctx).to(spec.settings.device)
     reference = spec.reference(claim, batch)
     hooks = sorted({node.hook for node in claim.subject})
-    logits, cache = run_conditions_with_cache(model, batch.tokens, [resolved.mask], reference, batch.answer_pos, hooks)
-    data = GroupData([example], circuit_logits=logits[0], activations={h: a[0] for h, a in cache.items()})
+    mask = Mask.full(resolved.mask.space) if claim.in_model else resolved.mask  # `in full model`: nothing ablated
+    logits, cache = run_conditions_with_cache(model, batch.tokens, [mask], reference, batch.answer_pos, hooks)
+    activations = {h: a[0] for h, a in cache.items()}
+    data = GroupData([example], circuit_logits=logits[0], activations=activations, model_logits=logits[0],
+                     model_activations=activations)
     evaluated = evaluate_per_input(claim, data)  # exactly what verify judges, on this one input
     return ClaimCheck(bool(evaluated.holds[0]), evaluated.values[0])
 

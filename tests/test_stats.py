@@ -146,3 +146,13 @@ def test_minimality_false_pass_rate_is_at_most_alpha():
         boot = (circuit - without)[idx].mean(1) / (full - none)[idx].mean(1)
         passes += bootstrap_p_at_least(boot, epsilon) <= 0.05
     assert passes / trials <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / trials)
+
+
+def test_a_baseline_within_float_error_of_the_circuit_is_a_tie():
+    # a decoy whose ablation moves F by 1e-6 does not "hurt more than every random circuit"
+    decoy = compare_to_baselines(1.0 - 1e-6, [1.0] * 50, higher_is_better=False, quantile=0.5)
+    assert decoy.losses == 50 and decoy.p_value > 0.05
+    assert compare_to_baselines(0.5 + 1e-6, [0.5] * 10).losses == 10
+    # a real difference is still a win
+    assert compare_to_baselines(0.9, [0.5] * 10).losses == 0
+    assert compare_to_baselines(0.2, [1.0] * 10, higher_is_better=False).losses == 0

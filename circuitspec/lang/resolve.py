@@ -114,6 +114,8 @@ class ResolvedClaim:
     subject: tuple[NodeName, ...] = ()  # role claims: the node(s) whose activation is compared
     logits: tuple[int, ...] = ()  # behaviour claims: token ids (left, right)
     position: str = ast.DEFAULT_POSITION
+    coverage: float | None = None  # per-input claims: `on at least q of inputs`; None = `on every input`
+    in_model: bool = False  # per-input claims: read in the full model (`in full model`), not the circuit alone
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,12 @@
 - necessary: F(model with only the circuit ablated) <= t with the interval's upper end, and ablating it
   hurts more than ablating a typical random same-size circuit (binomial test on the median).
 - minimal: for every unit u, F(C) - F(C without u) >= t; one-sided bootstrap tests, Holm-corrected.
-- role / behaviour: evaluated per input in the circuit-alone run; they must hold on every sampled
-  input; the statistic is the fraction that holds (exact Clopper-Pearson interval) and the worst
-  inputs are listed.
+- role / behaviour: evaluated per input in the circuit-alone run (or the full model's, `in full model`).
+  The statistic is the share of inputs on which it holds, with one-sided exact Clopper-Pearson bounds
+  at the claim's confidence. ``on at least q of inputs``: pass when the lower bound clears q, fail
+  when the upper bound is below it. ``on every input`` (the default): any failing input fails it, and a
+  clean sample passes only when its lower bound clears 1 - EVERY_INPUT_RESOLUTION (enough inputs are
+  drawn for that unless `samples N` says otherwise); the worst inputs are listed.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..stats import (Verdict, binomial_cdf, bootstrap_indices, bootstrap_p_at_least, compare_to_baselines,
                      faithfulness, faithfulness_interval, holm, quantiles, verdict_at_least, verdict_at_most)
 from .examples import compare
-from .runner import GroupData, RunSettings, activation_at
+from .runner import EVERY_INPUT_RESOLUTION, GroupData, RunSettings, activation_at, per_input_samples, per_input_target
 
 # How much of the random same-size circuits a circuit must beat. Sufficiency: 90% (random circuits are
 # rarely sufficient, so doing as well as many of them means the threshold is easy). Necessity: the
@@ -252,13 +255,13 @@ class PerInput:
 def evaluate_per_input(claim: ResolvedClaim, data: GroupData) -> PerInput:
     body = claim.claim.body
     if claim.kind == "role":
-        values = np.stack([activation_at(data, node, claim.position) for node in claim.subject], axis=1)
+        values = np.stack([activation_at(data, node, claim.position, claim.in_model) for node in claim.subject], axis=1)
         threshold = float(body.threshold)
         holds = np.array([all(compare(v, body.op, threshold) for v in row) for row in values])
         margins = _margin(values, body.op, threshold).min(axis=1)
         named = [{str(node): float(row[j]) for j, node in enumerate(claim.subject)} for row in values]
         return PerInput(holds, margins, named)
-    logits = data.circuit_logits.cpu().numpy().astype(np.float64)
+    logits = (data.model_logits if claim.in_model else data.circuit_logits).cpu().numpy().astype(np.float64)
     left = logits[:, claim.logits[0]]
     right = logits[:, claim.logits[1]] if len(claim.logits) > 1 else np.full_like(left, float(body.right))
     holds = np.array([compare(a, body.op, b) for a, b in zip(left, right)])
@@ -268,21 +271,40 @@ def evaluate_per_input(claim: ResolvedClaim, data: GroupData) -> PerInput:
     return PerInput(holds, margins, [{names[0]: float(a), right_name: float(b)} for a, b in zip(left, right)])
 
 
+def one_sided_bounds(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Lower and upper exact binomial bounds for k/n, each one-sided at ``confidence``."""
+    return clopper_pearson(k, n, 2 * confidence - 1)
+
+
 def _per_example_claim(result: ClaimResult, claim: ResolvedClaim, body, data: GroupData) -> None:
     evaluated = evaluate_per_input(claim, data)
     holds, margins = evaluated.holds, evaluated.margins
-    result.threshold, result.op = 1.0, ">="  # the fraction of inputs on which the claim holds must be 1
     k, n = int(holds.sum()), len(holds)
+    target = per_input_target(claim)
+    low, high = one_sided_bounds(k, n, claim.confidence)
+    result.threshold, result.op = target, ">="  # the share of inputs on which the claim holds
     result.statistic = k / n
-    result.ci = list(clopper_pearson(k, n, claim.confidence))
+    result.ci = [low, high]
     result.spread = quantiles(margins)
-    result.verdict = "pass" if k == n else "fail"
+    every = claim.coverage is None
+    if every and k < n:
+        result.verdict, result.note = "fail", f"fails on {n - k} of {n} inputs"
+    elif low >= target - 1e-9:  # the bisection's error, not a statistical allowance
+        result.verdict = "pass"
+    elif not every and high < target:
+        result.verdict, result.note = "fail", f"holds on {k} of {n} inputs: fewer than {target:.4g} of them"
+    else:
+        result.verdict = "inconclusive"
+        needed = per_input_samples(claim)
+        shown = f"{n - k} of {n} inputs fail" if k < n else f"holds on all {n} inputs"
+        what = (f"which shows a failure rate below {1 - low:.2%} only, not below {EVERY_INPUT_RESOLUTION:.2%}" if every
+                else f"an interval [{low:.4g}, {high:.4g}] that straddles {target:.4g}")
+        result.note = f"{shown}, {what}: state `samples {needed}` or more (or drop the `samples` that caps it)"
     order = np.argsort(margins)[:3]
     worst = [{"input": data.examples[i].prefix, "features": dict(data.examples[i].features), **evaluated.values[i],
               "holds": bool(holds[i])} for i in order]
     if k < n:
         result.counterexample = worst[0]
-        result.note = f"fails on {n - k} of {n} inputs"
     result.units = worst
 
 

@@ -14,6 +14,7 @@ batched pass over all the conditions they need:
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -67,10 +68,48 @@ class GroupData:
     partials: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (keep fraction, metric), random partial ablations
     circuit_logits: torch.Tensor | None = None  # [n, V] at the answer position
     activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (circuit run)
+    model_logits: torch.Tensor | None = None  # [n, V]: the full model, for claims made `in full model`
+    model_activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (full model)
+
+
+#: "on every input" is shown when no sampled input breaks the claim and the sample is large enough to
+#: show, at the claim's confidence, that it breaks on fewer than this share of the task's inputs. At 95%
+#: confidence that takes 598 clean inputs, and a claim that breaks on 1% of inputs then passes with
+#: probability 0.99^598 = 0.25% (docs/verification.md, "Per-input claims").
+EVERY_INPUT_RESOLUTION = 0.005
+
+
+def per_input_target(claim: ResolvedClaim) -> float:
+    """The share of inputs a role or behaviour claim must be shown to hold on: its ``on at least q of
+    inputs``, or for ``on every input`` (the default) all but :data:`EVERY_INPUT_RESOLUTION`."""
+    return claim.coverage if claim.coverage is not None else 1.0 - EVERY_INPUT_RESOLUTION
+
+
+def per_input_samples(claim: ResolvedClaim) -> int:
+    """The fewest inputs on which a claim holding on every one of them clears its target share at its
+    confidence (one-sided Clopper-Pearson: ``target ** n <= 1 - confidence``)."""
+    target = per_input_target(claim)
+    if target <= 0:
+        return 1
+    return max(1, math.ceil(math.log(1 - claim.confidence) / math.log(target)))
+
+
+def group_samples(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: RunSettings) -> int:
+    """Inputs a claim group runs on: ``samples N`` when the claim or the spec states it; otherwise
+    ``settings.samples``, raised for per-input claims to what their target share needs."""
+    first = claims[0]
+    stated = first.samples or resolved.spec.samples
+    if stated:
+        return stated
+    needed = [per_input_samples(c) for c in claims if c.kind in ("role", "behaviour")]
+    return max([settings.samples, *needed])
 
 
 def group_key(claim: ResolvedClaim) -> tuple:
-    return (claim.ablation, claim.ablation_task, claim.claim.conditions, claim.samples, claim.metric)
+    """Claims with equal keys share one batch of inputs. Per-input claims run apart from faithfulness
+    claims: they need more inputs (:func:`per_input_samples`) but only a few conditions."""
+    per_input = claim.kind in ("role", "behaviour")
+    return (claim.ablation, claim.ablation_task, claim.claim.conditions, claim.samples, claim.metric, per_input)
 
 
 def minimal_units(resolved: ResolvedSpec, unit: str) -> dict[str, Mask]:
@@ -146,7 +185,7 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
               advance: Callable[[], None] = lambda: None) -> GroupData:
     first = claims[0]
     model = resolved.context.model
-    n = first.samples or resolved.spec.samples or settings.samples
+    n = group_samples(resolved, claims, settings)
     examples = sample_examples(resolved.task, n, settings.seed, first.claim.conditions)
     data = GroupData(examples)
     if not examples:
@@ -176,18 +215,25 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         if claim.kind == "minimal":
             for unit, mask in minimal_units(resolved, claim.claim.body.unit).items():
                 masks[f"knockout:{unit}"] = mask
-    # the circuit runs on its own when role claims need its activations, so it runs only once
-    hooks = sorted({node.hook for c in claims if c.kind == "role" for node in c.subject})
+    # the circuit (or the model) runs on its own when role claims need its activations, so it runs only once
+    hooks = sorted({node.hook for c in claims if c.kind == "role" and not c.in_model for node in c.subject})
+    model_hooks = sorted({node.hook for c in claims if c.kind == "role" and c.in_model for node in c.subject})
     if hooks:
         circuit_logits, cache = run_conditions_with_cache(model, batch.tokens, [masks.pop("circuit")], reference,
                                                           batch.answer_pos, hooks)
         data.activations = {h: a[0] for h, a in cache.items()}
+    if model_hooks:
+        model_logits, cache = run_conditions_with_cache(model, batch.tokens, [masks.pop("full")], reference,
+                                                        batch.answer_pos, model_hooks)
+        data.model_activations = {h: a[0] for h, a in cache.items()}
     names = list(masks)
     logits, _ = run_conditions_with_cache(model, batch.tokens, [masks[k] for k in names], reference, batch.answer_pos)
     advance()
     by_name = dict(zip(names, logits))
     if hooks:
         by_name["circuit"] = circuit_logits[0]
+    if model_hooks:
+        by_name["full"] = model_logits[0]
     self_check(resolved, batch, reference, by_name)
     full_logits = by_name["full"]
     for name, lg in by_name.items():
@@ -204,6 +250,7 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         else:
             data.metric[name] = value
     data.circuit_logits = by_name["circuit"]
+    data.model_logits = full_logits
     return data
 
 
@@ -234,9 +281,9 @@ def self_check(resolved: ResolvedSpec, batch: TaskBatch, reference: Reference, l
         raise SelfCheckError("self-check failed: a circuit of the whole model differs from the model")
 
 
-def activation_at(data: GroupData, node, position: str) -> np.ndarray:
-    """Per-example activation of one node at a named task position (circuit run)."""
-    act = data.activations[node.hook]
+def activation_at(data: GroupData, node, position: str, in_model: bool = False) -> np.ndarray:
+    """Per-example activation of one node at a named task position (circuit run, or the full model's)."""
+    act = (data.model_activations if in_model else data.activations)[node.hook]
     pos = torch.tensor([ex.positions[position] for ex in data.examples], device=act.device)
     rows = act[torch.arange(act.shape[0], device=act.device), pos]
     value = rows[:, node.head, node.index] if node.head is not None else rows[:, node.index]

@@ -1,0 +1,80 @@
+"""Per-input claims pass only with the confidence they state, and falsify is never weaker than random draws.
+
+The task ``rare_ab`` ends in 'b' on exactly 1% of its inputs (one value of a 0..99 choice, an interior
+one: Hypothesis favours small and boundary values), else in 'a'. On the hand-set oracle model (see
+test_verify_oracle.py) the circuit answers with the last character, so "the circuit prefers 'a'" is a
+claim that breaks on 1% of the task's inputs.
+"""
+
+import json
+
+import pytest
+
+from circuitspec.cli import main
+from circuitspec.engine.checkpoint import save_checkpoint
+from circuitspec.engine.tasks import Task, TaskExample, register_task, unregister_task
+from circuitspec.verify.runner import EVERY_INPUT_RESOLUTION
+from test_verify_oracle import CIRCUIT, hand_set_model
+
+
+def generate(s):
+    filler = "".join(s.choice("xyz") for _ in range(s.integer(1, 5)))
+    last = "b" if s.integer(0, 99) == 37 else "a"
+    prefix = filler + last
+    return TaskExample(prefix, last, "b" if last == "a" else "a", "\n", {"last": last}, {"answer": len(prefix) - 1})
+
+
+TASK = Task("rare_ab", "repeat the final a/b; b is rare", generate, {"last": "the final character"},
+            {"answer": "where it is read"})
+HEADER = 'spec rare "{name}"\nmodel "model"\ntask rare_ab\nablate mean over task\n'
+RARE_CLAIM = "claim prefers_a: logit['a'] > logit['b']\n"  # false exactly when the input ends in 'b' (1%)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def task():
+    register_task(TASK, replace=True)
+    yield
+    unregister_task(TASK.name)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rare")
+    save_checkpoint(hand_set_model(), root / "model", {"description": "hand-set oracle"})
+    return root
+
+
+def write(folder, name, body):
+    path = folder / f"{name}.circ"
+    path.write_text(HEADER.format(name=name) + CIRCUIT + body)
+    return path
+
+
+def verify(folder, path, *extra):
+    out = folder / f"{path.stem}.json"
+    code = main(["verify", str(path), "--json", str(out), "--baselines", "10", *extra])
+    return code, {c["name"]: c for c in json.loads(out.read_text())["claims"]}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_claim_that_breaks_on_1_percent_of_inputs_never_passes_at_default_settings(folder, seed):
+    code, claims = verify(folder, write(folder, "rare", RARE_CLAIM), "--seed", str(seed))
+    claim = claims["prefers_a"]
+    assert code == 1 and claim["verdict"] in ("fail", "inconclusive"), claim
+    assert claim["n"] >= 598  # drawn so that a clean sample would show a failure rate below 0.5%
+
+
+def test_a_clean_sample_too_small_to_show_every_input_is_inconclusive_and_says_how_many(folder):
+    body = "claim says_a: logit['a'] > logit['b'] when last == \"a\" samples 100\n"
+    code, claims = verify(folder, write(folder, "small_sample", body))
+    claim = claims["says_a"]
+    assert claim["statistic"] == 1.0 and claim["verdict"] == "inconclusive" and code == 1
+    assert "samples 598" in claim["note"]
+    assert claim["ci"][0] == pytest.approx(0.05 ** (1 / 100), abs=1e-6)  # one-sided exact lower bound
+
+
+def test_a_true_claim_passes_with_the_drawn_sample(folder):
+    code, claims = verify(folder, write(folder, "true", "claim says_a: logit['a'] > logit['b'] when last == \"a\"\n"))
+    claim = claims["says_a"]
+    assert code == 0 and claim["verdict"] == "pass" and claim["n"] == 598
+    assert claim["ci"][0] >= 1 - EVERY_INPUT_RESOLUTION
