@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -51,6 +52,43 @@ class TrainConfig:
         return asdict(self)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# Field annotations (strings, under ``from __future__ import annotations``) -> what a table may give them.
+_TYPE_CHECKS = {
+    "int": ("an integer", _is_int),
+    "float": ("a number", lambda v: _is_int(v) or (isinstance(v, float) and math.isfinite(v))),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "None": ("null", lambda v: v is None),
+    "tuple[str, ...]": ("a list of strings", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
+}
+
+
+def check_field_types(cls: type, table: dict[str, Any]) -> None:
+    """ValueError naming the first value in ``table`` whose type its dataclass field does not allow (keys
+    that are not fields are left to the caller). Needed because dataclasses check nothing, and Python's
+    bool is an int: ``n_heads = true`` would otherwise build a one-head model."""
+    for f in fields(cls):
+        if f.name not in table:
+            continue
+        checks = [_TYPE_CHECKS[a.strip()] for a in str(f.type).split("|")]
+        value = table[f.name]
+        if not any(ok(value) for _, ok in checks):
+            raise ValueError(f"{f.name} must be {' or '.join(what for what, _ in checks)}, got {describe_value(value)}")
+
+
+def describe_value(value: Any) -> str:
+    """A short rendering of a bad value: containers (possibly deep) and huge numbers are only named."""
+    if isinstance(value, (bool, float)) or value is None or (isinstance(value, int) and value.bit_length() <= 64):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    return f"a {type(value).__name__}"
+
+
 _SECTIONS = {"model": ModelConfig, "sparsity": SparsitySchedule, "train": OptimConfig, "data": DataConfig, "corpus": CorpusConfig}
 
 
@@ -63,6 +101,7 @@ def _build(cls: type, table: Any, where: str) -> Any:
         raise UsageError(f"{where}: unknown keys {unknown}", hint=f"valid keys: {', '.join(sorted(known))}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     try:
+        check_field_types(cls, values)
         return cls(**values)
     except (TypeError, ValueError) as e:
         raise UsageError(f"{where}: {e}") from None
@@ -80,9 +119,17 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> TrainCon
 def load_config(path: Path | str) -> TrainConfig:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"{path}: no such config file", hint="see configs/ for examples") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a folder, not a config file", hint="name a .toml file (see configs/)") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{path}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply to be a training config") from None
     return config_from_dict(data, str(path))

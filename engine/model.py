@@ -203,6 +203,29 @@ class Transformer(HookedModule):
         self.reset_parameters()
         self.setup_hooks()
 
+    @classmethod
+    def zeros(cls, cfg: ModelConfig, anchor: bool = True) -> "Transformer":
+        """A model to plant a circuit in by hand: every parameter zero, eval mode, no gradients (so
+        ``model.blocks[0].mlp.W_in[3, 0] = 1.0`` just works; ``requires_grad_()`` to train it after).
+
+        Why the anchor: every norm is a gain-free RMSNorm over all channels, so in an otherwise empty
+        residual a lone hand-set channel v would be read as sqrt(d_model) * sign(v), whatever v is. With
+        ``anchor`` the position embedding writes sqrt(d_model * (1 - eps)) into the last residual channel
+        (``d_model - 1``) at every position: a residual holding only it has norm scale 1, and hand-set
+        channels v are read as v / sqrt(1 + |v|^2 / d_model): v, to a relative error of at most
+        |v|^2 / (2 d_model), |v|^2 the sum of squares of every hand-set channel at that position. Plant
+        circuits in the other channels and keep the anchor's weights zero (unless a constant input is
+        wanted). Attention sinks are 0 too: "attend to nothing" competes as one more key of score 0.
+        """
+        if anchor and cfg.d_model < 2:
+            raise ValueError("an anchored model needs d_model >= 2: one channel for the anchor, one for the circuit")
+        model = cls(cfg).eval().requires_grad_(False)
+        for p in model.parameters():
+            p.zero_()
+        if anchor:
+            model.pos_embed.W_pos[:, -1] = math.sqrt(cfg.d_model * (1 - 1e-5))  # 1e-5: the norms' eps
+        return model
+
     def reset_parameters(self) -> None:
         """GPT-2-like init; output projections scaled down by depth."""
         for name, p in self.named_parameters():

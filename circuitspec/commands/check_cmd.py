@@ -1,6 +1,6 @@
 """Parse and resolve specs against their models (weights loaded, no forward pass); report diagnostics.
 
-Exit 0 when every file is clean, 2 when any has an error.
+Exit 0 when every file is clean, 2 when any has an error, 3 when a model cannot be loaded (as in every command).
 """
 
 from __future__ import annotations
@@ -59,5 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         json.dump([diagnostic_json(d) for d in all_diagnostics], sys.stdout, indent=2)
         print()
-    errors = sum(d.is_error for d in all_diagnostics)
-    return 2 if errors else 0
+    from .specs import MODEL_ERROR_CODES  # specs imports this module, so not at the top
+
+    codes = {d.code for d in all_diagnostics if d.is_error}
+    return 3 if codes & MODEL_ERROR_CODES else 2 if codes else 0
