@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except CircuitspecError as e:
-        err.print("[bold red]error:[/] " + escape(e.message), highlight=False)
+        err.print("[bold red]error:[/] " + escape(e.message), highlight=False, soft_wrap=True)  # one line, however long
         if e.hint:
-            err.print("  [cyan]hint:[/] " + escape(e.hint), highlight=False)
+            err.print("  [cyan]hint:[/] " + escape(e.hint), highlight=False, soft_wrap=True)
         return e.exit_code
     except UnknownTaskError as e:
-        err.print("[bold red]error:[/] " + escape(str(e)), highlight=False)
+        err.print("[bold red]error:[/] " + escape(str(e)), highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")

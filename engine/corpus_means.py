@@ -43,7 +43,6 @@ the loaded model's), and that every needed key is present with the right shape; 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +51,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as dump_tensors
 
 from .ablation import _POSITIONS, _TOKENS, Ablation, Reference, _needed_hooks
+from .atomic import write_bytes
 from .checkpoint import MANIFEST_FILE, read_manifest
 from .corpus import Corpus, CorpusConfig, load_corpus
 from .errors import ModelError, UsageError
@@ -240,11 +240,10 @@ def save_corpus_means(ckpt_dir: Path | str, means: CorpusMeans) -> Path:
     if not means.weights_sha256:
         raise ValueError("corpus means must record the weights they belong to")
     path = means_path(ckpt_dir)
-    tmp = path.with_name(path.name + ".tmp")
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "weights_sha256": means.weights_sha256,
                 "info": json.dumps(means.info, sort_keys=True)}
-    save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in means.values.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    write_bytes(path, dump_tensors({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in means.values.items()},
+                                   metadata=metadata))
     return path
 
 
@@ -337,6 +336,9 @@ def validate(means: CorpusMeans, model: Transformer, ckpt_dir: Path | str) -> di
     for key, shape in shapes.items():
         if tuple(means.values[key].shape) != shape:
             raise ModelError(f"{path}: the mean of {key} has shape {tuple(means.values[key].shape)}, the model's is {shape}",
+                             hint=regenerate)
+        if means.values[key].dtype != torch.float32:
+            raise ModelError(f"{path}: the mean of {key} is stored as {means.values[key].dtype}, expected float32",
                              hint=regenerate)
         if not bool(torch.isfinite(means.values[key]).all()):
             raise ModelError(f"{path}: the mean of {key} is not finite", hint=regenerate)

@@ -7,17 +7,14 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
@@ -29,16 +26,7 @@ from .model import Transformer
 from .sparsity import density_report, project_model_
 from .tasks import RandomSampler, Task, all_tasks, get_task
 from .tokenizer import encode
-
-STATE_DIR = "train_state"
-
-
-@dataclass
-class TrainState:
-    step: int = 0
-    elapsed_s: float = 0.0
-    tokens: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
+from .train_state import STATE_DIR, TrainState, load_train_state, save_train_state
 
 
 def select_tasks(names: tuple[str, ...]) -> list[Task]:
@@ -114,37 +102,6 @@ def validation_loss(model: Transformer, corpus: Corpus, cfg: TrainConfig, batche
     return sum(losses) / len(losses)
 
 
-def save_train_state(out: Path, model: Transformer, optimizer: torch.optim.Optimizer, state: TrainState) -> None:
-    """Full-precision model and optimizer tensors for ``--resume`` (safetensors + JSON, no pickle)."""
-    directory = out / STATE_DIR
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{n}": p.detach().cpu().contiguous() for n, p in model.named_parameters()}
-    opt_state = optimizer.state_dict()
-    for idx, entries in opt_state["state"].items():
-        for key, value in entries.items():
-            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous().clone()
-    save_file(tensors, str(directory / "state.safetensors"))
-    meta = {"step": state.step, "elapsed_s": state.elapsed_s, "tokens": state.tokens, "history": state.history,
-            "param_groups": opt_state["param_groups"]}
-    (directory / "state.json").write_text(json.dumps(meta, indent=1))
-
-
-def load_train_state(out: Path, model: Transformer, optimizer: torch.optim.Optimizer) -> TrainState:
-    directory = out / STATE_DIR
-    if not (directory / "state.json").is_file():
-        raise UsageError(f"{out}: nothing to resume (no {STATE_DIR}/state.json)", hint="drop --resume to start a new run")
-    meta = json.loads((directory / "state.json").read_text())
-    tensors = load_file(str(directory / "state.safetensors"))
-    model.load_state_dict({n[len("model."):]: t for n, t in tensors.items() if n.startswith("model.")})
-    opt_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
-    for name, t in tensors.items():
-        if name.startswith("opt."):
-            _, idx, key = name.split(".", 2)
-            opt_state["state"].setdefault(int(idx), {})[key] = t
-    optimizer.load_state_dict(opt_state)
-    return TrainState(step=meta["step"], elapsed_s=meta["elapsed_s"], tokens=meta["tokens"], history=meta["history"])
-
-
 def train_step(model: Transformer, optimizer: torch.optim.Optimizer, matrices: dict[str, torch.Tensor],
                cfg: TrainConfig, x: torch.Tensor, step: int) -> dict[str, float]:
     """One optimizer step on tokens ``x`` [batch, seq+1], then the top-k projection for step + 1."""
@@ -165,9 +122,13 @@ def train_step(model: Transformer, optimizer: torch.optim.Optimizer, matrices: d
 def train(cfg: TrainConfig, out: Path | str, *, device: str = "cpu", resume: bool = False,
           manifest_extra: dict[str, Any] | None = None,
           on_progress: Callable[[TrainState, dict[str, float]], None] | None = None,
-          on_eval: Callable[[dict[str, Any]], None] | None = None) -> tuple[Transformer, dict[str, Any]]:
-    """Train to ``cfg.train.steps``; writes periodic state to ``out/train_state`` and the final checkpoint to ``out``,
-    with its pretraining means (``corpus_means.safetensors``, :mod:`.corpus_means`)."""
+          on_eval: Callable[[dict[str, Any]], None] | None = None,
+          on_message: Callable[[str], None] | None = None) -> tuple[Transformer, dict[str, Any]]:
+    """Train to ``cfg.train.steps``; writes periodic checkpoints to ``out/train_state`` (:mod:`.train_state`:
+    each one a unit, ``resume`` continues from the newest intact one and says which through ``on_message``)
+    and the final checkpoint to ``out``, with its pretraining means (``corpus_means.safetensors``,
+    :mod:`.corpus_means`). A location that cannot be written stops the run with a UsageError that says
+    what is kept."""
     out = Path(out)
     torch.manual_seed(cfg.train.seed)
     tasks = select_tasks(cfg.data.tasks)
@@ -178,7 +139,11 @@ def train(cfg: TrainConfig, out: Path | str, *, device: str = "cpu", resume: boo
         raise UsageError(f"[train] seq_len={cfg.train.seq_len} exceeds [model] n_ctx={cfg.model.n_ctx}")
     model = Transformer(cfg.model).to(device)
     optimizer = make_optimizer(model, cfg)
-    state = load_train_state(out, model, optimizer) if resume else TrainState()
+    state = TrainState()
+    if resume:
+        state, message = load_train_state(out, model, optimizer)
+        if on_message:
+            on_message(message)
     matrices = {n: p.data for n, p in model.weight_matrices().items()}
     model.train()
     tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
@@ -201,7 +166,12 @@ def train(cfg: TrainConfig, out: Path | str, *, device: str = "cpu", resume: boo
             if on_eval:
                 on_eval(record)
         if state.step % cfg.train.checkpoint_every == 0 or last:
-            save_train_state(out, model, optimizer, state)
+            try:
+                save_train_state(out, model, optimizer, state)
+            except OSError as e:
+                raise UsageError(f"cannot save the training checkpoint of step {state.step} in {out / STATE_DIR} "
+                                 f"({e.strerror or e}); the last complete one is kept",
+                                 hint="free space or fix the folder, then continue with --resume") from None
     final = state.history[-1] if state.history else {}
     manifest = {
         "name": cfg.name,
@@ -219,9 +189,14 @@ def train(cfg: TrainConfig, out: Path | str, *, device: str = "cpu", resume: boo
         "torch": torch.__version__,
         **(manifest_extra or {}),
     }
-    save_checkpoint(model, out, manifest)
-    # the pretraining means `ablate mean over corpus` uses, from this very corpus (corpus_means.py)
-    write_corpus_means(out, model, corpus=corpus)
+    try:
+        save_checkpoint(model, out, manifest)
+        # the pretraining means `ablate mean over corpus` uses, from this very corpus (corpus_means.py)
+        write_corpus_means(out, model, corpus=corpus)
+    except OSError as e:
+        raise UsageError(f"cannot write the checkpoint to {out} ({e.strerror or e}); the trained state of step "
+                         f"{state.step} is kept in {out / STATE_DIR}",
+                         hint="free space or fix the folder, then rerun with --resume: it writes the checkpoint") from None
     return model, manifest
 
 

@@ -63,7 +63,7 @@ def test_eval_json_to_stdout(capsys):
     (["eval", "py-sparse-smal"], 3, "did you mean 'py-sparse-small'"),
     (["eval", "/no/such/dir"], 3, "unknown model"),
     (["eval", "--tasks", "closing_quotes", "-n", "5"], 2, "did you mean 'closing_quote'"),
-    (["eval", "-n", "0"], 2, "--examples must be at least 1"),
+    (["eval", "-n", "0"], 2, "-n/--examples: must be at least 1"),
     (["train", "--config", "nope.toml", "--out", "x"], 2, "no such config file"),
     (["frobnicate"], 2, "invalid choice"),
 ])
@@ -99,6 +99,7 @@ def test_train_command_end_to_end(tmp_path):
     assert rc == 2 and "--resume" in err
     rc, _, err = run_cli("train", "--config", str(config), "--out", str(out), "--resume", "--steps", "6")
     assert rc == 0, err
+    assert f"resumed from step 4 ({out / 'train_state' / 'step-00000004'})" in err
     assert json.loads((out / "manifest.json").read_text())["steps"] == 6
     rc, _, err = run_cli("eval", str(out), "-n", "5", "--tasks", "for_in")
     assert rc == 0, err

@@ -20,7 +20,8 @@ def make_spec(tmp_path, extra=""):
 
 def run(tmp_path, path, *args):
     out = tmp_path / "falsify.json"
-    code = main(["falsify", str(path), "--seed", "0", "--max-examples", "40", "--samples", "30", "--database", str(tmp_path / "db"), "--json", str(out), *args])
+    database = [] if "--no-database" in args else ["--database", str(tmp_path / "db")]  # the two contradict: exit 2
+    code = main(["falsify", str(path), "--seed", "0", "--max-examples", "40", "--samples", "30", *database, "--json", str(out), *args])
     return code, {r["name"]: r for r in json.loads(out.read_text())["results"]}
 
 
@@ -161,3 +162,19 @@ def test_a_unit_that_never_matters_breaks_minimality_on_every_round(tmp_path):
     finally:
         unregister_task(TASK.name)
     assert outcome.broken and outcome.what.startswith("decoy") and outcome.interval[1] < 0.2
+
+
+def test_notes_say_what_was_measured_for_claims_that_never_held(tmp_path, oracle_task):
+    """A circuit with no effect is not "sufficient only when everything is ablated at once": it is not
+    sufficient at all; an irrelevant node is not "necessary depending on the reference": it is not necessary."""
+    from circuitspec.engine.checkpoint import save_checkpoint
+    from test_verify_oracle import HEADER, hand_set_model
+
+    save_checkpoint(hand_set_model(), tmp_path / "model", {})
+    spec = tmp_path / "decoy.circ"
+    spec.write_text(HEADER.format(name="decoy", ablation="mean over task") + "node decoy = blocks.0.mlp.hook_post[5]\n"
+                    "claim suff: sufficient faithfulness >= 0.5\nclaim nec: necessary faithfulness <= 0.5\n")
+    code, results = run(tmp_path, spec, "--no-database")
+    assert code == 1
+    assert "does not hold even with everything outside the circuit ablated" in results["suff"]["note"]
+    assert "not necessary" in results["nec"]["note"] and "depends on which inputs" not in results["nec"]["note"]

@@ -78,3 +78,22 @@ def test_a_true_claim_passes_with_the_drawn_sample(folder):
     claim = claims["says_a"]
     assert code == 0 and claim["verdict"] == "pass" and claim["n"] == 598
     assert claim["ci"][0] >= 1 - EVERY_INPUT_RESOLUTION
+@pytest.mark.parametrize("seed", range(3))
+def test_falsify_finds_the_rare_branch(folder, tmp_path, seed):
+    path = write(folder, "rare_falsify", RARE_CLAIM)
+    out = tmp_path / "falsify.json"
+    code = main(["falsify", str(path), "--seed", str(seed), "--max-examples", "600", "--no-database", "--json", str(out)])
+    found = {r["name"]: r for r in json.loads(out.read_text())["results"]}["prefers_a"]
+    assert code == 1 and found["verdict"] == "falsified" and found["counterexample"]["input"].endswith("b")
+    assert found["random_tried"] in (0, 600)  # the draws run when the Hypothesis search finds nothing
+
+
+def test_plain_random_draws_find_what_uniform_sampling_finds(folder):
+    from circuitspec.testing import load_spec
+    from circuitspec.verify.falsify import _random_draws
+
+    spec = load_spec(write(folder, "rare_draws", RARE_CLAIM))
+    found, drawn = _random_draws(spec, spec.claim("prefers_a"), (), 600, seed=0)
+    assert drawn == 600 and found is not None and found.prefix.endswith("b")
+    found, drawn = _random_draws(spec, spec.claim("prefers_a"), (), 20, seed=0)  # 1% in 20 draws: usually missed
+    assert drawn == 20

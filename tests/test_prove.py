@@ -96,6 +96,20 @@ def test_a_counter_model_fails_the_prove_command(tmp_path, oracle_task, capsys):
     assert "counter-model oracle.circ:10" in err and "  counter-model: " in err and "(carrier)" in err
 
 
+def test_a_claim_a_real_input_breaks_is_refuted_with_that_input(tmp_path, oracle_task, capsys):
+    """The circuit answers 'b' on 'b' inputs, so "logit a > logit b" without a `when` is broken by real task
+    inputs: prove reports it refuted with one of them, before any encoding."""
+    from circuitspec.prove.entailment import prove_behaviour
+    from circuitspec.verify.runner import RunSettings
+    resolved = _oracle_spec(tmp_path, "claim says_a: logit['a'] > logit['b']\n")
+    result = prove_behaviour(resolved, resolved.claims[0], RunSettings(samples=40))
+    assert result.status == "refuted" and result.counterexample["input"].endswith("b")
+    assert result.inputs_tried > 0 and result.z3_checks == 0
+    assert main(["prove", resolved.file]) == 1
+    err = capsys.readouterr().err
+    assert "refuted oracle.circ" in err and "counterexample (a real task input)" in err
+
+
 def attention_model():
     """A one-head copy: the head attends from the final 'a'/'b' to itself (its key reads a marker only
     'a' and 'b' carry) and moves the carrier (+1 'a', -1 'b') into channel 1, which the unembedding reads.

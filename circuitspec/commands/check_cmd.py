@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ..engine.tasks.project import load_project_tasks
 from ..lang.diagnostics import Diagnostic, render_all
 from ..lang.parser import parse_spec_or_library
 from ..lang.resolve import ResolvedSpec, resolve
@@ -31,6 +32,7 @@ def check_file(path: Path) -> tuple[ResolvedSpec | None, list[Diagnostic], dict[
     parsed, is_library = parse_spec_or_library(path)
     if not parsed.ok or is_library:
         return None, parsed.diagnostics, parsed.sources
+    load_project_tasks(path)  # [tool.circuitspec] tasks of the nearest pyproject.toml above the spec
     resolved, diagnostics = resolve(parsed.spec, str(path))
     return resolved, parsed.diagnostics + diagnostics, parsed.sources
 

@@ -33,9 +33,12 @@ from ..lang.parser import parse_spec
 from ..lang.resolve import resolve
 from ..verify.runner import RunSettings, SelfCheckError
 from ..verify.verifier import verify_spec
+from .argtypes import MAX_SAMPLES, MAX_STEPS, bounded, finite_float, positive_int, seed
 from .common import add_device_argument, resolve_device
+from .outputs import output_file, save_output
 from .specs import report_console
 
+MIN_SAMPLES = 8  # the search splits its inputs three ways
 ROBUST_KEEP = 0.5  # --robust: outside nodes left in place during training with probability up to this
 ROBUST_CHECKS = 3  # --robust: random partial ablations every chosen circuit must also pass
 NAME, HELP = "discover", "find a small circuit for a task and write it as a verified .circ spec"
@@ -45,10 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="shipped model name or checkpoint directory (default py-sparse-small)")
     p.add_argument("--task", required=True, help="task name (see `circuitspec tasks`)")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--target-loss", type=float, metavar="X",
+    target.add_argument("--target-loss", type=finite_float(0.0), metavar="X",
                         help="largest task loss (binary cross-entropy over the two answers) the circuit alone may have "
                              "(default: the full model's loss plus a small margin)")
-    target.add_argument("--target-faithfulness", type=float, metavar="F", help="smallest faithfulness the circuit must keep")
+    target.add_argument("--target-faithfulness", type=finite_float(), metavar="F", help="smallest faithfulness the circuit must keep")
     p.add_argument("--ablation", choices=("mean", "zero"), default="mean", help="what removed nodes carry (default mean)")
     p.add_argument("--reference", choices=("task", "corpus"), default="task",
                    help="where the mean comes from: the task's inputs (default), or the pretraining corpus (the means "
@@ -60,14 +63,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train the mask with random parts of the outside left in place, and choose only circuits that "
                         "also meet the target under three fixed random partial ablations (larger circuits, several "
                         "times slower)")
-    p.add_argument("-o", "--output", type=Path, required=True, metavar="SPEC", help="the .circ file to write")
+    p.add_argument("-o", "--output", type=output_file, required=True, metavar="SPEC", help="the .circ file to write")
     p.add_argument("--name", help="spec name (default TASK_discovered)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--samples", type=int, default=256, help="inputs per phase of the search (default 256)")
-    p.add_argument("--steps", type=int, default=150, help="optimisation steps of the mask (default 150)")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--samples", type=bounded(MIN_SAMPLES, MAX_SAMPLES), default=256,
+                   help=f"inputs per phase of the search (default 256, at least {MIN_SAMPLES})")
+    p.add_argument("--steps", type=positive_int(MAX_STEPS), default=150, help="optimisation steps of the mask (default 150)")
     p.add_argument("--no-compare", action="store_true", help="skip the zero- (or mean-) ablation comparison")
     p.add_argument("--no-verify", action="store_true", help="write the proposed claims without verifying them")
-    p.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON ('-' for stdout)")
+    p.add_argument("--json", type=output_file, metavar="FILE", help="write the figures as JSON ('-' for stdout)")
     add_device_argument(p)
 
 
@@ -103,8 +107,6 @@ def _label(ablation: str, args) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.output.suffix != ".circ":
         raise UsageError(f"{args.output}: the output must be a .circ file")
-    if not args.output.parent.is_dir():
-        raise UsageError(f"{args.output}: folder {args.output.parent} does not exist")
     if args.reference == "corpus" and args.ablation != "mean":
         raise UsageError("--reference corpus needs mean ablation", hint="drop --ablation zero, or --reference corpus")
     args.device = resolve_device(args.device)
@@ -133,8 +135,7 @@ def run(args: argparse.Namespace) -> int:
     exit_code = 0
     if not found.reached or found.node_count == 0:
         console.print("[red]target not reached[/]: no spec written", highlight=False)
-        _write_json(args.json, report)
-        return 1
+        return 1 if _write_json(args.json, report) else 2
     stats = measure_nodes(model, task, found.mask, found.ablation, max(args.samples, 512), f"{args.seed}:describe",
                           _reference(found.ablation, args))
     draft = draft_spec(found, task, model_ref, args.output, stats, args.name)
@@ -161,17 +162,16 @@ def run(args: argparse.Namespace) -> int:
         if any(r.kind == "sufficient" for r in failed):
             console.print("[red]the sufficiency claim did not verify[/]: kept in the spec, which fails `verify`", highlight=False)
             exit_code = 1
-    args.output.write_text(text)
-    console.print(f"wrote {args.output}", highlight=False)
+    written = save_output(args.output, text, "the discovered spec")
+    if written:
+        console.print(f"wrote {args.output}", highlight=False)
     report["spec"] = str(args.output)
     report["claims"] = verdicts
-    _write_json(args.json, report)
-    return exit_code
+    written &= _write_json(args.json, report)
+    return exit_code if written else 2
 
 
-def _write_json(path: Path | None, report: dict) -> None:
-    if path is None:
-        return
-    text = json.dumps(report, indent=2, sort_keys=True, default=str) + "\n"
-    print(text, end="") if str(path) == "-" else path.write_text(text)
+def _write_json(path: Path | None, report: dict) -> bool:
+    """Whether the report went where asked (save_output keeps it elsewhere otherwise)."""
+    return path is None or save_output(path, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n", "the JSON report")
 

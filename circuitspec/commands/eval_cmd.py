@@ -7,33 +7,31 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from ..engine.errors import UsageError
 from ..engine.evaluate import EVAL_SEED, score_task
 from ..engine.tasks import all_tasks, get_task
 from ..engine.zoo import DEFAULT_MODEL, load_model, resolve_model_path
+from .argtypes import MAX_SAMPLES, positive_int
 from .common import add_device_argument, resolve_device
+from .outputs import output_file, save_output
 
 NAME, HELP = "eval", "per-task accuracy and logit difference of a model"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default=None, help=f"shipped model name or checkpoint directory (default: {DEFAULT_MODEL})")
-    p.add_argument("--json", metavar="FILE", type=Path, help="also write results as JSON ('-' for stdout)")
+    p.add_argument("--json", metavar="FILE", type=output_file, help="also write results as JSON ('-' for stdout)")
     p.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks")
-    p.add_argument("-n", "--examples", type=int, default=1000, metavar="N", help="examples per task (default 1000)")
+    p.add_argument("-n", "--examples", type=positive_int(MAX_SAMPLES), default=1000, metavar="N", help="examples per task (default 1000)")
     p.add_argument("--seed", default=EVAL_SEED, help=f"example seed (default {EVAL_SEED!r}, held out from training)")
     add_device_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.examples < 1:
-        raise UsageError(f"--examples must be at least 1, got {args.examples}")
     device = resolve_device(args.device)
     path = resolve_model_path(args.model)
     tasks = [get_task(t) for t in args.tasks] if args.tasks else all_tasks()
@@ -55,9 +53,6 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     if args.json is not None:
         data = {name: s.to_dict() for name, s in scores.items()}
-        text = json.dumps(data, indent=2) + "\n"
-        if str(args.json) == "-":
-            print(text, end="")
-        else:
-            args.json.write_text(text)
+        if not save_output(args.json, json.dumps(data, indent=2) + "\n", "the JSON report"):
+            return 2
     return 0

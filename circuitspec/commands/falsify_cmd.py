@@ -17,10 +17,12 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
-from ..engine.errors import UsageError
 from ..testing import LoadedSpec
-from ..verify.falsify import ExampleStore, falsify_spec
+from ..verify.example_store import DEFAULT_ROOT, ExampleStore
+from ..verify.falsify import falsify_spec
 from ..verify.runner import RunSettings
+from .argtypes import MAX_SAMPLES, positive_int, seed
+from .outputs import check_output_dir, output_dir, output_file, save_output
 from .specs import report_console, resolve_specs
 
 NAME, HELP = "falsify", "search for inputs that break per-input claims (Hypothesis, shrunk, replayed)"
@@ -31,14 +33,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=sorted(PROFILES), default="ci" if os.environ.get("CI") else "dev",
                    help="ci: seed 0 and 200 inputs per claim, the same search every run (default when $CI is set); "
                         "dev: a fresh seed each run (printed, so a find can be reproduced) and 500 inputs")
-    p.add_argument("--max-examples", type=int, metavar="N", help="inputs to try per claim (overrides the profile)")
-    p.add_argument("--seed", type=int, help="search seed (overrides the profile)")
-    p.add_argument("--samples", type=int, default=RunSettings.samples, metavar="N",
+    p.add_argument("--max-examples", type=positive_int(MAX_SAMPLES), metavar="N", help="inputs to try per claim (overrides the profile)")
+    p.add_argument("--seed", type=seed, help="search seed (overrides the profile)")
+    p.add_argument("--samples", type=positive_int(MAX_SAMPLES), default=RunSettings.samples, metavar="N",
                    help=f"inputs per ablation choice when attacking aggregate claims (default {RunSettings.samples})")
-    p.add_argument("--database", type=Path, metavar="DIR",
-                   help="where counterexamples are kept and replayed (default: .circuitspec/examples in the current folder)")
-    p.add_argument("--no-database", action="store_true", help="neither replay nor store counterexamples")
-    p.add_argument("--json", metavar="FILE", type=Path, help="write results as JSON ('-' for stdout)")
+    database = p.add_mutually_exclusive_group()
+    database.add_argument("--database", type=output_dir, metavar="DIR",
+                          help=f"where counterexamples are kept and replayed (default: {DEFAULT_ROOT} in the current folder)")
+    database.add_argument("--no-database", action="store_true", help="neither replay nor store counterexamples")
+    p.add_argument("--json", metavar="FILE", type=output_file, help="write results as JSON ('-' for stdout)")
 
 
 PROFILES = {"ci": {"seed": 0, "max_examples": 200}, "dev": {"seed": None, "max_examples": 500}}
@@ -49,11 +52,11 @@ def run(args: argparse.Namespace) -> int:
     args.max_examples = args.max_examples if args.max_examples is not None else profile["max_examples"]
     if args.seed is None:
         args.seed = profile["seed"] if profile["seed"] is not None else random.randrange(2**31)
-    if args.max_examples < 1 or args.samples < 1:
-        raise UsageError("--max-examples and --samples must be at least 1")
-    store = None if args.no_database else ExampleStore(args.database or Path(".circuitspec") / "examples")
+    store = None if args.no_database else ExampleStore(args.database or check_output_dir(DEFAULT_ROOT))
     console = report_console()
     resolved_specs, exit_code = resolve_specs(args.paths)
+    if store:  # an unreadable database file stops the run here, before any search, and is left as it is
+        store.check([r.file for r in resolved_specs])
     results = []
     for resolved in resolved_specs:
         with console.status(f"falsifying {Path(resolved.file).name}"):
@@ -84,5 +87,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         text = json.dumps({"seed": args.seed, "max_examples": args.max_examples,
                            "results": [r.to_json() for r in results]}, indent=2, sort_keys=True) + "\n"
-        print(text, end="") if str(args.json) == "-" else args.json.write_text(text)
+        if not save_output(args.json, text, "the JSON report"):
+            exit_code = max(exit_code, 2)
     return exit_code

@@ -1,7 +1,10 @@
 """Rewrite .circ files in canonical form (or, with --check, only report which would change).
 
+Every file is parsed and formatted first; each one that would change must be writable (the file and its
+folder) before any is rewritten, and each is replaced atomically, so a spec is never left half written.
+
 Exit 0 when nothing needed changing (or files were rewritten), 1 with --check when some file would
-change, 2 when a file does not parse (it is left untouched).
+change, 2 when a file does not parse (it is left untouched) or cannot be written.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from rich.console import Console
 
 from ..lang.fmt import format_spec
 from ..lang.parser import parse_spec_or_library
+from .outputs import check_output_file, save_output
 from .paths import circ_files
 
 NAME, HELP = "fmt", "format .circ files canonically"
@@ -33,18 +37,21 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.write(parsed.render())
             broken += 1
             continue
-        text = path.read_text(encoding="utf-8")
         formatted = format_spec(parsed.spec)
-        if formatted != text:
-            changed.append(path)
-            if not args.check:
-                path.write_text(formatted, encoding="utf-8")
+        if formatted != path.read_text(encoding="utf-8"):
+            changed.append((path, formatted))
+    failed = []
+    if not args.check:
+        for path, _ in changed:  # all checked before any is written: a read-only one stops the run untouched
+            check_output_file(path)
+        failed = [path for path, text in changed if not save_output(path, text, f"the formatted {path.name}")]
     verb = "would reformat" if args.check else "reformatted"
-    for path in changed:
-        console.print(f"{verb} {path}")
+    for path, _ in changed:
+        if path not in failed:
+            console.print(f"{verb} {path}")
     unchanged = len(files) - len(changed) - broken
-    summary = f"{len(changed)} {'would be reformatted' if args.check else 'reformatted'}, {unchanged} unchanged"
-    console.print(summary + (f", {broken} with errors" if broken else ""))
-    if broken:
+    summary = f"{len(changed) - len(failed)} {'would be reformatted' if args.check else 'reformatted'}, {unchanged} unchanged"
+    console.print(summary + (f", {broken} with errors" if broken else "") + (f", {len(failed)} not written" if failed else ""))
+    if broken or failed:
         return 2
     return 1 if args.check and changed else 0

@@ -18,28 +18,31 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..engine.corpus_means import DEFAULT_WINDOWS, corpus_reference, describe, means_path, write_corpus_means
-from ..engine.errors import UsageError
 from ..engine.zoo import load_model, resolve_model_path
+from .argtypes import bounded, seed
+from .outputs import check_output_dir
 
+MAX_WINDOWS = 1_000_000  # corpus windows: about 1000 times the default
 NAME, HELP = "means", "compute and store a checkpoint's pretraining means (for `ablate mean over corpus`)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL", help="shipped model name or checkpoint directory")
-    p.add_argument("--windows", type=int, default=DEFAULT_WINDOWS,
+    p.add_argument("--windows", type=bounded(2, MAX_WINDOWS), default=DEFAULT_WINDOWS,
                    help=f"corpus windows to average over (default {DEFAULT_WINDOWS}, of the training seq_len each)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the windows (default: the checkpoint's training seed)")
+    p.add_argument("--seed", type=seed, default=None, help="seed of the windows (default: the checkpoint's training seed)")
     p.add_argument("--corpus-root", metavar="DIR", default=None,
                    help="a standard-library folder to draw from instead of the running Python's")
     p.add_argument("--check", action="store_true", help="only validate the stored means (exit 3 if missing or stale)")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.windows < 2:
-        raise UsageError(f"--windows must be at least 2, got {args.windows}")
     console = Console(highlight=False)
-    for ref in args.models:
-        path = resolve_model_path(ref)
+    paths = [resolve_model_path(ref) for ref in args.models]
+    if not args.check:  # each checkpoint folder is written to: checked before any averaging
+        for path in paths:
+            check_output_dir(path)
+    for ref, path in zip(args.models, paths):
         model = load_model(str(path))
         if args.check:
             corpus_reference(model, path)  # raises a ModelError saying what is wrong and how to fix it

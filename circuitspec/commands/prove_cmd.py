@@ -10,8 +10,12 @@ the residual entering the encoding, norm scales and attention, or shows a counte
 time ran out, or Z3 gave up) is inconclusive and fails like verify's inconclusive verdicts; "not
 encodable" (an ablation or a size the encoding does not cover) is reported and does not fail.
 
-Exit 0: consistent, and every encodable behaviour claim proved. 1: an inconsistency, a counter-model, an
-unknown, or premises that cannot hold in the circuit ("vacuous": they would entail anything). 2: spec errors.
+Before any encoding, each behaviour claim is checked on a few hundred real task inputs (the circuit alone,
+as verify runs it): one that breaks it is reported as "refuted" with that input, since a relaxed
+encoding could only say "unknown" or show an unrealisable counter-model there.
+
+Exit 0: consistent, and every encodable behaviour claim proved. 1: an inconsistency, a refuted claim, a
+counter-model, an unknown, or premises that cannot hold in the circuit ("vacuous": they would entail anything). 2: spec errors.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from rich.markup import escape
 
 from ..prove.consistency import check_consistency
 from ..prove.entailment import prove_behaviour
-
+from .argtypes import MAX_SAMPLES, MAX_TIMEOUT_S, finite_float, positive_int
+from .outputs import output_file, save_output
 from .specs import report_console, resolve_specs
 
 NAME, HELP = "prove", "check with Z3 that a spec's claims can all hold together"
@@ -34,9 +39,9 @@ NAME, HELP = "prove", "check with Z3 that a spec's claims can all hold together"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help=".circ files or directories")
-    p.add_argument("--samples", type=int, default=500, help="task inputs sampled to find the feature combinations (default 500)")
-    p.add_argument("--timeout", type=float, default=20.0, metavar="SECONDS", help="time limit per entailment attempt, search and Z3 together; running out is reported as unknown and fails (default 20)")
-    p.add_argument("--json", metavar="FILE", type=Path, help="write the reports as JSON ('-' for stdout)")
+    p.add_argument("--samples", type=positive_int(MAX_SAMPLES), default=500, help="task inputs sampled to find the feature combinations (default 500)")
+    p.add_argument("--timeout", type=finite_float(0.0, MAX_TIMEOUT_S), default=20.0, metavar="SECONDS", help="time limit per entailment attempt, search and Z3 together; running out is reported as unknown and fails (default 20)")
+    p.add_argument("--json", metavar="FILE", type=output_file, help="write the reports as JSON ('-' for stdout)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         entailments = [prove_behaviour(resolved, c, timeout_ms=int(args.timeout * 1000))
                        for c in resolved.claims if c.kind == "behaviour"]
         reports.append({"consistency": asdict(report), "entailment": [asdict(e) for e in entailments]})
-        if any(e.status in ("counter-model", "vacuous", "unknown") for e in entailments):
+        if any(e.status in ("refuted", "counter-model", "vacuous", "unknown") for e in entailments):
             exit_code = max(exit_code, 1)
         for e in entailments:
             _print_entailment(console, path, e)
@@ -66,12 +71,12 @@ def run(args: argparse.Namespace) -> int:
             for ref in problem.claims:
                 console.print(escape(f"  {Path(ref.file).name}:{ref.line}: {ref.text}"), soft_wrap=True)
     if args.json:
-        text = json.dumps(reports, indent=2, sort_keys=True) + "\n"
-        print(text, end="") if str(args.json) == "-" else args.json.write_text(text)
+        if not save_output(args.json, json.dumps(reports, indent=2, sort_keys=True) + "\n", "the JSON report"):
+            exit_code = max(exit_code, 2)
     return exit_code
 
 
-STATUS_STYLE = {"proved": "green", "counter-model": "red", "vacuous": "red", "unknown": "yellow", "not encodable": "yellow"}
+STATUS_STYLE = {"proved": "green", "refuted": "red", "counter-model": "red", "vacuous": "red", "unknown": "yellow", "not encodable": "yellow"}
 
 
 def _print_entailment(console: Console, path: Path, e) -> None:
@@ -84,6 +89,9 @@ def _print_entailment(console: Console, path: Path, e) -> None:
     for a in e.assumptions:
         console.print(escape(f"  assumption: {a.text} ({a.measured}; holds on {a.fresh_fraction:.0%} of a fresh sample)"),
                       soft_wrap=True)
+    if e.counterexample:
+        values = ", ".join(f"{k} = {v:.4g}" for k, v in e.counterexample.items() if isinstance(v, float))
+        console.print(escape(f"  counterexample (a real task input): {e.counterexample['input']!r}: {values}"), soft_wrap=True)
     if e.counter_model:
         scales = {k: v for k, v in e.counter_model.items() if k.startswith("scale(")}
         nonzero = sorted(((k, v) for k, v in e.counter_model.items() if v != 0 and k not in scales), key=lambda kv: -abs(kv[1]))

@@ -19,12 +19,15 @@ from ..engine.errors import UsageError
 from ..lang.diagnostics import render_all
 from ..lang.parser import parse_spec_or_library
 from ..show import ShowOptions, build_picture, lay_out, render_html, render_svg
+from .argtypes import MAX_SAMPLES, non_negative_int, positive_int, seed
 from .common import add_device_argument, resolve_device
+from .outputs import check_output_file, save_output
 from .paths import circ_files
 from .specs import report_console, resolve_specs
 
 NAME, HELP = "show", "draw a spec's circuit as a picture (self-contained HTML or SVG)"
 FORMATS = {".html": "html", ".htm": "html", ".svg": "svg"}
+MAX_DRAWN = 100_000  # --max-edges, --expand: far beyond what a picture can show
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,15 +36,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", metavar="FILE", type=Path,
                    help="where to write: FILE.html (a page with the picture) or FILE.svg; default SPEC's name + .html")
     p.add_argument("--svg", metavar="FILE", type=Path, help="also write the picture as an SVG file")
-    p.add_argument("--samples", type=int, default=defaults.samples, metavar="N",
+    p.add_argument("--samples", type=positive_int(MAX_SAMPLES), default=defaults.samples, metavar="N",
                    help=f"task inputs the activations are measured on (default {defaults.samples})")
-    p.add_argument("--seed", type=int, default=defaults.seed, help=f"seed for those inputs (default {defaults.seed})")
+    p.add_argument("--seed", type=seed, default=defaults.seed, help=f"seed for those inputs (default {defaults.seed})")
     p.add_argument("--split", metavar="FEATURE",
                    help="task feature to split activations by (default: the one the spec's claims condition on "
                         "most, else the task's first; 'none' for no split)")
-    p.add_argument("--max-edges", type=int, default=defaults.max_edges, metavar="N",
+    p.add_argument("--max-edges", type=non_negative_int(MAX_DRAWN), default=defaults.max_edges, metavar="N",
                    help=f"draw at most N weight connections, the strongest (default {defaults.max_edges})")
-    p.add_argument("--expand", type=int, default=defaults.expand, metavar="N",
+    p.add_argument("--expand", type=positive_int(MAX_DRAWN), default=defaults.expand, metavar="N",
                    help=f"draw groups of at most N channels channel by channel; larger ones as one box (default {defaults.expand})")
     add_device_argument(p)
 
@@ -55,15 +58,11 @@ def _outputs(args: argparse.Namespace, spec: Path) -> list[tuple[Path, str]]:
         if fmt is None:
             raise UsageError(f"{path}: unknown output format {path.suffix or '(no extension)'!r}",
                              hint="name the output FILE.html or FILE.svg")
-        if not path.parent.is_dir():
-            raise UsageError(f"{path}: folder {path.parent} does not exist")
+        check_output_file(path)
     return targets
 
 
 def run(args: argparse.Namespace) -> int:
-    for name, value, least in (("--samples", args.samples, 1), ("--max-edges", args.max_edges, 0), ("--expand", args.expand, 1)):
-        if value < least:
-            raise UsageError(f"{name} must be at least {least}, got {value}")
     files = circ_files([args.path])
     if len(files) != 1:
         raise UsageError(f"{args.path} holds {len(files)} specs; show draws one", hint="name one .circ file")
@@ -89,15 +88,11 @@ def run(args: argparse.Namespace) -> int:
         picture = build_picture(resolved, options, progress=lambda message: status.update(f"{spec_path.name}: {message}"))
         status.update(f"{spec_path.name}: laying out {len(picture.units)} boxes")
         layout = lay_out(picture)
-        for path, fmt in targets:
-            text = render_html(layout) if fmt == "html" else render_svg(layout)
-            try:
-                path.write_text(text, encoding="utf-8")
-            except OSError as e:
-                raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+        written = [path for path, fmt in targets
+                   if save_output(path, render_html(layout) if fmt == "html" else render_svg(layout), "the picture")]
     wires = sum(link.kind == "weight" for link in picture.links)
     boxes = sum(u.kind not in ("tokens", "positions", "logits") for u in picture.units)
-    for path, _ in targets:
+    for path in written:
         console.print(f"wrote {path}: {len(resolved.nodes):,} circuit nodes in {boxes} boxes, "
                       f"{wires} weight connections drawn", soft_wrap=True, markup=False)
-    return exit_code
+    return exit_code if len(written) == len(targets) else max(exit_code, 2)

@@ -9,13 +9,15 @@ from rich.console import Console
 from rich.table import Table
 
 from ..engine.tasks import all_tasks
+from .argtypes import non_negative_int
 
+MAX_EXAMPLES = 10_000  # per task: more would only flood the terminal
 NAME, HELP = "tasks", "list the tasks specs can name"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--examples", type=int, default=0, metavar="N", help="also show N example prefixes per task")
+    p.add_argument("--examples", type=non_negative_int(MAX_EXAMPLES), default=0, metavar="N", help="also show N example prefixes per task")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,16 +15,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..engine.config import load_config
 from ..engine.errors import UsageError
 from ..engine.train import STATE_DIR, train
+from .argtypes import MAX_STEPS, positive_int
 from .common import add_device_argument, resolve_device
+from .outputs import output_dir
 
 NAME, HELP = "train", "train a model from a config file"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, type=Path, help="TOML training config (see configs/)")
-    p.add_argument("--out", required=True, type=Path, help="output checkpoint directory")
-    p.add_argument("--resume", action="store_true", help=f"continue from OUT/{STATE_DIR}")
-    p.add_argument("--steps", type=int, help="override [train] steps")
+    p.add_argument("--out", required=True, type=output_dir, help="output checkpoint directory")
+    p.add_argument("--resume", action="store_true",
+                   help=f"continue from the newest intact checkpoint in OUT/{STATE_DIR} (it says which step)")
+    p.add_argument("--steps", type=positive_int(MAX_STEPS), help="override [train] steps")
     add_device_argument(p)
 
 
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             progress.console.print(f"step {record['step']}: val_loss {record['val_loss']:.3f}  {accs}")
 
         _, manifest = train(cfg, args.out, device=device, resume=args.resume, on_progress=on_progress, on_eval=on_eval,
+                            on_message=lambda line: progress.console.print(line, markup=False, highlight=False, soft_wrap=True),
                             manifest_extra={"command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                                             "git_revision": git_revision()})
     console.print(f"wrote {args.out} ({manifest['train_tokens_per_second']:,} tok/s)")

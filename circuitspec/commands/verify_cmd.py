@@ -17,41 +17,50 @@ from rich.progress import Progress
 from ..engine.checkpoint import read_manifest
 from ..engine.errors import CircuitspecError, UsageError
 from ..testing import LoadedSpec
-from ..verify.falsify import ExampleStore, falsify_spec
-from ..verify.report import manifest, print_table, summary, write_json, write_junit
+from ..verify.example_store import DEFAULT_ROOT, ExampleStore
+from ..verify.falsify import falsify_spec
+from ..verify.report import json_report, junit_report, manifest, print_table, summary
 from ..verify.runner import RunSettings
 from ..verify.verifier import claim_groups, verify_spec
+from .argtypes import MAX_BASELINES, MAX_SAMPLES, non_negative_int, positive_int, seed
 from .common import add_device_argument, resolve_device
+from .outputs import check_output_dir, output_file, save_output
 from .specs import report_console, resolve_specs
 
+MAX_EXAMPLES = 200  # --falsify: inputs tried per claim
 NAME, HELP = "verify", "verify every claim of .circ specs (exit 0 pass, 1 fail, 2 spec error, 3 model error)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help=".circ files or directories")
-    p.add_argument("--json", metavar="FILE", type=Path, help="write results as JSON ('-' for stdout)")
-    p.add_argument("--junit", metavar="FILE", type=Path, help="write JUnit XML for CI")
-    p.add_argument("--seed", type=int, default=0, help="seed for inputs, baselines and bootstrap (default 0)")
-    p.add_argument("--samples", type=int, help=f"inputs per claim group when the spec does not say (default {RunSettings.samples})")
-    p.add_argument("--baselines", type=int, default=RunSettings.baselines, help="random same-size circuits per check")
-    p.add_argument("--partial-ablations", type=int, default=RunSettings.partial_ablations, metavar="N",
+    p.add_argument("--json", metavar="FILE", type=output_file, help="write results as JSON ('-' for stdout)")
+    p.add_argument("--junit", metavar="FILE", type=output_file, help="write JUnit XML for CI")
+    p.add_argument("--seed", type=seed, default=0, help="seed for inputs, baselines and bootstrap (default 0)")
+    p.add_argument("--samples", type=positive_int(MAX_SAMPLES),
+                   help=f"inputs per claim group when the spec does not say (default {RunSettings.samples})")
+    p.add_argument("--baselines", type=non_negative_int(MAX_BASELINES), default=RunSettings.baselines,
+                   help="random same-size circuits per check")
+    p.add_argument("--partial-ablations", type=non_negative_int(MAX_BASELINES), default=RunSettings.partial_ablations, metavar="N",
                    help="random partial ablations of the outside a sufficient claim must also survive "
                         f"(default {RunSettings.partial_ablations}; 0 turns the check off)")
     p.add_argument("--falsify", action="store_true",
                    help="also search for inputs that break per-input claims (as `circuitspec falsify`, with its example store)")
-    p.add_argument("--max-examples", type=int, default=200, metavar="N", help="with --falsify: inputs to try per claim")
+    p.add_argument("--max-examples", type=positive_int(MAX_SAMPLES), metavar="N",
+                   help=f"with --falsify: inputs to try per claim (default {MAX_EXAMPLES})")
     add_device_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.samples is not None and args.samples < 1:
-        raise UsageError(f"--samples must be at least 1, got {args.samples}")
-    if args.partial_ablations < 0:
-        raise UsageError(f"--partial-ablations must be 0 (off) or more, got {args.partial_ablations}")
+    if args.max_examples is not None and not args.falsify:
+        raise UsageError("--max-examples applies only with --falsify", hint="add --falsify, or drop --max-examples")
     settings = RunSettings(seed=args.seed, samples=args.samples or RunSettings.samples, baselines=args.baselines,
                            device=resolve_device(args.device), partial_ablations=args.partial_ablations)
     console = report_console()
     resolved_specs, exit_code = resolve_specs(args.paths)
+    store = None
+    if args.falsify:  # the example database is checked before any work, like the other outputs
+        store = ExampleStore(check_output_dir(DEFAULT_ROOT))
+        store.check([r.file for r in resolved_specs])
     for resolved in resolved_specs:
         resolved.context.model.to(settings.device)
     results, specs_manifest = [], []
@@ -70,10 +79,9 @@ def run(args: argparse.Namespace) -> int:
             specs_manifest.append(_spec_manifest(resolved))
     falsified = []
     if args.falsify:
-        store = ExampleStore(Path(".circuitspec") / "examples")
         for resolved in resolved_specs:
             with console.status(f"falsifying {Path(resolved.file).name}"):
-                found = falsify_spec(LoadedSpec(resolved, settings), args.max_examples, settings.seed, store)
+                found = falsify_spec(LoadedSpec(resolved, settings), args.max_examples or MAX_EXAMPLES, settings.seed, store)
             falsified += found
         _merge_falsification(results, falsified, console)
     if results:
@@ -89,11 +97,12 @@ def run(args: argparse.Namespace) -> int:
                                              "partial_ablations": settings.partial_ablations})
     if args.falsify:
         run_manifest["falsification"] = [f.to_json() for f in falsified]
+    saved = True  # a report that cannot be written is kept elsewhere (save_output says where) and exits 2
     if args.json:
-        write_json(args.json, results, run_manifest)
+        saved &= save_output(args.json, json_report(results, run_manifest), "the JSON report")
     if args.junit:
-        write_junit(args.junit, results)
-    return exit_code
+        saved &= save_output(args.junit, junit_report(results), "the JUnit report")
+    return exit_code if saved else max(exit_code, 2)
 
 
 def _merge_falsification(results, falsified, console) -> None:

@@ -44,7 +44,7 @@ from ..engine.naming import NodeName, resid_hook
 from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..verify.examples import COMPARISONS, satisfies
-from ..verify.runner import RunSettings
+from ..verify.runner import RunSettings, run_group
 from .grid import down, near, number, real, up
 from .guide import guided_search
 from .measure import Measurements, measure
@@ -67,7 +67,7 @@ class EntailmentResult:
     file: str
     line: int
     claim: str
-    status: str  # "proved", "counter-model", "vacuous", "unknown" or "not encodable"
+    status: str  # "proved", "refuted", "counter-model", "vacuous", "unknown" or "not encodable"
     premises: list[str] = field(default_factory=list)
     assumptions: list[Assumption] = field(default_factory=list)
     counter_model: dict[str, float] = field(default_factory=dict)
@@ -77,6 +77,13 @@ class EntailmentResult:
     z3_seconds: float = 0.0  # of which inside Z3's checks
     z3_checks: int = 0  # Z3 checks (each a linear program, or a pinned candidate)
     case_splits: int = 0  # ReLUs whose sign the interval bounds leave open, in the last encoding tried
+    counterexample: dict | None = None  # "refuted": a real task input on which the circuit breaks the claim
+    inputs_tried: int = 0  # real task inputs the claim was checked on before any encoding
+
+
+#: Real task inputs a behaviour claim is checked on before it is encoded: a claim one of them breaks is
+#: refuted outright (with that input), whatever a relaxed encoding would have said.
+REFUTE_SAMPLES = 300
 
 
 def prove_behaviour(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings = RunSettings(),
@@ -87,8 +94,13 @@ def prove_behaviour(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunS
     cfg = resolved.context.cfg
     result = EntailmentResult(resolved.file, claim.claim.span.line, format_statement(claim.claim), "unknown")
     reason = _not_encodable(resolved, claim)
-    if reason:
-        result.status, result.note = "not encodable", reason
+    broken, tried = _refuting_input(resolved, claim, settings)
+    if broken is not None:
+        result.status, result.counterexample, result.inputs_tried = "refuted", broken, tried
+        result.note = (f"the circuit alone breaks the claim on a real task input ({tried} tried before any "
+                       f"encoding): {broken['input']!r}")
+    elif reason:
+        result.status, result.note, result.inputs_tried = "not encodable", reason, tried
     else:
         seen = measure(resolved, claim, settings, range(cfg.n_layers))
         if seen is None:
@@ -104,8 +116,27 @@ def prove_behaviour(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunS
                 else:
                     result.z3_seconds, result.z3_checks = full.z3_seconds, full.z3_checks
                     result.note = (result.note + "; " if result.note else "") + "through the last block only (the encoding of every block: " + (full.note or full.status) + ")"
+        result.inputs_tried = tried
     result.seconds = time.monotonic() - started
     return result
+
+
+def _refuting_input(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings) -> tuple[dict | None, int]:
+    """The real task input (meeting the claim's `when`) on which the circuit alone misses the claim by the
+    most, among :data:`REFUTE_SAMPLES` drawn with their own seed; ``None`` when it holds on all of them."""
+    from ..verify.judge import evaluate_per_input  # judge imports the runner too; kept local to stay acyclic
+
+    data = run_group(resolved, [claim], RunSettings(seed=settings.seed, samples=REFUTE_SAMPLES, baselines=0,
+                                                    partial_ablations=0, device=settings.device))
+    if not data.examples:
+        return None, 0
+    evaluated = evaluate_per_input(claim, data)
+    if bool(evaluated.holds.all()):
+        return None, len(data.examples)
+    worst = int(np.argmin(evaluated.margins))
+    example = data.examples[worst]
+    return ({"input": example.prefix, "features": dict(example.features), **evaluated.values[worst]},
+            len(data.examples))
 
 
 def _not_encodable(resolved: ResolvedSpec, claim: ResolvedClaim) -> str:

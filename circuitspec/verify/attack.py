@@ -41,6 +41,8 @@ class AttackOutcome:
     what: str  # which ablation choice produced it
     tried: int
     broken: bool
+    as_stated: float = float("nan")  # F of the claim's own condition (its reference inputs, nothing else changed)
+    as_stated_broken: bool = False  # the claim fails even there: no attack was needed
 
 
 def _structured_parts(resolved: ResolvedSpec) -> dict[str, Mask]:
@@ -164,6 +166,9 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
     # zero and the stored corpus means do not depend on reference inputs: there are no others to try
     fixed = claim.ablation.kind == "zero" or claim.ablation.source == "corpus"
     reference_seeds = [settings.seed] if fixed else [settings.seed + 1 + i for i in range(3)]
+    as_stated = "the claim as stated (its own reference inputs)"
+    if not fixed:
+        choices.append((as_stated, target, settings.seed))
     for seed in reference_seeds:
         what = "the stored pretraining means" if claim.ablation.source == "corpus" else f"reference inputs drawn with seed {seed}"
         choices.append((what, target, seed))
@@ -185,8 +190,13 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
                                              claim.confidence, settings.resamples, settings.seed)
             verdict = verdict_at_least(interval, threshold) if sufficient else verdict_at_most(interval, threshold)
             outcomes.append(AttackOutcome(interval.estimate, (interval.low, interval.high), what, len(choices), verdict == "fail"))
+    stated = next((o for o in outcomes if o.what in (as_stated, "the stored pretraining means")
+                   or (fixed and o.what.startswith("reference inputs"))), None)
     # the worst failing choice if any fails, else the one closest to failing
-    return min(outcomes, key=lambda o: (not o.broken, o.worst if sufficient else -o.worst))
+    worst = min(outcomes, key=lambda o: (not o.broken, o.worst if sufficient else -o.worst))
+    if stated is not None:
+        worst.as_stated, worst.as_stated_broken = stated.worst, stated.broken
+    return worst
 
 
 def attack_minimal(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings, rounds: int = 3) -> AttackOutcome:

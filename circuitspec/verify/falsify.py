@@ -1,17 +1,20 @@
 """Search for inputs that break per-input claims, with Hypothesis, and remember what it finds.
 
 Each role and behaviour claim, plus the implicit claim "the circuit alone answers like the model", is
-attacked with the task's input generator driven by Hypothesis (seeded, so a run is reproducible);
+attacked with the task's input generator driven by Hypothesis (seeded, so a run is reproducible), and,
+when that finds nothing, with plain seeded draws from the task's own sampler (as many as the search
+budget, run in batches). Hypothesis favours small and boundary choices, so a rare branch at an interior
+choice of the generator can escape it where uniform draws find it; with both, falsify is never weaker
+than random sampling (what the draws find is reported as drawn: it is not shrunk).
 sufficient, necessary and minimal claims are attacked over ablation choices instead (:mod:`.attack`). A
 failure is shrunk to a minimal snippet. Counterexamples are stored as readable JSON (one file per spec
-and claim under ``.circuitspec/examples/``) and replayed before any search on the next run, so CI keeps
-failing on a known counterexample until the spec, or the model, changes. (Hypothesis' own example
+and claim under ``.circuitspec/examples/``, :mod:`.example_store`) and replayed before any search on the
+next run, so CI keeps failing on a known counterexample until the spec, or the model, changes. (Hypothesis' own example
 database is not used: it ignores seeded runs, and its entries are opaque bytes, not reviewable inputs.)
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -22,12 +25,16 @@ import torch
 from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample, Unsatisfiable
 
-from ..engine.ablation import run_conditions
+from ..engine.ablation import run_conditions, run_conditions_with_cache
 from ..engine.batch import encode_examples
+from ..engine.masks import Mask
 from ..engine.tasks import TaskExample
 from ..testing import LoadedSpec, check_claim, task_inputs
 from .attack import attack_claim, attack_minimal
-from .examples import satisfies
+from .example_store import ExampleStore
+from .examples import sample_examples, satisfies
+from .judge import evaluate_per_input
+from .runner import GroupData
 
 AGREEMENT = "circuit agrees with model"  # implicit claim of every spec with a `sufficient` claim
 
@@ -38,11 +45,12 @@ class FalsifyResult:
     line: int
     name: str
     kind: str
-    tried: int
+    tried: int  # inputs the Hypothesis search tried (or stored counterexamples replayed, or ablation choices)
     verdict: str  # "survived", "falsified" or "inconclusive" (no input met the claim's conditions)
     counterexample: dict | None = None
     note: str = ""
     seconds: float = 0.0  # wall time of this claim's search or attack
+    random_tried: int = 0  # plain seeded draws from the task's sampler tried before the search
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -60,35 +68,6 @@ def _agrees(spec: LoadedSpec, example: TaskExample) -> tuple[bool, dict]:
         full = model(batch.tokens)[0, batch.answer_pos[0]]
     diff = lambda logits: float(logits[batch.correct[0]] - logits[batch.wrong[0]])  # noqa: E731
     return (diff(circuit) > 0) == (diff(full) > 0), {"circuit_logit_diff": diff(circuit), "model_logit_diff": diff(full)}
-
-
-class ExampleStore:
-    """Counterexamples as JSON files: ``<root>/<spec file stem>/<claim>.json`` holding a list of inputs."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def _path(self, spec_file: str, claim: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in claim)
-        return self.root / Path(spec_file).stem / f"{safe}.json"
-
-    def load(self, spec_file: str, claim: str) -> list[TaskExample]:
-        path = self._path(spec_file, claim)
-        if not path.is_file():
-            return []
-        try:
-            return [TaskExample(**item) for item in json.loads(path.read_text())]
-        except (ValueError, TypeError):
-            return []  # a hand-edited or foreign file is not worth failing the run over
-
-    def add(self, spec_file: str, claim: str, example: TaskExample) -> None:
-        known = self.load(spec_file, claim)
-        if example in known:
-            return
-        path = self._path(spec_file, claim)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        items = [asdict(e) for e in [*known, example]]
-        path.write_text(json.dumps(items, indent=2, sort_keys=True) + "\n")
 
 
 def _search(spec: LoadedSpec, conditions, breaks: Callable[[TaskExample], bool], max_examples: int,
@@ -114,6 +93,46 @@ def _search(spec: LoadedSpec, conditions, breaks: Callable[[TaskExample], bool],
     return found, tried, True
 
 
+RANDOM_BATCH = 64  # random draws evaluated per batched forward pass
+
+
+def _random_draws(spec: LoadedSpec, claim, conditions, count: int, seed: int) -> tuple[TaskExample | None, int]:
+    """Plain seeded draws from the task's sampler (``count`` meeting ``conditions``), evaluated in batches:
+    the one that breaks the claim (``claim``; ``None`` = the circuit agrees with the model) by the most,
+    or None; and how many were drawn."""
+    resolved = spec.resolved
+    model = resolved.context.model
+    examples = sample_examples(resolved.task, count, f"falsify-random:{seed}", conditions)
+    target = claim if claim is not None else next(c for c in resolved.claims if c.kind == "sufficient")
+    worst: tuple[float, TaskExample] | None = None
+    for start in range(0, len(examples), RANDOM_BATCH):
+        chunk = examples[start : start + RANDOM_BATCH]
+        batch = encode_examples(chunk, model.cfg.n_ctx).to(spec.settings.device)
+        reference = spec.reference(target, batch)
+        hooks = sorted({node.hook for node in target.subject}) if claim is not None else []
+        in_model = claim is not None and claim.in_model
+        mask = Mask.full(resolved.mask.space) if in_model else resolved.mask
+        logits, cache = run_conditions_with_cache(model, batch.tokens, [mask], reference, batch.answer_pos, hooks)
+        if claim is not None:
+            activations = {h: a[0] for h, a in cache.items()}
+            data = GroupData(chunk, circuit_logits=logits[0], activations=activations, model_logits=logits[0],
+                             model_activations=activations)
+            evaluated = evaluate_per_input(claim, data)
+            margins = torch.as_tensor(evaluated.margins)
+            broken = ~torch.as_tensor(evaluated.holds)
+        else:
+            with torch.no_grad():
+                full = model(batch.tokens)[torch.arange(len(chunk)), batch.answer_pos]
+            diff = lambda lg: lg.gather(1, batch.correct[:, None])[:, 0] - lg.gather(1, batch.wrong[:, None])[:, 0]  # noqa: E731
+            circuit_diff, full_diff = diff(logits[0]), diff(full)
+            broken = (circuit_diff > 0) != (full_diff > 0)
+            margins = -(circuit_diff - full_diff).abs()
+        for i in torch.nonzero(broken).flatten().tolist():
+            if worst is None or float(margins[i]) < worst[0]:
+                worst = (float(margins[i]), chunk[i])
+    return (worst[1] if worst else None), len(examples)
+
+
 def falsify_spec(spec: LoadedSpec, max_examples: int, seed: int, store: ExampleStore | None) -> list[FalsifyResult]:
     resolved = spec.resolved
     results = []
@@ -125,17 +144,25 @@ def falsify_spec(spec: LoadedSpec, max_examples: int, seed: int, store: ExampleS
     if sufficient is not None:  # only a circuit claimed sufficient should answer like the model on its own
         targets.append((AGREEMENT, "agreement", sufficient.claim.span.line, sufficient.claim.conditions,
                         lambda ex: not _agrees(spec, ex)[0], lambda ex: _agrees(spec, ex)[1]))
+    claims = {c.claim.name: c for c in resolved.claims}
     for name, kind, line, conditions, breaks, values in targets:
         started = time.monotonic()
         known = store.load(resolved.file, name) if store else []
         replayed = next((ex for ex in known if satisfies(ex, conditions) and breaks(ex)), None)
+        drawn, random_tried = 0, 0
         if replayed is not None:
             found, tried, met = replayed, known.index(replayed) + 1, True
         else:
             found, tried, met = _search(spec, conditions, breaks, max_examples, seed)
-        result = FalsifyResult(resolved.file, line, name, kind, tried, "survived")
+            if found is None:  # Hypothesis shrinks what it finds; plain draws cover what it does not reach
+                found, random_tried = _random_draws(spec, claims.get(name), conditions, max_examples, seed)
+                drawn, met = random_tried, met or random_tried > 0
+        result = FalsifyResult(resolved.file, line, name, kind, tried, "survived", random_tried=random_tried)
         if replayed is not None:
             result.note = "a stored counterexample still breaks it"
+        elif found is not None and drawn:
+            result.note = (f"missed by {tried} Hypothesis inputs, found by plain random draws from the task's sampler "
+                           f"({drawn} drawn; not shrunk)")
         if found is not None:
             if store:
                 store.add(resolved.file, name, found)
@@ -146,7 +173,8 @@ def falsify_spec(spec: LoadedSpec, max_examples: int, seed: int, store: ExampleS
             result.verdict = "inconclusive"
             result.note = "no generated input met the claim's `when` conditions"
         else:
-            result.note = f"no counterexample in {tried} inputs (search budget --max-examples {max_examples})"
+            result.note = (f"no counterexample in {random_tried} random draws and {tried} Hypothesis inputs "
+                           f"(search budget --max-examples {max_examples} each)")
         result.seconds = time.monotonic() - started
         results.append(result)
     for claim in resolved.claims:
@@ -155,6 +183,23 @@ def falsify_spec(spec: LoadedSpec, max_examples: int, seed: int, store: ExampleS
             results.append(_attack_result(resolved, claim, spec))
             results[-1].seconds = time.monotonic() - started
     return results
+
+
+def _broken_note(claim, outcome) -> str:
+    """What the attack showed, in the terms of what was measured: a claim that fails as stated was not
+    broken by the attack's choice, it never held."""
+    threshold = float(claim.claim.body.threshold)
+    if claim.kind == "minimal":
+        return "a unit stops mattering on other inputs"
+    if outcome.as_stated_broken:
+        if claim.kind == "sufficient":
+            return (f"it does not hold even with everything outside the circuit ablated at once (F = {outcome.as_stated:.3g} "
+                    f"against >= {threshold:g}), so no partial ablation was needed")
+        return (f"ablating the circuit leaves F = {outcome.as_stated:.3g} (against <= {threshold:g}) with the claim's own "
+                f"reference: the circuit is not necessary, whichever reference inputs are used")
+    if claim.kind == "sufficient" and outcome.what.startswith("ablating"):
+        return "it holds only when everything outside the circuit is ablated at once"
+    return "it holds with the claim's own reference inputs but not with others: it depends on which inputs the reference comes from"
 
 
 def _attack_result(resolved, claim, spec: LoadedSpec) -> FalsifyResult:
@@ -166,12 +211,7 @@ def _attack_result(resolved, claim, spec: LoadedSpec) -> FalsifyResult:
              "interval": [round(x, 6) for x in outcome.interval]}
     if outcome.broken:
         result.counterexample = found
-        if claim.kind == "minimal":
-            result.note = "a unit stops mattering on other inputs"
-        elif claim.kind == "sufficient" and outcome.what.startswith("ablating"):
-            result.note = "it holds only when everything outside the circuit is ablated at once"
-        else:
-            result.note = "it depends on which inputs the reference comes from"
+        result.note = _broken_note(claim, outcome)
     else:
         measure = "drop" if claim.kind == "minimal" else "F"
         result.note = f"worst of {outcome.tried} choices: {measure} = {outcome.worst:.3g} ({outcome.what})"

@@ -58,17 +58,13 @@ def summary(results: Sequence[ClaimResult]) -> str:
     return ", ".join(f"{n} {v}" for v, n in counts.items())
 
 
-def write_json(path: Path, results: Sequence[ClaimResult], manifest: dict[str, Any]) -> None:
-    data = {"manifest": manifest, "claims": [r.to_json() for r in results]}
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    if str(path) == "-":
-        print(text, end="")
-    else:
-        path.write_text(text)
+def json_report(results: Sequence[ClaimResult], manifest: dict[str, Any]) -> str:
+    """The ``--json`` file: the run manifest and every claim's result (the caller writes it atomically)."""
+    return json.dumps({"manifest": manifest, "claims": [r.to_json() for r in results]}, indent=2, sort_keys=True) + "\n"
 
 
-def write_junit(path: Path, results: Sequence[ClaimResult]) -> None:
-    """One <testsuite> per spec, one <testcase> per claim; fail and inconclusive are failures in CI."""
+def junit_report(results: Sequence[ClaimResult]) -> str:
+    """JUnit XML: one <testsuite> per spec, one <testcase> per claim; fail and inconclusive are failures in CI."""
     suites = ET.Element("testsuites", name="circuitspec")
     by_spec: dict[str, list[ClaimResult]] = {}
     for r in results:
@@ -85,7 +81,7 @@ def write_junit(path: Path, results: Sequence[ClaimResult]) -> None:
                                         message=f"{r.verdict}: {r.text}" + (f" — {r.note}" if r.note else ""))
                 failure.text = json.dumps(r.to_json(), indent=2, sort_keys=True)
     ET.indent(suites)
-    Path(path).write_bytes(ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n")
+    return (ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n").decode("utf-8")
 
 
 def manifest(specs: Sequence[dict[str, Any]], settings: dict[str, Any]) -> dict[str, Any]:
