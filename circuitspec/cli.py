@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
 from .commands import (check_cmd, discover_cmd, eval_cmd, falsify_cmd, fmt_cmd, means_cmd, models_cmd, prove_cmd, show_cmd,
                        tasks_cmd, train_cmd, verify_cmd)
+from .commands.argtypes import positive_int
 from .engine.errors import CircuitspecError
+from .engine.tasks.project import import_tasks_module, load_project_tasks
 from .engine.tasks import UnknownTaskError
 
 COMMANDS = (verify_cmd, falsify_cmd, prove_cmd, check_cmd, discover_cmd, show_cmd, fmt_cmd, train_cmd, means_cmd, eval_cmd,
@@ -28,12 +31,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+MAX_THREADS = 1024
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every command takes, after its name like its own."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--threads", type=positive_int(MAX_THREADS), metavar="N",
+                        help="CPU threads torch may use (default: torch's, one per core; see the README on loaded machines)")
+    common.add_argument("--tasks-module", action="append", default=[], metavar="MODULE",
+                        help="import this module (from the working directory) for its tasks: it calls register_task "
+                             "or defines TASKS; repeatable. [tool.circuitspec] tasks in pyproject.toml does the same")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="circuitspec", description="Declarative circuit specifications for weight-sparse transformers.")
     parser.add_argument("--version", action="version", version=f"circuitspec {__import__('circuitspec').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    common = _common_options()
     for command in COMMANDS:
-        p = sub.add_parser(command.NAME, help=command.HELP, description=command.__doc__)
+        p = sub.add_parser(command.NAME, help=command.HELP, description=command.__doc__, parents=[common])
         command.add_arguments(p)
         p.set_defaults(run=command.run)
     return parser
@@ -47,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     err = Console(stderr=True)
     try:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        for module in args.tasks_module:
+            import_tasks_module(module, Path.cwd(), "--tasks-module")
+        load_project_tasks(Path.cwd())  # [tool.circuitspec] tasks above the working directory (specs: above each spec)
         return int(args.run(args) or 0)
     except CircuitspecError as e:
         err.print("[bold red]error:[/] " + escape(e.message), highlight=False, soft_wrap=True)  # one line, however long

@@ -68,3 +68,23 @@ def test_a_tasks_table_of_the_wrong_shape_is_one_clear_error(tmp_path, isolated,
 def test_without_a_table_nothing_is_imported(tmp_path, isolated):
     (tmp_path / "pyproject.toml").write_text("[project]\nname = \"x\"\n")
     assert project.load_project_tasks(tmp_path) == []
+
+
+def test_tasks_module_option_imports_from_the_working_directory(tmp_path, isolated, monkeypatch, capsys):
+    (tmp_path / "opt_tasks.py").write_text(TASKS_MODULE.format(name="repeat_last_opt"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["tasks", "--tasks-module", "opt_tasks", "--json"]) == 0
+    assert "repeat_last_opt" in capsys.readouterr().out
+
+
+def test_threads_sets_torchs_thread_count(monkeypatch):
+    import torch
+    before = torch.get_num_threads()
+    try:
+        assert main(["tasks", "--threads", "1", "--json"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit) as exit_:
+        main(["tasks", "--threads", "0"])
+    assert exit_.value.code == 2
