@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -194,3 +195,18 @@ def test_the_shipped_spec_library_verifies():
     rc, _, err = run_cli("verify", "specs/")
     assert rc == 0, err
     assert " 0 fail, 0 inconclusive" in err
+
+
+def test_check_counts_the_circuits_own_edges_not_every_weight(tmp_path, capsys):
+    """One neuron has no edge to itself; two connected channels have the weights between them."""
+    from circuitspec.engine.discover import circuit_edge_count
+    from circuitspec.commands.check_cmd import check_file
+
+    one = tmp_path / "one.circ"
+    one.write_text('spec one "x"\nmodel "py-sparse-small"\ntask closing_quote\nablate mean over task\n'
+                   "node n = blocks.0.mlp.hook_post[3]\n")
+    assert main(["check", str(one)]) == 0
+    assert "1 nodes, 0 edges" in capsys.readouterr().err
+    resolved, _, _ = check_file(Path("specs/closing_quote_small.circ"))
+    count = circuit_edge_count(resolved.mask, resolved.context.model)
+    assert 0 < count < resolved.mask.edge_count()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from ..engine.discover import circuit_edge_count
 from ..engine.tasks.project import load_project_tasks
 from ..lang.diagnostics import Diagnostic, render_all
 from ..lang.parser import parse_spec_or_library
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         elif resolved is None:
             console.print(f"[green]ok[/] {path}: library (checked against a model where a spec includes it)", soft_wrap=True)
         else:
-            console.print(f"[green]ok[/] {path}: {len(resolved.nodes)} nodes, {resolved.mask.edge_count()} edges, "
+            console.print(f"[green]ok[/] {path}: {len(resolved.nodes)} nodes, {circuit_edge_count(resolved.mask, resolved.context.model)} edges, "
                           f"{len(resolved.claims)} claims on {resolved.spec.model} / {resolved.task.name}", soft_wrap=True)
     if args.json:
         json.dump([diagnostic_json(d) for d in all_diagnostics], sys.stdout, indent=2)
