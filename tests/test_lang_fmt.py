@@ -8,13 +8,16 @@ checks the parser does not care.
 from __future__ import annotations
 
 import re
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from circuitspec.lang import ast as A, format_spec, format_statement, parse_spec
 from circuitspec.lang.fmt import WIDTH
-from circuitspec.lang.parser import _lark, split_comment
+from circuitspec.lang.parser import _lark, parse_spec_or_library, split_comment
 
 MESSY = """# The closing-quote circuit.
 spec   closing_quote   'a string is closed with the quote that opened it'
@@ -236,6 +239,23 @@ def test_format_then_parse_gives_the_same_tree(spec):
     text = format_spec(spec)
     assert parse_ok(text) == spec
     assert format_spec(parse_ok(text)) == text
+
+
+@settings(max_examples=40, deadline=None)
+@given(specs())
+def test_a_library_formats_to_a_library(spec):
+    """A file of nodes, groups and edges (no header) is a library to `check` and `fmt`; its formatted
+    text must read back as the same library, not as a spec missing its header (E105)."""
+    statements = [s for s in spec.statements if isinstance(s, A.LIBRARY_TYPES)]
+    assume(statements)
+    first = statements[0]
+    statements[0] = replace(first, trivia=A.Trivia(normalize(list(first.trivia.leading), first=True), first.trivia.trailing))
+    library = A.Spec(tuple(statements), end_comments=spec.end_comments)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "lib.circ"
+        path.write_text(format_spec(library), encoding="utf-8")
+        parsed, is_library = parse_spec_or_library(path)
+    assert is_library and parsed.spec == library, parsed.render()
 
 
 def relayout(text: str, choices) -> str:

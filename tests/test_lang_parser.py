@@ -404,7 +404,8 @@ def test_there_are_golden_files_for_every_error_code_family(monkeypatch):
     seen = set()
     for path in GOLDEN:
         seen.update(d.code for d in check_file(Path(path.name))[1])
-    assert seen >= set(CODES) - {"E999"}, sorted(set(CODES) - seen)
+    limits = {"E007", "E008", "E405"}  # their inputs are too big for golden files: tests/test_lang_limits.py
+    assert seen >= set(CODES) - {"E999"} - limits, sorted(set(CODES) - seen - limits)
 
 
 @pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator, Union
 
+from .globs import glob_regex  # resolve and show import it from here too
+
 CLAIM_KINDS = ("sufficient", "necessary", "minimal")
 METRICS = ("logit_diff", "accuracy", "bce", "kl")
 ABLATIONS = ("zero", "mean", "resample")
@@ -561,9 +563,3 @@ def unquote(literal: str) -> tuple[str, list[tuple[int, str]]]:
         return match.group(0)
 
     return _ESCAPE_RE.sub(decode, literal[1:-1]), bad
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """``*`` is any run of characters and ``?`` any one; everything else (``[``, ``.``) is literal."""
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.DOTALL)

@@ -3,7 +3,8 @@
 Every problem the language layer finds is a :class:`Diagnostic` with a 1-based span; nothing is
 raised at the user. :func:`render` prints the compiler-style form (``file:line:col: error[CODE]``,
 the source line, a caret/tilde underline, a hint); :meth:`Diagnostic.to_json` is the machine form.
-Codes are stable (golden tests and docs list them); :data:`CODES` is the catalogue.
+Codes are stable (golden tests and docs list them); :data:`CODES` is the catalogue, and :data:`HINTS`
+gives every code a hint for the diagnostics whose call site has nothing more specific to say.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterable, Literal, Mapping
 
+from .limits import MAX_SHOWN
+
 Severity = Literal["error", "warning"]
+
+#: Characters of a source line shown under a diagnostic's header; a longer line is shown in part.
+WIDTH = 200
 
 #: Every code this layer emits, with a short title (docs/language.md has the same table).
 CODES: dict[str, str] = {
@@ -21,6 +27,8 @@ CODES: dict[str, str] = {
     "E004": "invalid escape in a string",
     "E005": "unexpected indentation",
     "E006": "invalid number",
+    "E007": "input too large",
+    "E008": "too many errors",
     "E101": "duplicate name",
     "E102": "unknown name",
     "E103": "name used before its definition",
@@ -44,6 +52,7 @@ CODES: dict[str, str] = {
     "E402": "include cycle",
     "E403": "statement not allowed in an included file",
     "E404": "unreadable file",
+    "E405": "includes nested too deeply",
     "E501": "model not found or unreadable",
     "E502": "unknown task",
     "E503": "unknown hook point",
@@ -60,6 +69,57 @@ CODES: dict[str, str] = {
     "E999": "internal error",
 }
 
+#: What to do about each code, in general; a call site that knows more passes its own hint.
+HINTS: dict[str, str] = {
+    "E001": "each statement has one form (docs/language.md, 'Grammar'); fix it, or turn the line into a comment with `#`",
+    "E002": "remove it; text that is not a name or a number goes in quotes",
+    "E003": "close the string on the same line with the quote that opened it",
+    "E004": "known escapes: \\n \\t \\r \\0 \\\\ \\\" \\' \\xHH \\uHHHH; write `\\\\` for a backslash",
+    "E005": "an indented line continues the statement above it; remove the indentation",
+    "E006": "numbers are written with ASCII digits (`3`, `-0.5`, `1e-3`); indices and counts are whole numbers",
+    "E007": "a spec this size is not hand-written: check that this is the file you meant, or split it into smaller specs",
+    "E008": "fix the errors above and run again; the rest of the input was not checked",
+    "E101": "choose another name: each node and group is defined once",
+    "E102": "define it first with `node NAME = HOOK[INDEX]` or `group NAME = {...}`",
+    "E103": "move the definition above the first line that uses it",
+    "E104": "keep one of them: a spec has each header statement once",
+    "E105": 'start the spec with `spec NAME "description"`, `model "..."` and `task NAME`',
+    "E106": "move header statements above the first node, group, edge and claim",
+    "E107": "keep one of the two clauses",
+    "E108": "give each claim its own label: reports name claims by it",
+    "E201": "claims are `sufficient faithfulness >= T`, `necessary faithfulness <= T`, `minimal each node drop >= T`, "
+            "`NODE > T` or `logit[...] > ...`",
+    "E202": "metrics: `logit_diff`, `accuracy`, `bce`, `kl`",
+    "E203": "ablations: `zero`, `mean over task`, `mean over corpus`, `resample from task`",
+    "E204": "write `ablate zero`, `ablate mean over task` or `ablate resample from task`, optionally with `per position`",
+    "E205": "sufficient and minimal claims compare with `>=` or `>`, necessary claims with `<=` or `<`",
+    "E206": "remove the clause: docs/language.md lists the clauses each kind of claim takes",
+    "E207": "add `ablate ...` to the header (the default of every claim) or to this claim",
+    "E208": "confidence lies strictly between 0 and 1 (e.g. `0.95`); sample counts are at least 1",
+    "E301": "an index is a whole number `i`, a range `a:b` with a < b, `*` or a quoted token, each listed once",
+    "E302": "a node is one channel; use `group` for several",
+    "E303": "patterns are written like node names, e.g. `blocks.0.mlp.hook_post[*]`: `*` is any run of characters, `?` one",
+    "E401": "paths are relative to the including file",
+    "E402": "remove one of the includes in the cycle; shared definitions belong in a file that includes nothing above it",
+    "E403": "included files share nodes, groups and edges; keep the header and claims in the spec",
+    "E404": "include a regular file of UTF-8 text (not a folder, device or pipe)",
+    "E405": "include the shared files from the spec directly instead of through a long chain",
+    "E501": "`circuitspec models` lists the shipped models; a path must be a checkpoint folder",
+    "E502": "`circuitspec tasks` lists the tasks",
+    "E503": "hook points look like `blocks.0.mlp.hook_post`, `blocks.1.attn.hook_v` or `hook_logits`",
+    "E504": "indices start at 0 and stay below the size of the hook (or of the vocabulary)",
+    "E505": "per-head hooks (q, k, v, z, pattern) need `head=`; the others take none",
+    "E506": "no path of non-zero weights joins the two; check the layer order and the channel indices",
+    "E507": "`circuitspec tasks` lists every task's features",
+    "E508": "`circuitspec tasks` lists every task's positions",
+    "E509": "a token literal is one byte: one ASCII character, or an escape like `'\\n'`",
+    "E510": "circuit nodes are residual, q/k/v/z and MLP channels; logits, tokens and patterns appear only in edges and claims",
+    "E511": "docs/language.md lists the ablations the engine supports",
+    "E512": "the checkpoint does not match what it claims to be: retrain it or copy it again",
+    "E513": "compute them with `circuitspec means MODEL`",
+    "E999": "this is a bug in circuitspec; please report it with the spec file",
+}
+
 
 @dataclass(frozen=True)
 class Diagnostic:
@@ -74,6 +134,10 @@ class Diagnostic:
     code: str
     message: str
     hint: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.hint and self.code in HINTS:  # every diagnostic says what to do
+            object.__setattr__(self, "hint", HINTS[self.code])
 
     @property
     def is_error(self) -> bool:
@@ -102,14 +166,21 @@ def normalize_newlines(text: str) -> str:
 
 def render(diag: Diagnostic, source: str | None = None) -> str:
     """The human form: header, the source line with an underline of the span, and the hint."""
+    return _render(diag, source_lines(source) if source is not None else [])
+
+
+def _render(diag: Diagnostic, lines: list[str]) -> str:
     out = [diag.header()]
-    lines = source_lines(source) if source is not None else []
     if 1 <= diag.line <= len(lines):
         raw = lines[diag.line - 1]
-        text = raw.expandtabs(4)
-        start = len(raw[: diag.col - 1].expandtabs(4))
+        lo, hi = _window(len(raw), diag.col - 1)
+        before = "\N{HORIZONTAL ELLIPSIS}" if lo > 0 else ""
+        after = "\N{HORIZONTAL ELLIPSIS}" if hi < len(raw) else ""
+        view = raw[lo:hi]
+        text = before + view.expandtabs(4) + after
+        start = len(before) + len(view[: diag.col - 1 - lo].expandtabs(4))
         if diag.end_line == diag.line:
-            stop = len(raw[: max(diag.end_col - 1, diag.col - 1)].expandtabs(4))
+            stop = len(before) + len(view[: max(diag.end_col - 1, diag.col - 1) - lo].expandtabs(4))
         else:
             stop = len(text.rstrip())
         width = max(stop - start, 1)
@@ -122,10 +193,29 @@ def render(diag: Diagnostic, source: str | None = None) -> str:
     return "\n".join(out)
 
 
-def render_all(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str]) -> str:
-    """All diagnostics, blank-line separated, followed by a one-line count."""
+def _window(length: int, col: int) -> tuple[int, int]:
+    """The slice of a source line to show: all of it, or WIDTH characters from a little before ``col``
+    (a generated one-line file can be a megabyte long, and is shown once per diagnostic)."""
+    if length <= WIDTH:
+        return 0, length
+    lo = min(max(col - WIDTH // 4, 0), length - WIDTH)
+    return lo, lo + WIDTH
+
+
+def render_all(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str], limit: int | None = MAX_SHOWN) -> str:
+    """The first ``limit`` diagnostics in full (blank-line separated), a line counting the rest, and a
+    one-line total. Each source is split into lines once, so this is linear in the input."""
     diagnostics = list(diagnostics)
-    blocks = [render(d, sources.get(d.file)) for d in diagnostics]
+    shown = diagnostics if limit is None else diagnostics[:limit]
+    lines: dict[str, list[str]] = {}
+    blocks = []
+    for diag in shown:
+        if diag.file not in lines:
+            source = sources.get(diag.file)
+            lines[diag.file] = source_lines(source) if source is not None else []
+        blocks.append(_render(diag, lines[diag.file]))
+    if len(diagnostics) > len(shown):
+        blocks.append(f"\N{HORIZONTAL ELLIPSIS} and {len(diagnostics) - len(shown)} more")
     errors = sum(d.is_error for d in diagnostics)
     warnings = len(diagnostics) - errors
     summary = f"{errors} error{'s' * (errors != 1)}"

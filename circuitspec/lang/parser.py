@@ -12,6 +12,10 @@ Stages, each a function of the previous one's plain output:
 4. **check** the file as a whole: header statements, names defined once and before use, every claim
    with an ablation, includes (resolved relative to the including file, cycles reported at the
    include line).
+
+Every stage is linear in the input, and :mod:`.limits` bounds the input (file size, lines, statements,
+tokens, include depth, errors), so any text is answered in about a second: past a limit, one diagnostic
+says which, and the rest is not parsed.
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ import difflib
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, lru_cache
 from importlib.resources import files
-from pathlib import Path
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import ast as A
+from . import limits
 from .diagnostics import Diagnostic, error, normalize_newlines, render_all
+from .limits import count_tokens
+from .reading import Unreadable, read_source
 
 __all__ = ["ParseResult", "parse_file", "parse_library_file", "parse_spec", "parse_spec_or_library", "looks_like_library", "grammar_text",
            "statement_keywords"]
@@ -62,11 +69,12 @@ def parse_spec(text: str, filename: str = "<string>") -> ParseResult:
 
 
 def _read_source(path: str | os.PathLike) -> tuple[str, str | None, ParseResult | None]:
-    """(name, text, None), or (name, None, a result holding the E404 diagnostic) for an unreadable file."""
+    """(name, text, None), or (name, None, a result holding the E404/E007 diagnostic) for an unreadable file."""
     name = os.fspath(path)
-    text, problem = _read(name)
-    if problem:
-        diag = Diagnostic(name, 1, 1, 1, 1, "error", "E404", problem, "check the path and that the file is UTF-8 text")
+    text = read_source(name)
+    if isinstance(text, Unreadable):
+        diag = Diagnostic(name, 1, 1, 1, 1, "error", text.code, text.message,
+                          text.hint or "check the path and that the file is UTF-8 text")
         return name, None, ParseResult(None, [diag], {})
     return name, text, None
 
@@ -191,22 +199,16 @@ def _trivia(texts: list[str], first: bool = False, last: bool = False) -> list[s
     return out
 
 
+# Code up to the first `#` outside a string: runs of plain characters, or whole string literals (a
+# backslash escapes the next character; an unterminated string runs to the end of the line).
+_CODE = re.compile(r"""(?:[^"'#]++|"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)|'[^'\\]*+(?:\\.[^'\\]*+)*+(?:'|\\?\Z))*+""")
+
+
 def split_comment(line: str) -> tuple[str, str | None]:
     """``(code, comment)`` of one line; a ``#`` inside a string literal is not a comment."""
-    quote = None
-    i = 0
-    while i < len(line):
-        c = line[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = None
-        elif c in "\"'":
-            quote = c
-        elif c == "#":
-            return line[:i], line[i:].rstrip(" \t\f")
-        i += 1
+    end = _CODE.match(line).end()
+    if end < len(line) and line[end] == "#":
+        return line[:end], line[end:].rstrip(" \t\f")
     return line, None
 
 
@@ -299,15 +301,39 @@ def _expected(exc: UnexpectedToken) -> list[str]:
     return words
 
 
-class _ChunkParser:
-    """Parses one statement's text; positions are shifted back to the whole file."""
+_KEPT_STATEMENT_CHARS = 2000  # longer statements are rare, and would make the kept ones big
 
-    def __init__(self, file: str, lines: list[str], chunk: _Chunk) -> None:
+
+def _parse_statement(file: str, first: int, text: str) -> tuple[A.AnyStatement | None, tuple[Diagnostic, ...]]:
+    """A statement's AST and diagnostics. They depend on nothing but its text and where it is, and are
+    immutable, so they are kept: the statements a file shares with its last version (an editor's check
+    on every save, a library included by many specs, `fmt` reading a library twice) are parsed once."""
+    if len(text) > _KEPT_STATEMENT_CHARS:
+        statement, diags = _ChunkParser(file, first, text).parse()
+        return statement, tuple(diags)
+    return _parse_kept(file, first, text)
+
+
+@lru_cache(maxsize=1024)
+def _parse_kept(file: str, first: int, text: str) -> tuple[A.AnyStatement | None, tuple[Diagnostic, ...]]:
+    statement, diags = _ChunkParser(file, first, text).parse()
+    return statement, tuple(diags)
+
+
+class _ChunkParser:
+    """Parses one statement's text (lines ``first``.. of ``file``); positions are shifted back to the file."""
+
+    def __init__(self, file: str, first: int, text: str) -> None:
         self.file = file
-        self.lines = lines
-        self.chunk = chunk
-        self.offset = chunk.first - 1
-        self.text = "\n".join(lines[chunk.first - 1 : chunk.last])
+        self.text = text
+        self.lines = text.split("\n")
+        self.first = first
+        self.last = first + len(self.lines) - 1
+        self.offset = first - 1
+
+    def line(self, number: int) -> str:
+        """Line ``number`` of the file (one of this statement's)."""
+        return self.lines[number - self.first]
 
     def parse(self) -> tuple[A.AnyStatement | None, list[Diagnostic]]:
         try:
@@ -326,9 +352,16 @@ class _ChunkParser:
 
     def end_of_statement(self) -> A.Span:
         """Just after the statement's last character (comments aside): an empty span there."""
-        code, _ = split_comment(self.lines[self.chunk.last - 1])
+        code, _ = split_comment(self.line(self.last))
         col = len(code.rstrip(" \t\f")) + 1
-        return A.Span(self.file, self.chunk.last, col, self.chunk.last, col)
+        return A.Span(self.file, self.last, col, self.last, col)
+
+    def first_line(self) -> A.Span:
+        """The code on the statement's first line (where a message about the whole statement points)."""
+        code, _ = split_comment(self.line(self.first))
+        text = code.rstrip(" \t\f")
+        start = len(text) - len(text.lstrip(" \t\f")) + 1
+        return A.Span(self.file, self.first, start, self.first, max(len(text) + 1, start))
 
     def first_word(self) -> str:
         match = re.match(r"[ \t\f]*([A-Za-z_]\w*)", self.text)
@@ -355,7 +388,7 @@ class _ChunkParser:
         expected = _expected(exc)
         message = f"expected {_join(expected)}, found {_describe_token(token)}" if expected else f"unexpected {_describe_token(token)}"
         hint = None
-        line_text = self.lines[token.line + self.offset - 1]
+        line_text = self.line(token.line + self.offset)
         if token.line > 1 and token.column == len(line_text) - len(line_text.lstrip(" \t\f")) + 1:
             hint = "this indented line continues the statement above; remove the indentation to start a new statement"
         elif token.value.isidentifier():
@@ -383,7 +416,7 @@ class _ChunkParser:
     def bad_character(self, exc: UnexpectedCharacters) -> Diagnostic:
         line, col = exc.line, exc.column
         char = self.text[exc.pos_in_stream] if 0 <= exc.pos_in_stream < len(self.text) else ""
-        line_text = self.lines[line + self.offset - 1]
+        line_text = self.line(line + self.offset)
         if char and char in "\"'":
             span = self.span(line, col, line, len(line_text) + 1)
             if "\\" + char in line_text[col:]:
@@ -391,6 +424,8 @@ class _ChunkParser:
             else:
                 hint = f"close the string with `{char}` on the same line; strings cannot span lines"
             return error(span, "E003", "unterminated string", hint)
+        if _ascii_digit(char) is not None:
+            return self.foreign_digits(line, col, exc.pos_in_stream)
         shown = char if char.isprintable() and char.strip() else repr(char)
         span = self.span(line, col, line, col + 1)
         if char and char in "\u201c\u201d\u2018\u2019":
@@ -403,9 +438,39 @@ class _ChunkParser:
             hint = "remove it; text that is not a name or a number goes in quotes"
         return error(span, "E002", f"unexpected character `{shown}`", hint)
 
+    def foreign_digits(self, line: int, col: int, pos: int) -> Diagnostic:
+        """`hook_post[٣]`: Python reads any Unicode digit as a number, the language only ASCII ones."""
+        def part_of_number(i: int) -> bool:
+            return self.text[i] == "." or _ascii_digit(self.text[i]) is not None
+
+        start, stop = pos, pos
+        while start > 0 and part_of_number(start - 1):
+            start -= 1
+        while stop < len(self.text) and part_of_number(stop):
+            stop += 1
+        while self.text[start] == ".":
+            start += 1
+        while self.text[stop - 1] == ".":
+            stop -= 1
+        run = self.text[start:stop]
+        first = col - (pos - start)
+        span = self.span(line, first, line, first + len(run))
+        return error(span, "E006", f"`{run}` is not a number: numbers are written with the ASCII digits 0-9",
+                     f"did you mean `{''.join(_ascii_digit(c) or c for c in run)}`?")
+
     def form_hint(self) -> str | None:
         form = _FORMS.get(self.first_word())
         return f"write it as: {form}" if form else None
+
+
+def _ascii_digit(char: str) -> str | None:
+    """The ASCII digit a character stands for (`٣` -> `3`, `3` -> `3`), or None for a non-digit."""
+    if len(char) != 1:
+        return None
+    if "0" <= char <= "9":
+        return char
+    value = unicodedata.digit(char, None)
+    return None if value is None else str(value)
 
 
 # ---- stage 3: build the AST ----------------------------------------------------------------------
@@ -467,11 +532,12 @@ class _Builder(Transformer):
     def number(self, token: Token) -> int | float | None:
         """The token's value, or ``None`` (reported once here) when it is too large to use."""
         text = token.value
-        is_int = re.fullmatch(r"-?\d+", text) is not None
+        is_int = re.fullmatch(r"-?[0-9]+", text) is not None
         value = int(text) if is_int and len(text) < 100 else float(text)
         if is_int and len(text) >= 100 or not math.isfinite(value):
             shown = text if len(text) <= 20 else text[:17] + "..."
-            self.err(self.tspan(token), "E006", f"number `{shown}` is too large")
+            self.err(self.tspan(token), "E006", f"number `{shown}` is too large",
+                     "integers have at most 99 digits and decimals stay below 1e308; nothing in a spec needs more")
             return None
         return value
 
@@ -483,13 +549,15 @@ class _Builder(Transformer):
         value = self.number(token)
         if value is None:
             return minimum
+        example = "e.g. `hook_post[3]`, or a range `3:5`" if what == "index" else f"e.g. `{what} 500`"
         if not isinstance(value, int):
             self.err(self.tspan(token), "E301" if what == "index" else "E006",
-                     f"{what} must be a whole number, not `{token.value}`")
+                     f"{what} must be a whole number, not `{token.value}`", example)
             return minimum
         if value < minimum:
             code = "E301" if what == "index" else "E208"
-            self.err(self.tspan(token), code, f"{what} must be at least {minimum}, not `{token.value}`")
+            first = "indices start at 0" if what == "index" else "a claim needs at least one sample"
+            self.err(self.tspan(token), code, f"{what} must be at least {minimum}, not `{token.value}`", f"{first}; {example}")
         return value
 
     # -- statements
@@ -594,11 +662,12 @@ class _Builder(Transformer):
             self.err(extra.span, "E301", "only one `head=` per reference", "use a range for several heads: `head=0:4`")
         alls = [c for c in channels if isinstance(c, A.All)]
         if alls and len(channels) > 1:
-            self.err(alls[0].span, "E301", "`*` already selects every channel; drop the other indices")
+            self.err(alls[0].span, "E301", "`*` already selects every channel; drop the other indices",
+                     f"write `{hook.value}[*]`" if not heads else f"write `{hook.value}[head=..., *]`")
         seen: set[A.Selector] = set()
         for c in channels:
             if c in seen and not isinstance(c, A.All):
-                self.err(c.span, "E301", f"`{c}` is listed twice")
+                self.err(c.span, "E301", f"`{c}` is listed twice", "list each index once")
             seen.add(c)
         head = heads[0].selector if heads else None
         return A.Ref(hook.value, head, channels, span=self.span(meta))
@@ -606,7 +675,7 @@ class _Builder(Transformer):
     def head(self, meta, children):
         selector = children[0]
         if isinstance(selector, A.TokenLiteral):
-            self.err(selector.span, "E301", "a head is a number, a range or `*`")
+            self.err(selector.span, "E301", "a head is a number, a range or `*`", "e.g. `head=0`, `head=0:4` or `head=*`")
             selector = A.All(span=selector.span)
         return _Head(selector, self.span(meta))
 
@@ -759,18 +828,10 @@ _REQUIRED = (A.SpecHeader, A.ModelStmt, A.TaskStmt)
 _DEFINED_IN_BROKEN = re.compile(r"^[ \t\f]*(?:node|group)[ \t\f]+([A-Za-z_][A-Za-z0-9_]*)", re.M)
 
 
-def _read(path: str) -> tuple[str, str | None]:
-    try:
-        data = Path(path).read_bytes()
-    except IsADirectoryError:
-        return "", f"`{path}` is a directory, not a .circ file"
-    except OSError as exc:
-        return "", f"cannot read `{path}`: {exc.strerror or exc}"
-    try:
-        return data.decode("utf-8"), None
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        return "", f"`{path}` is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line})"
+def _first_line(text: str, width: int = 200) -> str:
+    """What is kept of a text too large to parse: enough to show the line a diagnostic points at."""
+    end = text.find("\n", 0, width)
+    return text[: end if end >= 0 else width]
 
 
 def _uses(statement) -> list[A.NameRef]:
@@ -789,6 +850,7 @@ class _FileResult:
     end_comments: list[str]
     exports: dict[str, A.NodeDef | A.GroupDef]
     broken: set[str]  # names that statements with syntax errors may have defined
+    incomplete: bool = False  # a file it includes (at any depth) was not read: it may define more
 
 
 class _Session:
@@ -800,6 +862,12 @@ class _Session:
         self.stack: list[tuple[str, str]] = []  # (real path, display name) of files being parsed
         self.done: dict[str, _FileResult] = {}
         self.libraries: list[A.Library] = []
+        # what the limits count, over the spec and all its includes
+        self.statements = 0
+        self.tokens = 0
+        self.errors = 0
+        self.suggestions = 0
+        self.stopped = False  # a limit was reached: the rest is unread, so names it defines are unknown
 
     def run_main(self, text: str, filename: str) -> ParseResult:
         key = os.path.realpath(filename) if os.path.isfile(filename) else f"<{filename}>"
@@ -816,6 +884,11 @@ class _Session:
         return ParseResult(None, [*self.diags, diag], self.sources)
 
     def parse_text(self, text: str, file: str, key: str, library: bool) -> _FileResult:
+        too_large = self.too_large(text, file)
+        if too_large:
+            self.sources[file] = _first_line(text)
+            self.stop(too_large)
+            return _FileResult([], [], {}, set(), incomplete=True)
         text = normalize_newlines(text).removeprefix("\ufeff")
         self.sources[file] = text
         lines = text.split("\n")
@@ -826,9 +899,16 @@ class _Session:
                                          "an indented line continues the statement above it, and there is none; remove the indentation"))
         statements, broken, broken_words = [], set(), set()
         for chunk in chunks:
-            parser = _ChunkParser(file, lines, chunk)
-            statement, diags = parser.parse()
+            if self.stopped:
+                break
+            parser = _ChunkParser(file, chunk.first, "\n".join(lines[chunk.first - 1 : chunk.last]))
+            limit = self.over_limit(parser)
+            if limit:
+                self.stop(limit)
+                break
+            statement, diags = _parse_statement(file, chunk.first, parser.text)
             self.diags.extend(diags)
+            self.errors += sum(d.is_error for d in diags)
             if statement is None:
                 broken.update(_DEFINED_IN_BROKEN.findall(parser.text))
                 broken_words.add(parser.first_word())
@@ -836,10 +916,52 @@ class _Session:
             statements.append(self.attach_trivia(statement, chunk, lines))
         self.stack.append((key, file))
         try:
-            exports, broken = self.check(statements, file, library, broken, broken_words)
+            exports, broken, incomplete = self.check(statements, file, library, broken, broken_words)
         finally:
             self.stack.pop()
-        return _FileResult(statements, end_comments, exports, broken)
+        return _FileResult(statements, end_comments, exports, broken, incomplete)
+
+    # -- limits
+
+    @staticmethod
+    def too_large(text: str, file: str) -> Diagnostic | None:
+        """E007 for a text past the size or line limit, checked before any work that grows with it."""
+        size = len(text) if len(text) > limits.MAX_FILE_BYTES else len(text.encode("utf-8", "surrogatepass"))
+        if size > limits.MAX_FILE_BYTES:
+            what = f"larger than {limits.size_text(limits.MAX_FILE_BYTES)}"
+        elif normalize_newlines(text).count("\n") + 1 > limits.MAX_LINES:  # CR alone ends a line too
+            what = f"longer than {limits.MAX_LINES:,} lines"
+        else:
+            return None
+        return Diagnostic(file, 1, 1, 1, 1, "error", "E007", f"`{file}` is {what}, the most a .circ file may be",
+                          "check that this is the file you meant; a spec this size is not hand-written")
+
+    def over_limit(self, parser: _ChunkParser) -> Diagnostic | None:
+        """E008 once enough errors are shown, E007 when this statement would pass the statement or
+        token limit; either way the parser stops before it (the counts include every included file)."""
+        span = parser.first_line()
+        if self.errors >= limits.MAX_ERRORS:
+            return error(span, "E008", f"{self.errors} errors so far: `{span.file}` is not checked from line {span.line} on",
+                         "fix the errors above and run again")
+        self.statements += 1
+        self.tokens += count_tokens(parser.text, limits.MAX_TOKENS - self.tokens)
+        if self.statements > limits.MAX_STATEMENTS:
+            what = f"{limits.MAX_STATEMENTS:,} statements"
+        elif self.tokens > limits.MAX_TOKENS:
+            what = f"{limits.MAX_TOKENS:,} tokens"
+        else:
+            return None
+        return error(span, "E007", f"the spec is too large: here it passes {what} (its included files count too); "
+                                   "the rest is not checked", "split it into smaller specs; real specs are far inside this limit")
+
+    def stop(self, diagnostic: Diagnostic) -> None:
+        self.diags.append(diagnostic)
+        self.stopped = True
+
+    def may_suggest(self) -> bool:
+        """Whether another did-you-mean search fits the budget (each one compares against every name)."""
+        self.suggestions += 1
+        return self.suggestions <= limits.MAX_SUGGESTIONS
 
     @staticmethod
     def attach_trivia(statement, chunk: _Chunk, lines: list[str]):
@@ -860,9 +982,11 @@ class _Session:
 
     # -- whole-file checks
 
-    def check(self, statements: list, file: str, library: bool, broken: set[str], broken_words: set[str]) -> tuple[dict, set[str]]:
-        """Names, headers and labels of one file; returns its definitions (included ones too) and
-        the names that broken statements (here or in included files) may have defined."""
+    def check(self, statements: list, file: str, library: bool, broken: set[str],
+              broken_words: set[str]) -> tuple[dict, set[str], bool]:
+        """Names, headers and labels of one file; returns its definitions (included ones too), the
+        names that broken statements (here or in included files) may have defined, and whether an
+        include (at any depth) could not be read."""
         defined: dict[str, A.NodeDef | A.GroupDef] = {}
         later = {s.name: s for s in reversed(statements) if isinstance(s, (A.NodeDef, A.GroupDef))}
         headers: dict[type, A.Statement] = {}
@@ -900,7 +1024,7 @@ class _Session:
                     labels[statement.label] = statement
         if not library:
             self.check_spec(statements, headers, file, broken_words)
-        return defined, broken
+        return defined, broken, incomplete
 
     def check_header(self, statement, headers: dict, circuit_started) -> None:
         word = _HEADER_WORDS[type(statement)]
@@ -927,10 +1051,12 @@ class _Session:
             self.diags.append(error(use.span, "E103", f"`{use.name}` is used before its definition",
                                     f"it is defined at line {where}; move that definition above line {use.span.line}"))
             return
-        if incomplete:
+        if incomplete or self.stopped:
             return
-        known = sorted(set(defined) | set(A.BUILTIN_NAMES) | {n for n, d in later.items() if d.span.line != use.span.line})
-        close = difflib.get_close_matches(use.name, known, n=1, cutoff=0.6)
+        close = None
+        if self.may_suggest():
+            known = sorted(set(defined) | set(A.BUILTIN_NAMES) | {n for n, d in later.items() if d.span.line != use.span.line})
+            close = difflib.get_close_matches(use.name, known, n=1, cutoff=0.6)
         hint = f"did you mean `{close[0]}`?" if close else (
             f"define it first with `node {use.name} = HOOK[INDEX]` or `group {use.name} = {{...}}`")
         self.diags.append(error(use.span, "E102", f"unknown name `{use.name}`", hint))
@@ -952,7 +1078,7 @@ class _Session:
         # a header statement with a syntax error (or a misspelt keyword) is reported already
         missing = [_HEADER_WORDS[k] for k in _REQUIRED if k not in headers
                    and not difflib.get_close_matches(_HEADER_WORDS[k], broken_words, n=1, cutoff=0.6)]
-        if missing:
+        if missing and not self.stopped:
             examples = {"spec": 'spec NAME "description"', "model": 'model "py-sparse-small"', "task": "task closing_quote"}
             names = _join([f"`{m}`" for m in missing], "and")
             self.diags.append(Diagnostic(file, 1, 1, 1, 1, "error", "E105", f"missing {names} statement{'s' * (len(missing) > 1)}",
@@ -967,7 +1093,8 @@ class _Session:
     # -- includes
 
     def include(self, statement: A.IncludeFile, file: str, defined: dict) -> set[str] | None:
-        """Parse (once) and merge an included file's definitions; ``None`` when it could not be read."""
+        """Parse (once) and merge an included file's definitions; ``None`` when it, or a file it
+        includes, could not be read (so what it defines is not known)."""
         path = statement.path
         base = os.path.dirname(file) if not file.startswith("<") else ""
         shown = os.path.normpath(os.path.join(base, path)) if path else path
@@ -978,17 +1105,26 @@ class _Session:
         keys = [k for k, _ in self.stack]
         if key in keys:
             cycle = [name for _, name in self.stack[keys.index(key):]]
-            chain = " -> ".join([*cycle, shown])
+            chain = _chain([*cycle, shown])
             self.diags.append(error(statement.span, "E402", f"include cycle: {chain}",
                                     "remove one of these includes; shared definitions belong in a file that includes nothing above it"))
             return None
         if key not in self.done:
-            if not path or "\0" in path or not os.path.exists(shown):
-                self.diags.append(error(statement.span, "E401", f"cannot find included file `{path}`", self.missing_hint(shown, path)))
+            if self.stopped:
+                return None  # a limit was reached: nothing more is read
+            if len(self.stack) >= limits.MAX_INCLUDE_DEPTH:
+                chain = _chain([name for _, name in self.stack] + [shown])
+                self.diags.append(error(statement.span, "E405",
+                                        f"includes nested more than {limits.MAX_INCLUDE_DEPTH} files deep: {chain}",
+                                        "include the shared files from the spec directly instead of through a chain"))
                 return None
-            text, problem = _read(shown)
-            if problem:
-                self.diags.append(error(statement.span, "E404", problem, "include a .circ file (UTF-8 text)"))
+            if not path or "\0" in path or not os.path.exists(shown):
+                hint = self.missing_hint(shown, path) if self.may_suggest() else "paths are relative to the including file"
+                self.diags.append(error(statement.span, "E401", f"cannot find included file `{path}`", hint))
+                return None
+            text = read_source(shown)
+            if isinstance(text, Unreadable):
+                self.diags.append(error(statement.span, text.code, text.message, text.hint or "include a .circ file (UTF-8 text)"))
                 return None
             result = self.parse_text(text, shown, key, library=True)
             self.done[key] = result
@@ -1000,7 +1136,7 @@ class _Session:
             elif first is not definition:
                 self.diags.append(error(statement.span, "E101", f"`{definition.name}` from `{path}` is already defined",
                                         f"the first definition is at {first.span}; rename one of them"))
-        return self.done[key].broken
+        return None if self.done[key].incomplete else self.done[key].broken
 
     @staticmethod
     def missing_hint(shown: str, written: str) -> str:
@@ -1017,3 +1153,10 @@ class _Session:
         if close:
             hint += f"; did you mean `{os.path.join(os.path.dirname(written), stems[close[0]])}`?"
         return hint
+
+
+def _chain(names: list[str], ends: int = 3) -> str:
+    """``a -> b -> c``, with the middle of a long chain left out (a chain can be thousands of files)."""
+    if len(names) > 2 * ends + 1:
+        names = [*names[:ends], f"... ({len(names) - 2 * ends} more)", *names[-ends:]]
+    return " -> ".join(names)

@@ -12,6 +12,9 @@ An edge ``a -> b`` exists when a path of non-zero weights leads from a channel o
 ``b`` through nothing but residual-stream channels (a write, the identity through later blocks, a read)
 or through one attention head (q/k -> pattern -> z, v -> z). The residual channels on such paths join
 the circuit, so ``edge opener -> reader`` keeps the information flowing that it claims flows.
+
+Edges and patterns search the model's graph; a :class:`~.limits.WorkBudget` bounds that search for one
+spec, so that no spec keeps `check` busy for more than about a second (past it: one E007).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ..engine.tokenizer import token_id
 from ..engine.zoo import UnknownModelError, load_model, resolve_model_path
 from . import ast
 from .diagnostics import Diagnostic, error
+from .limits import FOLLOW_COST, OverBudget, WorkBudget
 
 OUTPUT = "logits"  # built-in name for the model's output in edges: `edge reader -> logits`
 #: What ResolvedClaim.ablation_task says for `mean over corpus` (reports print it next to the method).
@@ -54,6 +58,8 @@ class ModelContext:
     space: MaskSpace
     graph: nx.DiGraph = field(repr=False)
     _corpus: Reference | None = field(default=None, repr=False)
+    _nodes: list[tuple[str, NodeName]] | None = field(default=None, repr=False)
+    _weights: list[tuple[str, str]] | None = field(default=None, repr=False)
 
     @property
     def cfg(self) -> ModelConfig:
@@ -65,6 +71,18 @@ class ModelContext:
         if self._corpus is None:
             self._corpus = corpus_reference(self.model, self.path)
         return self._corpus
+
+    def circuit_nodes(self) -> list[tuple[str, NodeName]]:
+        """Every circuit node, with its name as patterns see it (computed once per model)."""
+        if self._nodes is None:
+            self._nodes = [(str(n), n) for n in Mask.full(self.space).node_names()]
+        return self._nodes
+
+    def weight_edges(self) -> list[tuple[str, str]]:
+        """The ends of every weight of the graph (computed once per model)."""
+        if self._weights is None:
+            self._weights = [(u, v) for u, v, d in self.graph.edges(data=True) if d["kind"] == "weight"]
+        return self._weights
 
     def hook_names(self) -> list[str]:
         """Hooks a node reference may name (aliases included), inputs and outputs last."""
@@ -221,9 +239,10 @@ def _is_circuit_node(name: NodeName, ctx: ModelContext) -> bool:
 _PASS_THROUGH = {"resid", "pattern"}
 
 
-def connecting_paths(ctx: ModelContext, sources: set[str], targets: set[str]) -> tuple[set[str], set[tuple[str, tuple]], set[str]]:
+def connecting_paths(ctx: ModelContext, sources: set[str], targets: set[str],
+                     budget: WorkBudget | None = None) -> tuple[set[str], set[tuple[str, tuple]], set[str]]:
     """Targets reached, and the weight entries and residual channels on the paths reaching them, from
-    ``sources`` through nothing but residual channels or one head's pattern."""
+    ``sources`` through nothing but residual channels or one head's pattern (OverBudget past ``budget``)."""
     g = ctx.graph
     parents: dict[str, set[str]] = {}
     frontier = deque(sources)
@@ -231,6 +250,8 @@ def connecting_paths(ctx: ModelContext, sources: set[str], targets: set[str]) ->
     reached = set()
     while frontier:
         u = frontier.popleft()
+        if budget is not None:
+            budget.spend(FOLLOW_COST * g.out_degree(u))
         for _, v in g.out_edges(u):
             if v in targets:
                 parents.setdefault(v, set()).add(u)
@@ -268,6 +289,7 @@ class Resolver:
         self.spec, self.file, self.ctx, self.task = spec, file, ctx, task
         self.diagnostics: list[Diagnostic] = []
         self.definitions: dict[str, tuple[NodeName, ...]] = {}
+        self.budget = WorkBudget()
 
     def report(self, problem: _Problem) -> None:
         if problem.diagnostic not in self.diagnostics:  # e.g. the header's ablation, inherited by many claims
@@ -306,7 +328,7 @@ class Resolver:
             except _Problem as p:
                 self.report(p)
                 continue
-            reached, weights, through = connecting_paths(self.ctx, {str(n) for n in src}, {str(n) for n in dst})
+            reached, weights, through = connecting_paths(self.ctx, {str(n) for n in src}, {str(n) for n in dst}, self.budget)
             span = ast.Span(a.span.file, a.span.line, a.span.col, b.span.end_line, b.span.end_col)
             if not reached:
                 self.diagnostics.append(error(span, "E506", f"no non-zero weights connect {a} to {b}",
@@ -319,7 +341,9 @@ class Resolver:
 
     def pattern_nodes(self, stmt: ast.IncludeNodes) -> list[NodeName]:
         regex = stmt.regex()
-        names = [n for n in Mask.full(self.ctx.space).node_names() if regex.fullmatch(str(n))]
+        nodes = self.ctx.circuit_nodes()
+        self.budget.spend(len(nodes))
+        names = [node for text, node in nodes if regex.fullmatch(text)]
         if not names:
             self.diagnostics.append(error(stmt.span, "E303", f"no circuit node of the model matches {stmt.pattern!r}",
                                           "patterns match node names such as 'blocks.0.mlp.hook_post[*]'"))
@@ -328,10 +352,17 @@ class Resolver:
     def pattern_edges(self, stmt: ast.IncludeEdges) -> list[NodeName]:
         """Circuit nodes at either end of the model's weights whose ends match the two patterns."""
         src_re, dst_re = ast.glob_regex(stmt.source), ast.glob_regex(stmt.target)
-        ends = {n for u, v, d in self.ctx.graph.edges(data=True)
-                if d["kind"] == "weight" and src_re.fullmatch(u) and dst_re.fullmatch(v) for n in (u, v)}
+        weights = self.ctx.weight_edges()
+        sources, targets = {u for u, _ in weights}, {v for _, v in weights}
+        self.budget.spend(len(weights) + len(sources) + len(targets))
+        sources = {u for u in sources if src_re.fullmatch(u)}
+        targets = {v for v in targets if dst_re.fullmatch(v)}
+        ends = {n for u, v in weights if u in sources and v in targets for n in (u, v)}
+        self.budget.spend(FOLLOW_COST * len(ends))  # each is parsed and looked up below
         if not ends:
-            self.diagnostics.append(error(stmt.span, "E303", f"no weight of the model connects {stmt.source!r} to {stmt.target!r}"))
+            self.diagnostics.append(error(stmt.span, "E303", f"no weight of the model connects {stmt.source!r} to {stmt.target!r}",
+                                          "check both patterns against node names such as 'blocks.0.mlp.hook_post[*]'; "
+                                          "`*` matches any run of characters"))
         names = (parse_node_name(n) for n in sorted(ends))
         return [n for n in names if _is_circuit_node(n, self.ctx)]
 
@@ -423,18 +454,26 @@ class Resolver:
             if isinstance(stmt, (ast.NodeDef, ast.GroupDef)):
                 self.define(stmt)
                 nodes.update(dict.fromkeys(self.definitions[stmt.name]))
-            elif isinstance(stmt, ast.EdgePath):
-                for member in stmt.members:
-                    if isinstance(member, ast.Ref):
-                        try:
-                            nodes.update(dict.fromkeys(n for n in expand_ref(member, self.ctx) if _is_circuit_node(n, self.ctx)))
-                        except _Problem:
-                            pass  # reported when the edge itself resolves
-                edges.extend(self.edge(stmt))
-            elif isinstance(stmt, ast.IncludeNodes):
-                nodes.update(dict.fromkeys(self.pattern_nodes(stmt)))
-            elif isinstance(stmt, ast.IncludeEdges):
-                nodes.update(dict.fromkeys(self.pattern_edges(stmt)))
+            elif self.budget.spent:
+                continue  # reported once, at the statement that spent it
+            try:
+                if isinstance(stmt, ast.EdgePath):
+                    for member in stmt.members:
+                        if isinstance(member, ast.Ref):
+                            try:
+                                nodes.update(dict.fromkeys(n for n in expand_ref(member, self.ctx) if _is_circuit_node(n, self.ctx)))
+                            except _Problem:
+                                pass  # reported when the edge itself resolves
+                    edges.extend(self.edge(stmt))
+                elif isinstance(stmt, ast.IncludeNodes):
+                    nodes.update(dict.fromkeys(self.pattern_nodes(stmt)))
+                elif isinstance(stmt, ast.IncludeEdges):
+                    nodes.update(dict.fromkeys(self.pattern_edges(stmt)))
+            except OverBudget:
+                self.diagnostics.append(error(stmt.span, "E007", "resolving this statement passes the limit on searching the "
+                                              "model's graph for one spec; the edges and patterns after it are not checked",
+                                              "use fewer or narrower edges and patterns: an edge between wide references "
+                                              "searches much of the model"))
         claims = [c for c in (self.claim(claim) for claim in self.spec.claims) if c is not None]
         if any(d.is_error for d in self.diagnostics):
             return None
