@@ -97,3 +97,33 @@ def test_plain_random_draws_find_what_uniform_sampling_finds(folder):
     assert drawn == 600 and found is not None and found.prefix.endswith("b")
     found, drawn = _random_draws(spec, spec.claim("prefers_a"), (), 20, seed=0)  # 1% in 20 draws: usually missed
     assert drawn == 20
+
+
+def test_a_claim_of_a_share_passes_or_fails_on_its_bounds(folder):
+    body = ("claim most: logit['a'] > logit['b'] on at least 0.9 of inputs\n"
+            "claim nearly_all: logit['a'] > logit['b'] on at least 0.995 of inputs\n")
+    code, claims = verify(folder, write(folder, "shares", body))
+    assert claims["most"]["verdict"] == "pass" and claims["most"]["threshold"] == 0.9
+    nearly_all = claims["nearly_all"]  # 1% of inputs break it: never a pass (here 3 of 598 do: inconclusive)
+    assert nearly_all["verdict"] in ("fail", "inconclusive") and nearly_all["ci"][0] < 0.995 and code == 1
+    assert nearly_all["n"] >= 598 and "samples 1196" in nearly_all["note"]
+
+
+def test_in_full_model_reads_a_node_outside_the_circuit_in_the_unablated_model(folder):
+    """On the oracle's own task (a and b equally often) neuron 1 computes relu(-carrier): 1 at a final 'b' in
+    the model, 0 at every other token. Outside the circuit, the circuit-alone run holds it at its mean over
+    all positions (well below 0.5), so the same claim read there fails."""
+    from test_verify_oracle import TASK as LAST_AB
+
+    register_task(LAST_AB, replace=True)
+    try:
+        path = folder / "full_model.circ"
+        path.write_text('spec full "x"\nmodel "model"\ntask last_ab\nablate mean over task\n'
+                        "node pos = blocks.0.mlp.hook_post[0]\n"
+                        'claim in_model: blocks.0.mlp.hook_post[1] > 0.5 when last == "b" in full model\n'
+                        'claim ablated: blocks.0.mlp.hook_post[1] > 0.5 when last == "b"\n')
+        code, claims = verify(folder, path)
+    finally:
+        unregister_task(LAST_AB.name)
+    assert claims["in_model"]["verdict"] == "pass", claims["in_model"]
+    assert claims["ablated"]["verdict"] == "fail" and code == 1

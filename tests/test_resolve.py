@@ -96,3 +96,62 @@ def test_every_spec_in_specs_resolves():
         r, diagnostics, _ = check_file(path)
         assert r is not None and not diagnostics, path
         assert r.claims and r.mask.node_count() > 0
+
+
+# ---- per-input claims: how much they cover, and where they are read ------------------------------
+
+COVERAGE_HEADER = ('spec c "x"\nmodel "py-sparse-small"\ntask closing_quote\nablate mean over task\n'
+                   "node reader = blocks.1.attn.hook_z[head=1, 19]\n")
+
+
+def _resolve_text(text):
+    from circuitspec.lang import parse_spec
+    from circuitspec.lang.resolve import resolve
+
+    parsed = parse_spec(text, "c.circ")
+    assert parsed.ok, parsed.render()
+    return resolve(parsed.spec, "c.circ")
+
+
+def test_coverage_and_full_model_clauses_reach_the_resolved_claim_and_format_back():
+    from circuitspec.lang import parse_spec
+    from circuitspec.lang.fmt import format_spec
+
+    text = (COVERAGE_HEADER + "claim a: reader > 0 when opening_quote == '\"' on at least 0.99 of inputs\n"
+            "claim b: reader > 0 on every input in full model\nclaim c: logit['\"'] > logit[\"'\"]\n")
+    resolved, diagnostics = _resolve_text(text)
+    assert not diagnostics
+    a, b, c = resolved.claims
+    assert (a.coverage, a.in_model) == (0.99, False)
+    assert (b.coverage, b.in_model, b.claim.every_input) == (None, True, True)
+    assert (c.coverage, c.in_model, c.claim.every_input) == (None, False, False)
+    formatted = format_spec(parse_spec(text, "c.circ").spec)
+    assert "on at least 0.99 of inputs" in formatted and "on every input in full model" in formatted
+    assert parse_spec(formatted, "c.circ").spec == parse_spec(text, "c.circ").spec
+
+
+@pytest.mark.parametrize("claim, code", [
+    ("claim sufficient faithfulness >= 0.5 on every input", "E206"),
+    ("claim sufficient faithfulness >= 0.5 in full model", "E206"),
+    ("claim reader > 0 on at least 1 of inputs", "E208"),
+    ("claim reader > 0 on at least 0 of inputs", "E208"),
+    ("claim reader > 0 on every input on at least 0.9 of inputs", "E107"),
+])
+def test_coverage_clauses_are_checked(claim, code):
+    from circuitspec.lang import parse_spec
+
+    parsed = parse_spec(COVERAGE_HEADER + claim + "\n", "c.circ")
+    assert code in [d.code for d in parsed.diagnostics], parsed.render()
+
+
+def test_a_role_claim_about_a_node_outside_the_circuit_is_flagged_unless_read_in_the_full_model():
+    outside = "blocks.0.mlp.hook_post[40]"
+    resolved, diagnostics = _resolve_text(COVERAGE_HEADER + f"claim probe: {outside} > 0\n")
+    assert resolved is not None and [d.code for d in diagnostics] == ["W514"]
+    warning = diagnostics[0]
+    assert warning.severity == "warning" and outside in warning.message and "in full model" in warning.hint
+    assert (warning.line, warning.col) == (6, 14)
+    resolved, diagnostics = _resolve_text(COVERAGE_HEADER + f"claim probe: {outside} > 0 in full model\n")
+    assert resolved is not None and not diagnostics
+    resolved, diagnostics = _resolve_text(COVERAGE_HEADER + "claim inside: reader > 0\n")
+    assert not diagnostics

@@ -374,11 +374,16 @@ class Claim(Statement):
     metric: str | None = None
     confidence: float | None = None
     samples: int | None = None
+    coverage: float | None = None  # `on at least q of inputs` (per-input claims); None: on every input
+    every_input: bool = False  # `on every input` written out (the default, kept so fmt does not drop it)
+    in_model: bool = False  # `in full model`: a per-input claim read in the unablated model
     label_span: Span | None = _aux_span()
     position_span: Span | None = _aux_span()
     metric_span: Span | None = _aux_span()
     confidence_span: Span | None = _aux_span()
     samples_span: Span | None = _aux_span()
+    coverage_span: Span | None = _aux_span()
+    in_model_span: Span | None = _aux_span()
 
     @property
     def kind(self) -> str:

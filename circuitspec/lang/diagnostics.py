@@ -66,6 +66,7 @@ CODES: dict[str, str] = {
     "E511": "not supported by the engine",
     "E512": "model checkpoint corrupt or mismatched",
     "E513": "stored pretraining means missing or stale",
+    "W514": "per-input claim about a node outside the circuit",
     "E999": "internal error",
 }
 
@@ -117,6 +118,7 @@ HINTS: dict[str, str] = {
     "E511": "docs/language.md lists the ablations the engine supports",
     "E512": "the checkpoint does not match what it claims to be: retrain it or copy it again",
     "E513": "compute them with `circuitspec means MODEL`",
+    "W514": "add the node to the circuit (a `node` or `group`), or say `in full model` to read the claim in the unablated model",
     "E999": "this is a bug in circuitspec; please report it with the spec file",
 }
 
@@ -153,6 +155,11 @@ class Diagnostic:
 def error(span, code: str, message: str, hint: str | None = None) -> Diagnostic:
     """A diagnostic at ``span`` (anything with file/line/col/end_line/end_col attributes)."""
     return Diagnostic(span.file, span.line, span.col, span.end_line, span.end_col, "error", code, message, hint)
+
+
+def warning(span, code: str, message: str, hint: str | None = None) -> Diagnostic:
+    """As :func:`error`, but it does not stop the spec from resolving or verifying."""
+    return Diagnostic(span.file, span.line, span.col, span.end_line, span.end_col, "warning", code, message, hint)
 
 
 def source_lines(text: str) -> list[str]:

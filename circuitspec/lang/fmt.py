@@ -114,6 +114,12 @@ def _claim(claim: A.Claim) -> list[str]:
         atoms.append(f"{'when' if i == 0 else 'and'} {c.feature} {c.op} {_value(c.value)}")
     if claim.position is not None:
         atoms.append(f"at position {claim.position}")
+    if claim.every_input:
+        atoms.append("on every input")
+    elif claim.coverage is not None:
+        atoms.append(f"on at least {number(claim.coverage)} of inputs")
+    if claim.in_model:
+        atoms.append("in full model")
     if claim.ablation is not None:
         atoms.append(f"ablate {claim.ablation}")
     if claim.metric is not None:

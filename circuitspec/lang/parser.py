@@ -239,7 +239,7 @@ _FORMS = {
     "claim": (
         "claim [LABEL:] BODY [CLAUSES], where BODY is `sufficient faithfulness >= T`, "
         "`necessary faithfulness <= T`, `minimal each node drop >= T`, `NODE > T` or `logit['a'] > logit['b']` "
-        "and the clauses are when, at position, ablate, metric, confidence, samples"
+        "and the clauses are when, at position, on every input / on at least q of inputs, in full model, ablate, metric, confidence, samples"
     ),
 }
 
@@ -734,10 +734,17 @@ class _Builder(Transformer):
         claim = A.Claim(
             label.value if label else None, body, conditions=value("when", ()), position=value("at"),
             ablation=value("ablate"), metric=value("metric"), confidence=value("confidence"), samples=value("samples"),
+            coverage=None if value("on") == "every" else value("on"), every_input=value("on") == "every",
+            in_model="in" in settings,
             span=self.span(meta), label_span=self.tspan(label) if label else None, position_span=span("at"),
             metric_span=span("metric"), confidence_span=span("confidence"), samples_span=span("samples"),
+            coverage_span=span("on"), in_model_span=span("in"),
         )
         kind = claim.kind
+        for name, words in (("on", "`on every input` / `on at least q of inputs`"), ("in", "`in full model`")):
+            if name in settings and kind not in ("role", "behaviour"):
+                self.err(span(name), "E206", f"{words} only applies to role and behaviour claims, not to {kind} claims",
+                         "claims about the whole circuit are judged on aggregate faithfulness, not per input")
         if claim.position is not None and kind != "role":
             self.err(span("at"), "E206", f"`at position` only applies to claims about a node, not to {kind} claims",
                      "behaviour claims read the answer position; circuit claims use the whole input")
@@ -803,6 +810,19 @@ class _Builder(Transformer):
 
     def confidence_clause(self, meta, children):
         return _Clause("confidence", self.confidence(children[0]), self.span(meta))
+
+    def every_input_clause(self, meta, children):
+        return _Clause("on", "every", self.span(meta))
+
+    def coverage_clause(self, meta, children):
+        q = self.threshold(children[0])
+        if not 0 < q < 1:
+            self.err(self.tspan(children[0]), "E208", f"the share of inputs must be between 0 and 1 (exclusive), got {children[0].value}",
+                     "`on at least 0.99 of inputs`; for all of them write `on every input`")
+        return _Clause("on", q, self.span(meta))
+
+    def in_model_clause(self, meta, children):
+        return _Clause("in", True, self.span(meta))
 
     def samples_clause(self, meta, children):
         return _Clause("samples", self.whole(children[0], "samples", 1), self.span(meta))

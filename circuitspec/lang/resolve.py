@@ -39,7 +39,7 @@ from ..engine.tasks import Task, UnknownTaskError, get_task
 from ..engine.tokenizer import token_id
 from ..engine.zoo import UnknownModelError, load_model, resolve_model_path
 from . import ast
-from .diagnostics import Diagnostic, error
+from .diagnostics import Diagnostic, error, warning
 from .limits import FOLLOW_COST, OverBudget, WorkBudget
 
 OUTPUT = "logits"  # built-in name for the model's output in edges: `edge reader -> logits`
@@ -401,7 +401,7 @@ class Resolver:
             self.report(p)
             return None
         return ResolvedClaim(claim, claim.kind, ablation, ablation_task, settings.metric, settings.confidence, settings.samples,
-                             settings.inherited, subject, logits, position)
+                             settings.inherited, subject, logits, position, claim.coverage, claim.in_model)
 
     def _ablation(self, ablation: ast.Ablation) -> tuple[EngineAblation, str | None]:
         if ablation.method == "resample" and ablation.per_position:
@@ -480,6 +480,15 @@ class Resolver:
         for edge in edges:
             nodes.update(dict.fromkeys(edge.through))
         mask = Mask.from_nodes(self.ctx.space, nodes)  # node ablation: every weight kept, removed nodes carry the reference
+        for claim in claims:
+            outside = [n for n in claim.subject if not mask.contains(n)]
+            if claim.kind == "role" and outside and not claim.in_model:
+                self.diagnostics.append(warning(
+                    claim.claim.body.subject.span, "W514",
+                    f"{outside[0]} is outside the circuit, so in the circuit-alone run this claim reads its ablated value "
+                    f"(a constant or a resampled value), not what the node computes",
+                    "add the node to the circuit (a `node` or `group`), or end the claim with `in full model` to read it "
+                    "in the unablated model"))
         return ResolvedSpec(self.spec, self.file, self.ctx, self.task, dict(self.definitions), tuple(nodes),
                             tuple(edges), tuple(claims), mask)
 

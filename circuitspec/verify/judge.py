@@ -299,7 +299,9 @@ def _per_example_claim(result: ClaimResult, claim: ResolvedClaim, body, data: Gr
         shown = f"{n - k} of {n} inputs fail" if k < n else f"holds on all {n} inputs"
         what = (f"which shows a failure rate below {1 - low:.2%} only, not below {EVERY_INPUT_RESOLUTION:.2%}" if every
                 else f"an interval [{low:.4g}, {high:.4g}] that straddles {target:.4g}")
-        result.note = f"{shown}, {what}: state `samples {needed}` or more (or drop the `samples` that caps it)"
+        more = (f"state `samples {needed}` or more (or drop the `samples` that caps it)" if n < needed
+                else f"more inputs would narrow it: state `samples {2 * n}` or more")
+        result.note = f"{shown}, {what}: {more}"
     order = np.argsort(margins)[:3]
     worst = [{"input": data.examples[i].prefix, "features": dict(data.examples[i].features), **evaluated.values[i],
               "holds": bool(holds[i])} for i in order]
