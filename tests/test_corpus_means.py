@@ -287,3 +287,13 @@ def test_discover_with_the_corpus_reference_writes_mean_over_corpus(oracle_folde
     assert not diagnostics and resolved.claims[0].ablation.source == "corpus"
     with pytest.raises(UsageError, match="only mean ablation"):
         reference_for(model, TASK, "zero", 8, "s", "corpus")
+
+
+def test_a_spec_whose_model_lacks_the_means_it_needs_exits_3_like_means_check(sparse_copy, tmp_path):
+    (sparse_copy / MEANS_FILE).unlink()
+    spec = tmp_path / "t.circ"
+    spec.write_text(HEADER.format(model=str(sparse_copy)) + "node r = blocks.1.attn.hook_z[head=1, 19]\n"
+                    "claim sufficient faithfulness >= 0.1\n")
+    assert main(["check", str(spec)]) == 3
+    assert main(["verify", str(spec)]) == 3
+    assert main(["means", str(sparse_copy), "--check"]) == 3

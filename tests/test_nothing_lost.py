@@ -456,3 +456,10 @@ def test_two_runs_writing_one_report_each_leave_a_complete_file(tmp_path):
         assert w.exitcode == 0
     assert json.loads(out.read_text())["writer"] in {"a", "b"} and seen <= {"a", "b"}
     assert list(tmp_path.iterdir()) == [out]  # no temporary file left behind
+
+
+def test_a_spec_path_that_is_a_device_is_named_as_such(capsys):
+    from circuitspec.cli import main
+
+    assert main(["check", "/dev/zero"]) == 2
+    assert "not a regular file" in capsys.readouterr().err

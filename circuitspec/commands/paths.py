@@ -16,6 +16,8 @@ def circ_files(paths: list[str]) -> list[Path]:
             files.extend(sorted(p for p in path.rglob("*.circ") if p.is_file()))
         elif path.is_file():
             files.append(path)
+        elif path.exists():  # a device, a FIFO, a socket: reading it could block or never end
+            raise UsageError(f"{raw}: not a regular file or a directory", hint="specs are .circ files, or folders of them")
         else:
             raise UsageError(f"{raw}: no such file or directory")
     if not files:

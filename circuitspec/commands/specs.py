@@ -12,7 +12,7 @@ from ..lang.resolve import ResolvedSpec
 from .check_cmd import check_file
 from .paths import circ_files
 
-MODEL_ERROR_CODES = {"E512"}  # a checkpoint that exists but cannot be trusted: exit 3, not 2
+MODEL_ERROR_CODES = {"E512", "E513"}  # a checkpoint that cannot be trusted, or lacks the means a spec needs: exit 3, as `means --check`
 
 
 def resolve_specs(paths: list[str]) -> tuple[list[ResolvedSpec], int]:
