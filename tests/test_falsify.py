@@ -178,3 +178,31 @@ def test_notes_say_what_was_measured_for_claims_that_never_held(tmp_path, oracle
     assert code == 1
     assert "does not hold even with everything outside the circuit ablated" in results["suff"]["note"]
     assert "not necessary" in results["nec"]["note"] and "depends on which inputs" not in results["nec"]["note"]
+
+
+def test_an_attack_whose_worst_interval_straddles_the_threshold_is_inconclusive():
+    from circuitspec.verify.attack import AttackOutcome
+    from circuitspec.verify.falsify import FalsifyResult  # noqa: F401 (the verdicts it can carry)
+    from circuitspec.verify import falsify
+
+    class Claim:
+        class claim:
+            span = type("S", (), {"line": 3})
+            name = "suff"
+
+            class body:
+                threshold = 0.8
+        kind = "sufficient"
+
+    class Resolved:
+        file = "x.circ"
+
+    outcome = AttackOutcome(0.795, (0.76, 0.83), "ablating only a random 50% of the non-circuit nodes (#1)", 30, False,
+                            inconclusive=True)
+    original = falsify.attack_claim
+    falsify.attack_claim = lambda *a, **k: outcome
+    try:
+        result = falsify._attack_result(Resolved, Claim, type("Spec", (), {"settings": None}))
+    finally:
+        falsify.attack_claim = original
+    assert result.verdict == "inconclusive" and "straddles 0.8" in result.note

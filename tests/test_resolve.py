@@ -44,6 +44,17 @@ def test_edges_through_the_residual_stream_bring_their_channels():
     assert edge.through and all("resid" in n.hook for n in edge.through)
     assert set(edge.through) <= set(r.nodes)
     assert r.mask.node_count() == 1 + len(edge.through)
+    assert set(r.added) == set(edge.through)  # what `check` reports as added, apart from what was declared
+
+
+def test_check_says_how_many_nodes_were_declared_and_how_many_edges_added(tmp_path, capsys):
+    from circuitspec.cli import main
+
+    spec = tmp_path / "e.circ"
+    spec.write_text(HEADER + "node reader = blocks.1.attn.hook_z[head=1, 19]\nedge reader -> logits\n")
+    assert main(["check", str(spec)]) == 0
+    added = len(resolved("node reader = blocks.1.attn.hook_z[head=1, 19]\nedge reader -> logits\n").added)
+    assert f"({1} declared, {added} residual channels added on the paths of declared edges)" in capsys.readouterr().err
 
 
 def test_attention_edges_are_structural():

@@ -188,3 +188,14 @@ def test_spec_errors_exit_2_and_corrupt_models_exit_3(folder, capsys):
                     + "claim sufficient faithfulness >= 0.9\n")
     assert main(["verify", str(spec)]) == 3
     assert "error[E512]" in capsys.readouterr().err
+
+
+def test_too_few_baselines_is_inconclusive_not_a_fail(folder):
+    """With 5 random circuits, none doing as well cannot show the circuit beats 90% of them (0.9^5 = 0.59),
+    nor that it does not: inconclusive, and the note says so."""
+    path = write(folder, "few_baselines", CIRCUIT + "claim sufficient faithfulness >= 0.9\n")
+    out = folder / "few_baselines.json"
+    code = main(["verify", str(path), "--json", str(out), "--samples", "60", "--baselines", "5"])
+    claim = json.loads(out.read_text())["claims"][0]
+    assert code == 1 and claim["verdict"] == "inconclusive", claim
+    assert "0 of 5" in claim["note"] and "too few" in claim["note"]

@@ -38,6 +38,16 @@ def check_file(path: Path) -> tuple[ResolvedSpec | None, list[Diagnostic], dict[
     return resolved, parsed.diagnostics + diagnostics, parsed.sources
 
 
+def _node_count(resolved: ResolvedSpec) -> str:
+    """How many nodes the circuit keeps, and how many of them the spec did not name itself: residual
+    channels on the paths of its declared edges, which join the circuit so the edges can carry anything."""
+    added = len(resolved.added)
+    if not added:
+        return f"{len(resolved.nodes)} nodes"
+    return (f"{len(resolved.nodes)} nodes ({len(resolved.nodes) - added} declared, {added} residual channels added on the "
+            f"paths of declared edges)")
+
+
 def diagnostic_json(d: Diagnostic) -> dict:
     return {"file": d.file, "line": d.line, "col": d.col, "end": {"line": d.end_line, "col": d.end_col},
             "severity": d.severity, "code": d.code, "message": d.message, "hint": d.hint}
@@ -57,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         elif resolved is None:
             console.print(f"[green]ok[/] {path}: library (checked against a model where a spec includes it)", soft_wrap=True)
         else:
-            console.print(f"[green]ok[/] {path}: {len(resolved.nodes)} nodes, {circuit_edge_count(resolved.mask, resolved.context.model)} edges, "
+            console.print(f"[green]ok[/] {path}: {_node_count(resolved)}, {circuit_edge_count(resolved.mask, resolved.context.model)} edges, "
                           f"{len(resolved.claims)} claims on {resolved.spec.model} / {resolved.task.name}", soft_wrap=True)
     if args.json:
         json.dump([diagnostic_json(d) for d in all_diagnostics], sys.stdout, indent=2)

@@ -147,6 +147,7 @@ class ResolvedSpec:
     edges: tuple[ResolvedEdge, ...]
     claims: tuple[ResolvedClaim, ...]
     mask: Mask  # nodes (+ residual channels on declared edges); every edge kept (node ablation)
+    added: tuple[NodeName, ...] = ()  # of ``nodes``, the residual channels only declared edges' paths brought in
 
 
 # ---- references ----------------------------------------------------------------------------------
@@ -477,8 +478,10 @@ class Resolver:
         claims = [c for c in (self.claim(claim) for claim in self.spec.claims) if c is not None]
         if any(d.is_error for d in self.diagnostics):
             return None
+        declared = set(nodes)
         for edge in edges:
             nodes.update(dict.fromkeys(edge.through))
+        added = tuple(n for n in nodes if n not in declared)
         mask = Mask.from_nodes(self.ctx.space, nodes)  # node ablation: every weight kept, removed nodes carry the reference
         for claim in claims:
             outside = [n for n in claim.subject if not mask.contains(n)]
@@ -490,7 +493,7 @@ class Resolver:
                     "add the node to the circuit (a `node` or `group`), or end the claim with `in full model` to read it "
                     "in the unablated model"))
         return ResolvedSpec(self.spec, self.file, self.ctx, self.task, dict(self.definitions), tuple(nodes),
-                            tuple(edges), tuple(claims), mask)
+                            tuple(edges), tuple(claims), mask, added)
 
 
 def _suggestion(e: UnknownTaskError) -> str:

@@ -181,7 +181,9 @@ def encode_and_solve(resolved: ResolvedSpec, claim: ResolvedClaim, seen: Measure
     elif found.answer == z3.sat:
         _confirm(resolved, claim, seen, from_layer, encoding, found.model, deadline, result)
     else:
-        result.note = f"Z3 gave up ({found.reason})"
+        result.note = (f"Z3 gave up ({found.reason})" if found.checks else
+                       f"the time limit ran out before Z3 was called ({found.reason}): building and bounding the encoding "
+                       f"took it all; raise --timeout")
     result.z3_seconds = encoding.z3_seconds
     return result
 

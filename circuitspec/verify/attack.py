@@ -41,6 +41,7 @@ class AttackOutcome:
     what: str  # which ablation choice produced it
     tried: int
     broken: bool
+    inconclusive: bool = False  # not broken, but this choice's interval straddles the threshold
     as_stated: float = float("nan")  # F of the claim's own condition (its reference inputs, nothing else changed)
     as_stated_broken: bool = False  # the claim fails even there: no attack was needed
 
@@ -189,11 +190,12 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
             interval = faithfulness_interval(per_example_metric(claim.metric, lg, logits[0], batch), m_full, m_empty,
                                              claim.confidence, settings.resamples, settings.seed)
             verdict = verdict_at_least(interval, threshold) if sufficient else verdict_at_most(interval, threshold)
-            outcomes.append(AttackOutcome(interval.estimate, (interval.low, interval.high), what, len(choices), verdict == "fail"))
+            outcomes.append(AttackOutcome(interval.estimate, (interval.low, interval.high), what, len(choices), verdict == "fail",
+                                          inconclusive=verdict == "inconclusive"))
     stated = next((o for o in outcomes if o.what in (as_stated, "the stored pretraining means")
                    or (fixed and o.what.startswith("reference inputs"))), None)
-    # the worst failing choice if any fails, else the one closest to failing
-    worst = min(outcomes, key=lambda o: (not o.broken, o.worst if sufficient else -o.worst))
+    # the worst failing choice if any fails, else the worst inconclusive one, else the one closest to failing
+    worst = min(outcomes, key=lambda o: (not o.broken, not o.inconclusive, o.worst if sufficient else -o.worst))
     if stated is not None:
         worst.as_stated, worst.as_stated_broken = stated.worst, stated.broken
     return worst
@@ -207,7 +209,8 @@ def attack_minimal(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSe
         result = judge(resolved, claim, run_group(resolved, [claim], round_settings), round_settings)
         for unit in result.units or []:
             outcome = AttackOutcome(unit["drop"], tuple(unit["ci"]), f"{unit['unit']} with inputs drawn with seed "
-                                    f"{round_settings.seed}", rounds, unit["verdict"] == "fail")
-            if worst is None or (outcome.broken, -outcome.worst) > (worst.broken, -worst.worst):
+                                    f"{round_settings.seed}", rounds, unit["verdict"] == "fail",
+                                    inconclusive=unit["verdict"] == "inconclusive")
+            if worst is None or (outcome.broken, outcome.inconclusive, -outcome.worst) > (worst.broken, worst.inconclusive, -worst.worst):
                 worst = outcome
     return worst or AttackOutcome(float("nan"), (float("nan"), float("nan")), "no units to remove", rounds, False)

@@ -205,13 +205,19 @@ def _broken_note(claim, outcome) -> str:
 def _attack_result(resolved, claim, spec: LoadedSpec) -> FalsifyResult:
     attack = attack_minimal if claim.kind == "minimal" else attack_claim
     outcome = attack(resolved, claim, spec.settings)
-    result = FalsifyResult(resolved.file, claim.claim.span.line, claim.claim.name, claim.kind, outcome.tried,
-                           "falsified" if outcome.broken else "survived")
+    verdict = "falsified" if outcome.broken else "inconclusive" if outcome.inconclusive else "survived"
+    result = FalsifyResult(resolved.file, claim.claim.span.line, claim.claim.name, claim.kind, outcome.tried, verdict)
     found = {"ablation choice": outcome.what, "drop" if claim.kind == "minimal" else "faithfulness": round(outcome.worst, 6),
              "interval": [round(x, 6) for x in outcome.interval]}
     if outcome.broken:
         result.counterexample = found
         result.note = _broken_note(claim, outcome)
+    elif outcome.inconclusive:
+        result.counterexample = found
+        measure = "drop" if claim.kind == "minimal" else "F"
+        result.note = (f"neither broken nor shown to hold: {measure} = {outcome.worst:.3g} "
+                       f"[{outcome.interval[0]:.3g}, {outcome.interval[1]:.3g}] straddles {float(claim.claim.body.threshold):g} "
+                       f"({outcome.what}); more inputs (--samples) would decide it")
     else:
         measure = "drop" if claim.kind == "minimal" else "F"
         result.note = f"worst of {outcome.tried} choices: {measure} = {outcome.worst:.3g} ({outcome.what})"
