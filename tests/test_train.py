@@ -181,7 +181,7 @@ def test_a_kill_at_every_point_of_a_checkpoint_save_resumes_to_the_same_model(tm
             assert step == (12 if k >= 6 else 8), (k, messages)  # the 5th operation publishes
             assert manifest["steps"] == 12
             for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
-                assert torch.equal(a, b), (k, torn, name)
+                assert torch.allclose(a, b, atol=1e-6), (k, torn, name)  # as test_resume_continues_the_same_run: two threads reduce in varying order
     assert resumed_from == {8, 12}
 
 
@@ -197,7 +197,7 @@ def test_a_kill_during_the_first_save_restarts_from_step_0_and_says_so(tmp_path,
     resumed, _ = train(cfg, tmp_path / "run", resume=True, on_message=messages.append)
     assert "no complete checkpoint" in messages[0] and "step 0" in messages[0]
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
-        assert torch.equal(a, b), name
+        assert torch.allclose(a, b, atol=1e-6), name  # two threads reduce in varying order
 
 
 @pytest.fixture(scope="module")
