@@ -76,7 +76,7 @@ from .strategies import (  # noqa: F401 (re-exported: the testing API is one imp
     task_inputs,
 )
 from .verify.examples import sample_examples, satisfies
-from .verify.judge import evaluate_per_input
+from .verify.judge import PerInput, evaluate_per_input
 from .verify.runner import GroupData, RunSettings, make_reference
 
 
@@ -194,19 +194,25 @@ def check_claim(spec: LoadedSpec, name: str, example: TaskExample) -> ClaimCheck
     claim = spec.claim(name)
     if claim.kind not in ("role", "behaviour"):
         raise ValueError(f"claim {name!r} is a {claim.kind} claim: only role and behaviour claims hold per input")
+    with _one_cpu_thread():  # one short input: 3-11 ms on one thread against 320-580 ms on two (load_spec)
+        evaluated = evaluate_claim_on(spec, claim, [example])  # exactly what verify judges, on this one input
+    return ClaimCheck(bool(evaluated.holds[0]), evaluated.values[0])
+
+
+def evaluate_claim_on(spec: LoadedSpec, claim: ResolvedClaim, examples: list[TaskExample]) -> PerInput:
+    """A role or behaviour claim on a batch of inputs, as verify judges it: in the circuit-alone run, or in
+    the unablated model for a claim made `in full model`."""
     resolved = spec.resolved
     model = resolved.context.model
-    batch = encode_examples([example], model.cfg.n_ctx).to(spec.settings.device)
+    batch = encode_examples(examples, model.cfg.n_ctx).to(spec.settings.device)
     hooks = sorted({node.hook for node in claim.subject})
     mask = Mask.full(resolved.mask.space) if claim.in_model else resolved.mask  # `in full model`: nothing ablated
-    with _one_cpu_thread():  # one short input: 3-11 ms on one thread against 320-580 ms on two (load_spec)
-        reference = spec.reference(claim, batch)
-        logits, cache = run_conditions_with_cache(model, batch.tokens, [mask], reference, batch.answer_pos, hooks)
+    reference = spec.reference(claim, batch)
+    logits, cache = run_conditions_with_cache(model, batch.tokens, [mask], reference, batch.answer_pos, hooks)
     activations = {h: a[0] for h, a in cache.items()}
-    data = GroupData([example], circuit_logits=logits[0], activations=activations, model_logits=logits[0],
+    data = GroupData(examples, circuit_logits=logits[0], activations=activations, model_logits=logits[0],
                      model_activations=activations)
-    evaluated = evaluate_per_input(claim, data)  # exactly what verify judges, on this one input
-    return ClaimCheck(bool(evaluated.holds[0]), evaluated.values[0])
+    return evaluate_per_input(claim, data)
 
 
 def assert_claim(spec: LoadedSpec, name: str, example: TaskExample) -> None:

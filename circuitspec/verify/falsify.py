@@ -25,16 +25,14 @@ import torch
 from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample, Unsatisfiable
 
-from ..engine.ablation import run_conditions, run_conditions_with_cache
+from ..engine.ablation import run_conditions
 from ..engine.batch import encode_examples
-from ..engine.masks import Mask
+from ..engine.metrics import logit_diff
 from ..engine.tasks import TaskExample
-from ..testing import LoadedSpec, check_claim, task_inputs
+from ..testing import LoadedSpec, check_claim, evaluate_claim_on, task_inputs
 from .attack import attack_claim, attack_minimal
 from .example_store import ExampleStore
 from .examples import sample_examples, satisfies
-from .judge import evaluate_per_input
-from .runner import GroupData
 
 AGREEMENT = "circuit agrees with model"  # implicit claim of every spec with a `sufficient` claim
 
@@ -103,28 +101,20 @@ def _random_draws(spec: LoadedSpec, claim, conditions, count: int, seed: int) ->
     resolved = spec.resolved
     model = resolved.context.model
     examples = sample_examples(resolved.task, count, f"falsify-random:{seed}", conditions)
-    target = claim if claim is not None else next(c for c in resolved.claims if c.kind == "sufficient")
+    target = next(c for c in resolved.claims if c.kind == "sufficient") if claim is None else claim
     worst: tuple[float, TaskExample] | None = None
     for start in range(0, len(examples), RANDOM_BATCH):
         chunk = examples[start : start + RANDOM_BATCH]
-        batch = encode_examples(chunk, model.cfg.n_ctx).to(spec.settings.device)
-        reference = spec.reference(target, batch)
-        hooks = sorted({node.hook for node in target.subject}) if claim is not None else []
-        in_model = claim is not None and claim.in_model
-        mask = Mask.full(resolved.mask.space) if in_model else resolved.mask
-        logits, cache = run_conditions_with_cache(model, batch.tokens, [mask], reference, batch.answer_pos, hooks)
         if claim is not None:
-            activations = {h: a[0] for h, a in cache.items()}
-            data = GroupData(chunk, circuit_logits=logits[0], activations=activations, model_logits=logits[0],
-                             model_activations=activations)
-            evaluated = evaluate_per_input(claim, data)
+            evaluated = evaluate_claim_on(spec, claim, chunk)
             margins = torch.as_tensor(evaluated.margins)
             broken = ~torch.as_tensor(evaluated.holds)
         else:
+            batch = encode_examples(chunk, model.cfg.n_ctx).to(spec.settings.device)
+            circuit = run_conditions(model, batch.tokens, [resolved.mask], spec.reference(target, batch), batch.answer_pos)[0]
             with torch.no_grad():
                 full = model(batch.tokens)[torch.arange(len(chunk)), batch.answer_pos]
-            diff = lambda lg: lg.gather(1, batch.correct[:, None])[:, 0] - lg.gather(1, batch.wrong[:, None])[:, 0]  # noqa: E731
-            circuit_diff, full_diff = diff(logits[0]), diff(full)
+            circuit_diff, full_diff = (logit_diff(lg, batch.correct, batch.wrong) for lg in (circuit, full))
             broken = (circuit_diff > 0) != (full_diff > 0)
             margins = -(circuit_diff - full_diff).abs()
         for i in torch.nonzero(broken).flatten().tolist():
