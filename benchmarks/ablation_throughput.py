@@ -5,8 +5,9 @@ of a 30-node random circuit + 100 random same-size baseline circuits (a minimali
 ablation, logits read at the answer position. Three arms, interleaved in rounds:
 
 - plain: K unablated forward passes of the batch (the floor a masked-forward design can reach);
-- masked: circuitspec's run_conditions over the K masks (it computes only the circuit's own channels
-  when a node mask keeps at most 25% of the nodes, else runs the full masked forward);
+- masked: circuitspec's run_conditions over the K masks (on a CPU it computes only the circuit's own
+  channels for each node mask keeping at most SUBGRAPH_MAX_FRACTION (50%) of the nodes, and runs the
+  full masked forward for the rest; on a GPU it does so only when every mask keeps at most 25%);
 - hook loop: what a user writes today (TransformerLens ``run_with_hooks`` style, written here against
   the same model since transformer-lens cannot load it): one forward per condition, with a hook per hook
   point that clones the activation and overwrites the ablated channels with the reference by indexing.

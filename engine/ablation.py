@@ -22,6 +22,7 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 
+from .batch import length_buckets
 from .masks import Mask, MaskSpace
 from .model import Transformer
 
@@ -97,16 +98,30 @@ class Reference:
     def value(self, hook: str) -> torch.Tensor:
         return self.values[hook]
 
+    def select(self, rows: torch.Tensor, width: int) -> "Reference":
+        """The reference for rows ``rows`` of the target batch, cut to its first ``width`` positions (what a
+        pass over ``tokens[rows, :width]`` reads): resampled activations are per row and position, per-position
+        means per position, the rest the same everywhere."""
+        if self.ablation.kind == "resample":
+            return Reference({h: v[rows, :width] for h, v in self.values.items()}, self.ablation)
+        if self.ablation.kind == "mean" and self.ablation.per_position and self.ablation.source == "task":
+            return Reference({h: v[:width] for h, v in self.values.items()}, self.ablation)
+        return self
+
     @classmethod
     @torch.no_grad()
     def compute(cls, model: Transformer, ablation: Ablation, tokens: torch.Tensor, lengths: torch.Tensor,
-                ref_tokens: torch.Tensor | None = None, ref_lengths: torch.Tensor | None = None) -> "Reference":
+                ref_tokens: torch.Tensor | None = None, ref_lengths: torch.Tensor | None = None,
+                by_length: bool = False) -> "Reference":
         """References for target ``tokens`` [B, T] (true lengths ``lengths``) from a reference batch.
 
         ``mean``: average over the reference batch's real (non-padding) positions, globally or per
         position (positions no reference example reaches use the global mean). ``resample``: row b of the
         target reads row b of the reference batch, right-aligned so both answer positions coincide;
         target positions before the reference starts use the global mean. ``zero`` needs no batch.
+        ``by_length``: a mean runs the reference batch in groups of similar length cut to their width
+        (:func:`~.batch.length_buckets`), which skips the padding and never holds every activation of
+        the whole batch at once; the same means up to float rounding.
         """
         B, T = tokens.shape
         hooks = _needed_hooks(model)
@@ -118,14 +133,53 @@ class Reference:
             return cls(values, ablation)
         if ref_tokens is None or ref_lengths is None:
             raise ValueError(f"{ablation} ablation needs a reference batch")
+        if by_length and ablation.kind == "mean":
+            return cls(_bucketed_means(model, ablation, hooks, ref_tokens, ref_lengths, T), ablation)
         _, cache = model.run_with_cache(ref_tokens, hooks)
-        cache[_TOKENS] = F.one_hot(ref_tokens, model.cfg.d_vocab).float()
-        cache[_POSITIONS] = F.one_hot(torch.arange(ref_tokens.shape[1], device=ref_tokens.device), model.cfg.n_ctx).float().expand(ref_tokens.shape[0], -1, -1)
+        _add_one_hot_inputs(model, cache, ref_tokens)
         real = _lengths_mask(ref_lengths, ref_tokens.shape[1])
         values = {}
         for hook, act in cache.items():
             values[hook] = _reduce(act, real, ablation, lengths, ref_lengths, T)
         return cls(values, ablation)
+
+
+def _add_one_hot_inputs(model: Transformer, cache: dict[str, torch.Tensor], tokens: torch.Tensor) -> None:
+    cache[_TOKENS] = F.one_hot(tokens, model.cfg.d_vocab).float()
+    cache[_POSITIONS] = F.one_hot(torch.arange(tokens.shape[1], device=tokens.device), model.cfg.n_ctx).float().expand(tokens.shape[0], -1, -1)
+
+
+def _bucketed_means(model: Transformer, ablation: Ablation, hooks: list[str], ref_tokens: torch.Tensor,
+                    ref_lengths: torch.Tensor, T: int) -> dict[str, torch.Tensor]:
+    """Mean references (as :func:`_reduce`) from per-position sums accumulated over length buckets."""
+    Tref = ref_tokens.shape[1]
+    sums: dict[str, torch.Tensor] = {}
+    count = torch.zeros(Tref, device=ref_tokens.device)
+    for rows, width in length_buckets(ref_lengths):
+        rows = rows.to(ref_tokens.device)
+        tokens = ref_tokens[rows, :width]
+        _, cache = model.run_with_cache(tokens, hooks)
+        _add_one_hot_inputs(model, cache, tokens)
+        real = _lengths_mask(ref_lengths[rows], width).float()
+        count[:width] += real.sum(0)
+        for hook, act in cache.items():
+            weighted = (act * real.view(*real.shape, *[1] * (act.dim() - 2))).sum(0)
+            if hook not in sums:
+                sums[hook] = torch.zeros(Tref, *act.shape[2:], device=act.device)
+            sums[hook][:width] += weighted
+    values = {}
+    for hook, per_pos_sum in sums.items():
+        extra = [1] * (per_pos_sum.dim() - 1)
+        global_mean = per_pos_sum.sum(0) / count.sum().clamp(min=1)
+        if not ablation.per_position:
+            values[hook] = global_mean
+            continue
+        per_pos = per_pos_sum / count.clamp(min=1).view(-1, *extra)
+        per_pos = torch.where((count > 0).view(-1, *extra), per_pos, global_mean)
+        out = global_mean.expand(max(T, per_pos.shape[0]), *global_mean.shape).clone()
+        out[: per_pos.shape[0]] = per_pos
+        values[hook] = out[:T]
+    return values
 
 
 def _needed_hooks(model: Transformer) -> list[str]:
@@ -157,9 +211,26 @@ def _reduce(act: torch.Tensor, real: torch.Tensor, ablation: Ablation, lengths: 
     return torch.where(valid.view(B, T, *extra), gathered, global_mean)
 
 
+# One condition per pass (k = 1) ablating at most this share of a hook's channels overwrites them in place
+# (the activations there are fresh tensors the model does not read again) instead of building a new
+# tensor with torch.where: the same values, without a pass over the kept channels.
+IN_PLACE_MAX_FRACTION = 0.5
+
+
 def _node_hook(mask: torch.Tensor, ref: torch.Tensor, k: int):
     """Replace non-circuit channels: ``mask`` [k, *channels] (True = keep) over activations [k*B, T, *channels]."""
     view = (k, 1, 1, *mask.shape[1:])
+    if k == 1:
+        off = (~mask[0]).nonzero(as_tuple=True)  # the ablated channels, one index tensor per channel dim
+        if off[0].numel() <= IN_PLACE_MAX_FRACTION * mask[0].numel():
+            index = (..., *off)
+            fill = ref[index]  # [*lead, n]: what ablated channels carry, broadcast over batch and positions
+
+            def overwrite(x: torch.Tensor, name: str) -> torch.Tensor:
+                x[index] = fill
+                return x
+
+            return overwrite
 
     def hook(x: torch.Tensor, name: str) -> torch.Tensor:
         xs = x.view(k, -1, *x.shape[1:])
@@ -181,36 +252,138 @@ def _edge_hooks(weight_ablated: torch.Tensor, ref: torch.Tensor, equation: str, 
     return save, correct
 
 
-SUBGRAPH_MAX_FRACTION = 0.25  # below this share of kept nodes, computing only the circuit is cheaper
+# On a CPU, a node mask keeping at most this share of the nodes (and every edge) is computed on its own
+# subgraph (subgraph.py), the rest through the full masked forward. Measured on the shipped model with
+# rows grouped by length (docs/verification.md, "Performance"): the subgraph path costs about 0.3x the
+# full masked forward at 2% of the nodes, 0.45-0.55x at 10-25%, 0.55-0.7x at 30-55% (random paths or
+# random partial ablations), and breaks even near 65%.
+SUBGRAPH_MAX_FRACTION = 0.5
+# Elsewhere (a GPU) the subgraph path is taken only when every condition qualifies, under this share
+# (unchanged from before: on a GPU one batched forward usually beats the subgraph's small products).
+SUBGRAPH_MAX_FRACTION_OTHER_DEVICES = 0.25
 
 
-def _small_node_mask(mask: Mask) -> bool:
-    if not all(bool(e.all()) for e in mask.edges.values()):
+def _all_true(t: torch.Tensor, memo: dict[int, bool]) -> bool:
+    """``bool(t.all())``, computed once per tensor object in one call (masks share their tensors)."""
+    key = id(t)
+    if key not in memo:
+        memo[key] = bool(t.all())
+    return memo[key]
+
+
+def _small_node_mask(mask: Mask, memo: dict[int, bool] | None = None, fraction: float | None = None) -> bool:
+    memo = {} if memo is None else memo
+    fraction = SUBGRAPH_MAX_FRACTION if fraction is None else fraction
+    if not all(_all_true(e, memo) for e in mask.edges.values()):
         return False
     kept = sum(int(t.sum()) for t in mask.nodes.values())
-    return kept <= SUBGRAPH_MAX_FRACTION * sum(t.numel() for t in mask.nodes.values())
+    return kept <= fraction * sum(t.numel() for t in mask.nodes.values())
 
 
 def run_conditions(model: Transformer, tokens: torch.Tensor, masks: Sequence[Mask], reference: Reference,
-                   answer_pos: torch.Tensor | None = None, max_tokens: int | None = None) -> torch.Tensor:
+                   answer_pos: torch.Tensor | None = None, max_tokens: int | None = None,
+                   by_length: bool = False) -> torch.Tensor:
     """Logits of every condition: ``[K, B, T, V]``, or ``[K, B, V]`` read at ``answer_pos`` [B]."""
-    return run_conditions_with_cache(model, tokens, masks, reference, answer_pos, (), max_tokens)[0]
+    return run_conditions_with_cache(model, tokens, masks, reference, answer_pos, (), max_tokens, by_length)[0]
+
+
+def _by_length(tokens: torch.Tensor, answer_pos: torch.Tensor | None, by_length: bool) -> bool:
+    # Only on a CPU: a GPU is kept busy by one large pass, and is not slowed by the padding the same way.
+    return by_length and answer_pos is not None and tokens.device.type == "cpu"
+
+
+@torch.no_grad()
+def plain_answer_logits(model: Transformer, tokens: torch.Tensor, answer_pos: torch.Tensor,
+                        by_length: bool = False) -> torch.Tensor:
+    """The unablated model's logits at ``answer_pos``, ``[B, V]``, computed on the same row groups as
+    :func:`run_conditions_with_cache` with the same ``by_length``, so that an all-True condition
+    reproduces them exactly (bit for bit on a CPU)."""
+    B = tokens.shape[0]
+    if not _by_length(tokens, answer_pos, by_length):
+        return model(tokens)[torch.arange(B, device=tokens.device), answer_pos]
+    out = None
+    for rows, width in length_buckets(answer_pos + 1):
+        logits = model(tokens[rows, :width])[torch.arange(len(rows)), answer_pos[rows]]
+        out = logits.new_empty(B, logits.shape[-1]) if out is None else out
+        out[rows] = logits
+    return out
 
 
 @torch.no_grad()
 def run_conditions_with_cache(model: Transformer, tokens: torch.Tensor, masks: Sequence[Mask], reference: Reference,
                               answer_pos: torch.Tensor | None = None, capture: Sequence[str] = (),
-                              max_tokens: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                              max_tokens: int | None = None, by_length: bool = False
+                              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Logits as :func:`run_conditions`, plus the (ablated) activations at the ``capture`` hooks,
     each ``[K, B, T, *channels]``.
 
-    Conditions run ``max_tokens // (B*T)`` at a time (at least one) in a single batched forward each.
-    The default suits the device: on a CPU one condition per pass is fastest (measured: stacking
-    conditions only adds memory traffic), on a GPU large stacks keep it busy.
+    Each condition takes the cheaper of two paths. Without ``capture``, on a CPU, a node mask that keeps
+    at most :data:`SUBGRAPH_MAX_FRACTION` of the nodes and every edge is computed on its own subgraph
+    (:func:`~.subgraph.run_circuit`), decided per condition; elsewhere the subgraph path is taken only
+    when every condition keeps at most :data:`SUBGRAPH_MAX_FRACTION_OTHER_DEVICES` (on a GPU one batched
+    forward beats many small gathers). The other conditions
+    run ``max_tokens // (B*T)`` at a time (at least one) in a single batched forward each. The default
+    suits the device: on a CPU one condition per pass is fastest (measured: stacking conditions only
+    adds memory traffic), on a GPU large stacks keep it busy.
+
+    ``by_length`` (with ``answer_pos``, on a CPU): the rows run in groups of similar length, each cut to
+    its width (:func:`~.batch.length_buckets`): the same logits up to float rounding, without computing
+    the padding; :func:`plain_answer_logits` gives the unablated model's on the same groups. Captured
+    activations past a row's answer position are then zero.
     """
-    if not capture and all(_small_node_mask(m) for m in masks):
-        from .subgraph import run_circuit  # computes only the circuit's channels (see subgraph.py)
-        return torch.stack([run_circuit(model, tokens, m, reference, answer_pos) for m in masks]), {}
+    if not _by_length(tokens, answer_pos, by_length):
+        return _run_conditions(model, tokens, masks, reference, answer_pos, capture, max_tokens)
+    B, T = tokens.shape
+    logits: torch.Tensor | None = None
+    captured: dict[str, torch.Tensor] = {}
+    memos: list[dict] = [{} for _ in masks]  # per condition, what the subgraph path reuses across groups
+    for rows, width in length_buckets(answer_pos + 1):
+        part, cache = _run_conditions(model, tokens[rows, :width], masks, reference.select(rows, width),
+                                      answer_pos[rows], capture, max_tokens, memos)
+        if logits is None:
+            logits = part.new_empty(part.shape[0], B, part.shape[-1])
+        logits[:, rows] = part
+        for hook, act in cache.items():
+            if hook not in captured:
+                captured[hook] = act.new_zeros(act.shape[0], B, T, *act.shape[3:])
+            captured[hook][:, rows, :width] = act
+    after = torch.arange(T, device=tokens.device)[None, :] > answer_pos[:, None]  # [B, T]: past each answer
+    for act in captured.values():
+        act.masked_fill_(after.view(1, B, T, *[1] * (act.dim() - 3)), 0.0)
+    return logits, captured
+
+
+def _run_conditions(model: Transformer, tokens: torch.Tensor, masks: Sequence[Mask], reference: Reference,
+                    answer_pos: torch.Tensor | None, capture: Sequence[str], max_tokens: int | None,
+                    memos: list[dict] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    memo: dict[int, bool] = {}
+    if capture:
+        small = [False] * len(masks)
+    elif tokens.device.type == "cpu":
+        small = [_small_node_mask(m, memo) for m in masks]
+    else:
+        small = [all(_small_node_mask(m, memo, SUBGRAPH_MAX_FRACTION_OTHER_DEVICES) for m in masks)] * len(masks)
+    rest = [m for m, s in zip(masks, small) if not s]
+    masked, captured = None, {}
+    if rest:
+        masked, captured = _masked_forward(model, tokens, rest, reference, answer_pos, capture, max_tokens, memo)
+    if not any(small):
+        return masked, captured
+    from .subgraph import run_circuit  # computes only the circuit's channels (see subgraph.py)
+    out, j = [], 0
+    for i, (m, s) in enumerate(zip(masks, small)):
+        if s:
+            out.append(run_circuit(model, tokens, m, reference, answer_pos, memos[i] if memos else None))
+        else:
+            out.append(masked[j])
+            j += 1
+    return torch.stack(out), captured
+
+
+def _masked_forward(model: Transformer, tokens: torch.Tensor, masks: Sequence[Mask], reference: Reference,
+                    answer_pos: torch.Tensor | None, capture: Sequence[str], max_tokens: int | None,
+                    memo: dict[int, bool]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Every condition through the model's own forward with hooks, ``per_chunk`` conditions per pass."""
     if max_tokens is None:
         max_tokens = 1 << 18 if tokens.device.type == "cuda" else 1
     B, T = tokens.shape
@@ -227,15 +400,16 @@ def run_conditions_with_cache(model: Transformer, tokens: torch.Tensor, masks: S
         node_masks: dict[str, list] = {}  # output, then the node mask, then saving the (masked) value
         saves: dict[str, list] = {}  # as input for the next matmul's corrections
         for hook in chunk[0].space.node_shapes:
+            if all(_all_true(m.nodes[hook], memo) for m in chunk):
+                continue
             stacked = torch.stack([m.nodes[hook] for m in chunk]).to(device)
-            if not bool(stacked.all()):
-                node_masks[hook] = [_node_hook(stacked, reference.value(hook), k)]
+            node_masks[hook] = [_node_hook(stacked, reference.value(hook), k)]
         saved: dict[str, torch.Tensor] = {}
         one_hot_inputs = {}
         for param, (src, dst, equation) in sites.items():
-            keep = torch.stack([m.edges[param] for m in chunk]).to(device)
-            if bool(keep.all()):
+            if all(_all_true(m.edges[param], memo) for m in chunk):
                 continue
+            keep = torch.stack([m.edges[param] for m in chunk]).to(device)
             ablated = weights[param].detach() * ~keep
             save, correct = _edge_hooks(ablated, reference.value(src), equation, k, saved, param)
             if src.startswith("<"):

@@ -23,90 +23,124 @@ from .model import Transformer
 from .naming import resid_hook
 
 
-def _mix(kept: torch.Tensor, ref: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """A full activation from its kept channels (last dim = number kept) and the reference elsewhere."""
-    out = ref.expand(*kept.shape[:-1], *keep.shape).clone()
-    out[..., keep] = kept
-    return out
+def _mix(kept: torch.Tensor, ref: torch.Tensor, index: torch.Tensor, width: int) -> torch.Tensor:
+    """A full activation (last dim ``width``) from its kept channels (last dim = number kept, at the
+    positions ``index``) and the reference elsewhere."""
+    out = ref.expand(*kept.shape[:-1], width).clone()
+    return out.index_copy_(-1, index, kept)
 
 
 @torch.no_grad()
 def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
-                answer_pos: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits of one node-ablated condition, ``[B, T, V]`` (or ``[B, V]`` at ``answer_pos``)."""
-    if not all(bool(e.all()) for e in mask.edges.values()):
+                answer_pos: torch.Tensor | None = None, memo: dict | None = None) -> torch.Tensor:
+    """Logits of one node-ablated condition, ``[B, T, V]`` (or ``[B, V]`` at ``answer_pos``).
+
+    Attention runs for the heads with a kept z channel only, all of them at once; their query, key
+    and value channels are computed where kept (one product per layer and kind) and carry the
+    reference elsewhere. ``memo``: a dict kept by the caller across calls with the same ``mask`` (the
+    length groups of one batch): the kept channels' indices, the weight blocks and biases the circuit
+    reads, and the reference's constant parts while the caller passes the same reference object, are
+    then gathered once instead of on every call.
+    """
+    if memo is None:
+        memo = {}
+
+    def cached(key, compute):
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
+
+    if not cached("node mask", lambda: all(bool(e.all()) for e in mask.edges.values())):
         raise ValueError("run_circuit handles node masks only; edge masks need run_conditions")
     cfg = model.cfg
     B, T = tokens.shape
     L, H, dh, D = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model
-    ref = lambda hook: reference.value(hook).to(tokens.device)  # noqa: E731
-    keep = {h: m.to(tokens.device) for h, m in mask.nodes.items()}
+    device = tokens.device
+    ref = lambda hook: reference.value(hook).to(device)  # noqa: E731
+    refs = memo.setdefault("references", {})  # keeps each reference alive, so its id stays its own
+    rid = id(reference)
+    refs[rid] = reference
+    keep = cached("keep", lambda: {h: m.to(device) for h, m in mask.nodes.items()})
+
+    def index(hook: str) -> torch.Tensor:
+        """Positions of the kept channels of ``hook`` (flattened over heads for q/k/v/z)."""
+        return cached(("index", hook), lambda: keep[hook].flatten().nonzero().flatten())
 
     def norm_scale(kept_x: torch.Tensor, hook: str) -> torch.Tensor:
         """1/rms of the full residual vector whose kept channels are ``kept_x``."""
-        k = keep[hook]
-        r = ref(hook)
-        ref_sq = (r[..., ~k] ** 2).sum(-1, keepdim=True)
+        ref_sq = cached(("ref_sq", rid, hook), lambda: (ref(hook)[..., ~keep[hook]] ** 2).sum(-1, keepdim=True))
         return torch.rsqrt(((kept_x ** 2).sum(-1, keepdim=True) + ref_sq) / D + 1e-5)
 
-    def split_matmul(kept_x: torch.Tensor, hook_in: str, scale: torch.Tensor, W: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """(full x * scale) @ W[:, cols], from the kept part of x and the reference for the rest."""
+    def split_matmul(kept_x: torch.Tensor, hook_in: str, scale: torch.Tensor, W: torch.Tensor, name: str) -> torch.Tensor:
+        """(full x * scale) @ W, from the kept part of x and the reference for the rest; ``W``: the weight's
+        columns that are needed, all of its rows."""
         k = keep[hook_in]
-        r = ref(hook_in)
-        const = r[..., ~k] @ W[~k][:, cols]
-        return (kept_x @ W[k][:, cols] + const) * scale
+        kept_w = cached(("kept", name), lambda: W[k])
+        const = cached(("const", rid, name), lambda: ref(hook_in)[..., ~k] @ W[~k])
+        return (kept_x @ kept_w + const) * scale
 
     pre_hook = resid_hook(0, L)
-    embedded = model.embed.W_E[tokens] + model.pos_embed.W_pos[:T]
-    resid = embedded[..., keep[pre_hook]]  # kept channels of the residual stream before block 0
+    embed = cached(("kept", "embed"), lambda: (model.embed.W_E.index_select(1, index(pre_hook)),
+                                                model.pos_embed.W_pos.index_select(1, index(pre_hook))))
+    resid = embed[0][tokens] + embed[1][:T]  # kept channels of the residual stream before block 0
     for layer, block in enumerate(model.blocks):
         pre_hook, mid_hook, post_hook = resid_hook(layer, L), f"blocks.{layer}.hook_resid_mid", resid_hook(layer + 1, L)
         a = f"blocks.{layer}.attn"
         attn = block.attn
         scale1 = norm_scale(resid, pre_hook)
-        z_keep = keep[f"{a}.hook_z"]
-        z_kept = []
-        for h in range(H):
-            if not bool(z_keep[h].any()):
-                continue
-            parts = {}
+        z_hook = f"{a}.hook_z"
+        heads = cached(("heads", a), lambda: keep[z_hook].any(-1).nonzero().flatten())  # heads with a kept z channel
+        n = len(heads)
+        mid_keep = keep[mid_hook]
+        W_O = attn.W_O  # [H, dh, D]
+        attn_out = cached(("const", rid, f"{a}.W_O"),  # the ablated z channels' share, and the bias
+                          lambda: (ref(z_hook)[..., ~keep[z_hook]] @ W_O[~keep[z_hook]][:, mid_keep]) + attn.b_O[mid_keep])
+        if n:
+            parts = []
             for kind, W, b in (("q", attn.W_Q, attn.b_Q), ("k", attn.W_K, attn.b_K), ("v", attn.W_V, attn.b_V)):
-                ch = keep[f"{a}.hook_{kind}"][h]
-                full_ref = ref(f"{a}.hook_{kind}")[..., h, :]
-                values = split_matmul(resid, pre_hook, scale1, W[h], ch) + b[h, ch] if bool(ch.any()) else None
-                parts[kind] = full_ref.expand(B, T, dh).clone() if values is None else _mix(values, full_ref, ch)
-            scores = (parts["q"] @ parts["k"].transpose(-1, -2)) / math.sqrt(dh)
+                hook = f"{a}.hook_{kind}"
+                # the reference of these heads, [*lead, n * dh], with the kept channels computed over it
+                full = ref(hook).index_select(-2, heads).flatten(-2)
+                full = full.expand(B, T, n * dh).clone()
+                cols = cached(("cols", hook), lambda: keep[hook][heads].flatten().nonzero().flatten())
+                if len(cols):
+                    W_cols = cached(("W", hook), lambda: W[heads].permute(1, 0, 2).reshape(D, n * dh)[:, cols])
+                    bias = cached(("b", hook), lambda: b[heads].flatten()[cols])
+                    full.index_copy_(-1, cols, split_matmul(resid, pre_hook, scale1, W_cols, f"{a}.W_{kind}") + bias)
+                parts.append(full.view(B, T, n, dh).transpose(1, 2))  # [B, n, T, dh]
+            q, k, v = parts
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
             scores = scores.masked_fill(~attn.causal[:T, :T], float("-inf"))
             if attn.sink is not None:
-                sink = attn.sink[h]
+                sink = cached(("sink", a), lambda: attn.sink[heads].view(1, n, 1, 1))
                 top = torch.maximum(scores.amax(-1, keepdim=True), sink)
                 weights = (scores - top).exp()
                 pattern = weights / (weights.sum(-1, keepdim=True) + (sink - top).exp())
             else:
                 pattern = torch.softmax(scores, -1)
-            z_kept.append((h, (pattern @ parts["v"])[..., z_keep[h]]))
+            z = (pattern @ v).transpose(1, 2).reshape(B, T, n * dh)
+            z_cols = cached(("cols", z_hook), lambda: keep[z_hook][heads].flatten().nonzero().flatten())
+            W_z = cached(("kept", f"{a}.W_O"), lambda: W_O[heads].reshape(n * dh, D)[z_cols][:, mid_keep])
+            attn_out = attn_out + z.index_select(-1, z_cols) @ W_z
         # attn_out for kept resid_mid channels: kept z rows plus the reference z for the rest
-        mid_keep = keep[mid_hook]
-        z_ref = ref(f"{a}.hook_z")
-        W_O = attn.W_O  # [H, dh, D]
-        attn_out = (z_ref[..., ~z_keep] @ W_O[~z_keep][:, mid_keep]) + attn.b_O[mid_keep]
-        for h, values in z_kept:
-            attn_out = attn_out + values @ W_O[h][z_keep[h]][:, mid_keep]
-        resid_pre_full = _mix(resid, ref(pre_hook), keep[pre_hook])
-        mid = resid_pre_full[..., mid_keep] + attn_out
+        resid_pre_full = _mix(resid, ref(pre_hook), index(pre_hook), D)
+        mid = resid_pre_full.index_select(-1, index(mid_hook)) + attn_out
         scale2 = norm_scale(mid, mid_hook)
         n_keep = keep[f"blocks.{layer}.mlp.hook_post"]
-        post_kept = torch.relu(split_matmul(mid, mid_hook, scale2, block.mlp.W_in, n_keep) + block.mlp.b_in[n_keep])
+        W_in = cached(("W", f"blocks.{layer}.mlp.W_in"), lambda: block.mlp.W_in[:, n_keep])
+        b_in = cached(("b", f"blocks.{layer}.mlp.W_in"), lambda: block.mlp.b_in[n_keep])
+        post_kept = torch.relu(split_matmul(mid, mid_hook, scale2, W_in, f"blocks.{layer}.mlp.W_in") + b_in)
         out_keep = keep[post_hook]
-        post_ref = ref(f"blocks.{layer}.mlp.hook_post")
-        mlp_out = (post_kept @ block.mlp.W_out[n_keep][:, out_keep] + post_ref[..., ~n_keep] @ block.mlp.W_out[~n_keep][:, out_keep]
-                   + block.mlp.b_out[out_keep])
-        mid_full = _mix(mid, ref(mid_hook), mid_keep)
-        resid = mid_full[..., out_keep] + mlp_out
+        W_out = block.mlp.W_out
+        mlp_out = (post_kept @ cached(("kept", f"blocks.{layer}.mlp.W_out"), lambda: W_out[n_keep][:, out_keep])
+                   + cached(("const", rid, f"blocks.{layer}.mlp.W_out"),
+                            lambda: ref(f"blocks.{layer}.mlp.hook_post")[..., ~n_keep] @ W_out[~n_keep][:, out_keep])
+                   + cached(("b", f"blocks.{layer}.mlp.W_out"), lambda: block.mlp.b_out[out_keep]))
+        mid_full = _mix(mid, ref(mid_hook), index(mid_hook), D)
+        resid = mid_full.index_select(-1, index(post_hook)) + mlp_out
     final_hook = resid_hook(L, L)
     scale = norm_scale(resid, final_hook)
-    logits = split_matmul(resid, final_hook, scale, model.unembed.W_U, torch.ones(cfg.d_vocab, dtype=torch.bool,
-                                                                                 device=tokens.device)) + model.unembed.b_U
+    logits = split_matmul(resid, final_hook, scale, model.unembed.W_U, "unembed.W_U") + model.unembed.b_U
     if answer_pos is not None:
-        logits = logits[torch.arange(B, device=tokens.device), answer_pos]
+        logits = logits[torch.arange(B, device=device), answer_pos]
     return logits

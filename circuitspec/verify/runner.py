@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine.ablation import Ablation, Reference, run_conditions_with_cache
+from ..engine.ablation import Ablation, Reference, plain_answer_logits, run_conditions_with_cache
 from ..engine.batch import TaskBatch, encode_examples
 from ..engine.errors import CircuitspecError
 from ..engine.masks import Mask
@@ -70,6 +70,33 @@ class GroupData:
     activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (circuit run)
     model_logits: torch.Tensor | None = None  # [n, V]: the full model, for claims made `in full model`
     model_activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (full model)
+
+
+#: Groups of per-input claims run the full model and the all-ablated one only for the self-check, on this
+#: many of their inputs (the self-check compares the engine with a plain forward on the same rows).
+SELF_CHECK_INPUTS = 64
+
+
+@dataclass
+class RunCache:
+    """What the claim groups of one spec share instead of recomputing it (``verify_spec`` makes one per
+    spec; ``run_group`` works without one). Everything here is fixed by its key:
+
+    - references: a task mean's reference batch is drawn from the task and the seed alone, so groups with
+      as many inputs share it (resampled references depend on the group's inputs and are not kept);
+    - full: the full model's logits on a batch, already checked against a plain forward (the
+      self-check), for groups that run on the same inputs (same samples and ``when``, other ablations);
+    - baselines: random same-size circuits, drawn from the graph, the size and the seed alone.
+    """
+
+    references: dict[tuple, Reference] = field(default_factory=dict)
+    full: dict[tuple, torch.Tensor] = field(default_factory=dict)
+    baselines: dict[tuple, list[Mask]] = field(default_factory=dict)
+
+
+def _batch_key(batch: TaskBatch) -> tuple:
+    return (tuple(batch.tokens.shape), batch.tokens.cpu().numpy().tobytes(), batch.answer_pos.cpu().numpy().tobytes(),
+            str(batch.tokens.device))
 
 
 #: "on every input" is shown when no sampled input breaks the claim and the sample is large enough to
@@ -164,10 +191,11 @@ def per_example_metric(name: str, logits: torch.Tensor, full: torch.Tensor, batc
 
 
 def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | None, batch: TaskBatch,
-               settings: RunSettings) -> Reference:
+               settings: RunSettings, cache: RunCache | None = None) -> Reference:
     """What removed parts carry for ``batch``: zero; the mean (or resampled activations) of reference task
     inputs drawn with ``settings.seed``; or, for ``mean over corpus``, the checkpoint's stored pretraining
-    means (the same whatever the seed)."""
+    means (the same whatever the seed). Reference inputs run grouped by length (on a CPU).
+    ``cache``: reuse a task mean computed for another group of the same spec."""
     model = resolved.context.model
     lengths = batch.answer_pos + 1
     if ablation.source == "corpus":
@@ -177,12 +205,30 @@ def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | 
         return Reference.compute(model, ablation, batch.tokens, lengths)
     task = get_task(task_name or resolved.task.name)
     count = max(settings.reference_samples, batch.tokens.shape[0])
+    key = None
+    if cache is not None and ablation.kind == "mean":  # per-position means also depend on the batch width
+        key = (task.name, count, settings.seed, ablation, str(batch.tokens.device),
+               batch.tokens.shape[1] if ablation.per_position else None)
+        if key in cache.references:
+            return cache.references[key]
     ref = encode_examples(sample_examples(task, count, f"{settings.seed}:reference"), model.cfg.n_ctx).to(batch.tokens.device)
-    return Reference.compute(model, ablation, batch.tokens, lengths, ref.tokens, ref.answer_pos + 1)
+    reference = Reference.compute(model, ablation, batch.tokens, lengths, ref.tokens, ref.answer_pos + 1, by_length=True)
+    if key is not None:
+        cache.references[key] = reference
+    return reference
 
 
 def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: RunSettings,
-              advance: Callable[[], None] = lambda: None) -> GroupData:
+              advance: Callable[[], None] = lambda: None, cache: RunCache | None = None) -> GroupData:
+    """Sample the group's inputs, run every condition its claims need, self-check, and return the
+    per-example metrics. Conditions: the full model and the all-ablated one (the self-check, and the
+    denominator of faithfulness); the circuit; its complement (necessary claims); random same-size
+    circuits and their complements (sufficient / necessary); random partial ablations (sufficient);
+    knockouts (minimal). Per-input claims (role, behaviour) read only the circuit run (or the full
+    model's, ``in full model``): their groups run the circuit on every input, and the full model and the
+    all-ablated one for the self-check on the first :data:`SELF_CHECK_INPUTS` inputs only (on every
+    input when a claim reads the full model); their ``metric`` is left empty.
+    ``cache``: what groups of one spec share (:class:`RunCache`)."""
     first = claims[0]
     model = resolved.context.model
     n = group_samples(resolved, claims, settings)
@@ -191,16 +237,49 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
     if not examples:
         return data
     batch = encode_examples(examples, model.cfg.n_ctx).to(settings.device)
-    reference = make_reference(resolved, first.ablation, first.ablation_task, batch, settings)
+    reference = make_reference(resolved, first.ablation, first.ablation_task, batch, settings, cache)
     space = resolved.mask.space
     full, circuit = Mask.full(space), resolved.mask
     empty = Mask(space, Mask.empty(space).nodes, full.edges)
-    complement = Mask(space, (~circuit).nodes, full.edges)
-    masks: dict[str, Mask] = {"full": full, "empty": empty, "circuit": circuit, "complement": complement}
     kinds = {c.kind for c in claims}
+    # the circuit (or the model) runs on its own when role claims need its activations, so it runs only once
+    hooks = sorted({node.hook for c in claims if c.kind == "role" and not c.in_model for node in c.subject})
+    model_hooks = sorted({node.hook for c in claims if c.kind == "role" and c.in_model for node in c.subject})
+
+    def run(conditions: list[Mask], capture: Sequence[str] = (), on: TaskBatch = batch, ref: Reference = reference):
+        return run_conditions_with_cache(model, on.tokens, conditions, ref, on.answer_pos, capture, by_length=True)
+
+    if kinds <= {"role", "behaviour"} and not any(c.in_model for c in claims):
+        # Per-input claims read the circuit run alone: the full model and the all-ablated one are run
+        # only for the self-check, which takes the first SELF_CHECK_INPUTS inputs.
+        if hooks:
+            logits, captured = run([circuit], hooks)
+            data.activations = {h: a[0] for h, a in captured.items()}
+        else:
+            logits, _ = run([circuit])
+        advance()
+        data.circuit_logits = logits[0]
+        rows = torch.arange(min(SELF_CHECK_INPUTS, len(examples)), device=batch.tokens.device)
+        part = TaskBatch(batch.tokens[rows], batch.answer_pos[rows], batch.correct[rows], batch.wrong[rows])
+        part_reference = reference.select(rows, batch.tokens.shape[1])
+        key = _batch_key(part)
+        known_full = cache.full.get(key) if cache is not None else None
+        conditions = {"full": full, "empty": empty, "circuit": circuit}
+        if known_full is not None:
+            del conditions["full"]
+        by_name = dict(zip(conditions, run(list(conditions.values()), on=part, ref=part_reference)[0]))
+        if known_full is not None:
+            by_name["full"] = known_full
+        self_check(resolved, part, part_reference, by_name, plain=known_full)
+        if cache is not None:
+            cache.full[key] = by_name["full"]
+        return data
+    masks: dict[str, Mask] = {"full": full, "empty": empty, "circuit": circuit}
+    if "necessary" in kinds:
+        masks["complement"] = Mask(space, (~circuit).nodes, full.edges)
     baselines = []
     if kinds & {"sufficient", "necessary"}:
-        baselines = random_circuits(resolved.context.graph, space, circuit.node_count(), settings.baselines, settings.seed)
+        baselines = _random_circuits(resolved, space, circuit.node_count(), settings, cache)
     for i, b in enumerate(baselines):
         if "sufficient" in kinds:
             masks[f"baseline:{i}"] = b
@@ -215,29 +294,35 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         if claim.kind == "minimal":
             for unit, mask in minimal_units(resolved, claim.claim.body.unit).items():
                 masks[f"knockout:{unit}"] = mask
-    # the circuit (or the model) runs on its own when role claims need its activations, so it runs only once
-    hooks = sorted({node.hook for c in claims if c.kind == "role" and not c.in_model for node in c.subject})
-    model_hooks = sorted({node.hook for c in claims if c.kind == "role" and c.in_model for node in c.subject})
+    # The full model does not depend on the ablation: a group on the inputs of another group of the spec
+    # reuses its logits, which that group's self-check compared with a plain forward.
+    key = _batch_key(batch)
+    known_full = cache.full.get(key) if cache is not None else None
     if hooks:
-        circuit_logits, cache = run_conditions_with_cache(model, batch.tokens, [masks.pop("circuit")], reference,
-                                                          batch.answer_pos, hooks)
-        data.activations = {h: a[0] for h, a in cache.items()}
+        circuit_logits, captured = run([masks.pop("circuit")], hooks)
+        data.activations = {h: a[0] for h, a in captured.items()}
     if model_hooks:
-        model_logits, cache = run_conditions_with_cache(model, batch.tokens, [masks.pop("full")], reference,
-                                                        batch.answer_pos, model_hooks)
-        data.model_activations = {h: a[0] for h, a in cache.items()}
+        model_logits, captured = run([masks.pop("full")], model_hooks)
+        data.model_activations = {h: a[0] for h, a in captured.items()}
+    elif known_full is not None:
+        del masks["full"]
     names = list(masks)
-    logits, _ = run_conditions_with_cache(model, batch.tokens, [masks[k] for k in names], reference, batch.answer_pos)
+    logits, _ = run([masks[k] for k in names])
     advance()
     by_name = dict(zip(names, logits))
     if hooks:
         by_name["circuit"] = circuit_logits[0]
     if model_hooks:
         by_name["full"] = model_logits[0]
-    self_check(resolved, batch, reference, by_name)
+    elif known_full is not None:
+        by_name["full"] = known_full
+    self_check(resolved, batch, reference, by_name, plain=known_full)
+    if cache is not None:
+        cache.full[key] = by_name["full"]
     full_logits = by_name["full"]
-    for name, lg in by_name.items():
-        value = per_example_metric(first.metric, lg, full_logits, batch)
+    listed = ["full", "empty", "circuit", "complement"]  # the first conditions, in this order, as always
+    for name in sorted(by_name, key=lambda k: listed.index(k) if k in listed else len(listed)):
+        value = per_example_metric(first.metric, by_name[name], full_logits, batch)
         kind, _, unit = name.partition(":")
         if kind == "baseline":
             data.baselines.append(value)
@@ -254,11 +339,27 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
     return data
 
 
-def self_check(resolved: ResolvedSpec, batch: TaskBatch, reference: Reference, logits: dict[str, torch.Tensor]) -> None:
-    """Cheap checks on every run; any failure means the engine, not the circuit, is wrong."""
+def _random_circuits(resolved: ResolvedSpec, space, size: int, settings: RunSettings,
+                     cache: RunCache | None) -> list[Mask]:
+    key = (size, settings.baselines, settings.seed)
+    if cache is not None and key in cache.baselines:
+        return cache.baselines[key]
+    circuits = random_circuits(resolved.context.graph, space, size, settings.baselines, settings.seed)
+    if cache is not None:
+        cache.baselines[key] = circuits
+    return circuits
+
+
+def self_check(resolved: ResolvedSpec, batch: TaskBatch, reference: Reference, logits: dict[str, torch.Tensor],
+               plain: torch.Tensor | None = None) -> None:
+    """Cheap checks on every run; any failure means the engine, not the circuit, is wrong.
+
+    ``plain``: the unablated model's logits on this batch when a group of the same spec already compared
+    them with a plain forward; otherwise that forward runs here, on the row groups the conditions ran on
+    (:func:`~circuitspec.engine.ablation.plain_answer_logits`)."""
     model = resolved.context.model
-    with torch.no_grad():
-        plain = model(batch.tokens)[torch.arange(batch.tokens.shape[0], device=batch.tokens.device), batch.answer_pos]
+    if plain is None:
+        plain = plain_answer_logits(model, batch.tokens, batch.answer_pos, by_length=True)
     # Exact on CPU; on a GPU, batch shapes change which kernels run, so allow float32 rounding there.
     same = (torch.equal(logits["full"], plain) if plain.device.type == "cpu"
             else torch.allclose(logits["full"], plain, rtol=1e-4, atol=1e-4))
@@ -266,14 +367,18 @@ def self_check(resolved: ResolvedSpec, batch: TaskBatch, reference: Reference, l
         raise SelfCheckError("self-check failed: the unablated condition does not reproduce the model exactly",
                              hint="this is a bug in circuitspec's ablation engine; please report it")
     # With every node ablated the final residual stream is the reference itself: compute the logits
-    # from it directly, without the hook machinery, and compare.
+    # from it directly, without the hook machinery, and compare (at the answer positions only).
+    B = batch.tokens.shape[0]
+    rows = torch.arange(B, device=batch.tokens.device)
     final = reference.value(resid_hook(model.cfg.n_layers, model.cfg.n_layers))
     if final.dim() == 1:
-        final = final.expand(batch.tokens.shape[0], batch.tokens.shape[1], -1)
+        final = final.expand(B, -1)
     elif final.dim() == 2:
-        final = final.expand(batch.tokens.shape[0], -1, -1)
-    direct = model.ln_final(final) @ model.unembed.W_U + model.unembed.b_U
-    direct = direct[torch.arange(batch.tokens.shape[0], device=direct.device), batch.answer_pos]
+        final = final[batch.answer_pos]
+    else:
+        final = final[rows, batch.answer_pos]
+    with torch.no_grad():
+        direct = model.ln_final(final) @ model.unembed.W_U + model.unembed.b_U
     if not torch.allclose(logits["empty"], direct, atol=1e-4, rtol=1e-4):
         raise SelfCheckError("self-check failed: ablating every node does not give the all-ablated reference output",
                              hint="this is a bug in circuitspec's ablation engine; please report it")

@@ -6,7 +6,7 @@ from typing import Callable
 
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from .judge import ClaimResult, judge
-from .runner import RunSettings, group_key, run_group
+from .runner import RunCache, RunSettings, group_key, run_group
 
 
 def claim_groups(resolved: ResolvedSpec) -> list[list[ResolvedClaim]]:
@@ -18,10 +18,12 @@ def claim_groups(resolved: ResolvedSpec) -> list[list[ResolvedClaim]]:
 
 
 def verify_spec(resolved: ResolvedSpec, settings: RunSettings, advance: Callable[[], None] = lambda: None) -> list[ClaimResult]:
-    """One result per claim, in the spec's order."""
+    """One result per claim, in the spec's order. The groups share what does not change between them
+    (references, the full model's run of the same inputs, random baseline circuits: :class:`RunCache`)."""
     results: dict[int, ClaimResult] = {}
+    cache = RunCache()
     for group in claim_groups(resolved):
-        data = run_group(resolved, group, settings, advance)
+        data = run_group(resolved, group, settings, advance, cache)
         for claim in group:
             results[id(claim)] = judge(resolved, claim, data, settings)
     return [results[id(c)] for c in resolved.claims]
