@@ -51,6 +51,7 @@ from .engine.ablation import Reference, run_conditions_with_cache
 from .engine.batch import TaskBatch, encode_examples
 from .engine.masks import Mask
 from .engine.tasks import TaskExample
+from .lang.ast import PER_INPUT_KINDS
 from .lang.diagnostics import render_all
 from .lang.resolve import ResolvedClaim, ResolvedSpec
 from .strategies import (  # noqa: F401 (re-exported: the testing API is one import)
@@ -129,7 +130,7 @@ class LoadedSpec:
         claim on one task input, which computes and keeps its reference activations (0.7 s for the task's
         means of ``specs/closing_quote.circ``) and takes torch's first pass (a few ms more than later
         ones). ``load_spec`` calls it; see :func:`load_spec`."""
-        per_input = [c for c in self.resolved.claims if c.kind in ("role", "behaviour")]
+        per_input = [c for c in self.resolved.claims if c.kind in PER_INPUT_KINDS]
         if not per_input:
             return
         example = sample_examples(self.resolved.task, 1, f"{self.settings.seed}:warm-up")[0]
@@ -190,27 +191,31 @@ class ClaimCheck:
 
 
 def check_claim(spec: LoadedSpec, name: str, example: TaskExample) -> ClaimCheck:
-    """Evaluate a role or behaviour claim on one input (the caller checks its `when` conditions)."""
+    """Evaluate a role, behaviour or agreement claim on one input (the caller checks its `when` conditions)."""
     claim = spec.claim(name)
-    if claim.kind not in ("role", "behaviour"):
-        raise ValueError(f"claim {name!r} is a {claim.kind} claim: only role and behaviour claims hold per input")
+    if claim.kind not in PER_INPUT_KINDS:
+        raise ValueError(f"claim {name!r} is a {claim.kind} claim: only role, behaviour and agreement claims hold per input")
     with _one_cpu_thread():  # one short input: 3-11 ms on one thread against 320-580 ms on two (load_spec)
         evaluated = evaluate_claim_on(spec, claim, [example])  # exactly what verify judges, on this one input
     return ClaimCheck(bool(evaluated.holds[0]), evaluated.values[0])
 
 
 def evaluate_claim_on(spec: LoadedSpec, claim: ResolvedClaim, examples: list[TaskExample]) -> PerInput:
-    """A role or behaviour claim on a batch of inputs, as verify judges it: in the circuit-alone run, or in
-    the unablated model for a claim made `in full model`."""
+    """A per-input claim on a batch of inputs, as verify judges it: in the circuit-alone run, or in the
+    unablated model for a claim made `in full model`; an agreement claim compares the two."""
     resolved = spec.resolved
     model = resolved.context.model
     batch = encode_examples(examples, model.cfg.n_ctx).to(spec.settings.device)
     hooks = sorted({node.hook for node in claim.subject})
-    mask = Mask.full(resolved.mask.space) if claim.in_model else resolved.mask  # `in full model`: nothing ablated
+    full = Mask.full(resolved.mask.space)
+    mask = full if claim.in_model else resolved.mask  # `in full model`: nothing ablated
     reference = spec.reference(claim, batch)
     logits, cache = run_conditions_with_cache(model, batch.tokens, [mask], reference, batch.answer_pos, hooks)
     activations = {h: a[0] for h, a in cache.items()}
-    data = GroupData(examples, circuit_logits=logits[0], activations=activations, model_logits=logits[0],
+    model_logits = logits[0]
+    if claim.kind == "agreement":
+        model_logits = run_conditions_with_cache(model, batch.tokens, [full], reference, batch.answer_pos)[0][0]
+    data = GroupData(examples, circuit_logits=logits[0], activations=activations, model_logits=model_logits,
                      model_activations=activations)
     return evaluate_per_input(claim, data)
 

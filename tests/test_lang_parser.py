@@ -218,6 +218,17 @@ def test_minimal_each_edge_and_inline_ref_subject_and_boolean_condition():
     assert behaviour.body.right == 15.0 and behaviour.body.left.token == A.Index(10)
 
 
+def test_agreement_claims():
+    spec = body("node agrees = x.y[1]\nclaim agrees: agrees with model\nclaim agrees with model on at least 0.9 of inputs "
+                "when opening_quote == '\"'\nclaim agrees > 0")
+    every, share, role = spec.claims
+    assert every.label == "agrees" and every.kind == "agreement" and every.body == A.AgreementBody()
+    assert every.coverage is None and share.coverage == 0.9 and share.conditions[0].value == '"'
+    assert role.kind == "role" and role.body.subject == A.NameRef("agrees")  # still a name where a name is meant
+    assert codes(HEADER + "ablate zero\nclaim agree with model\n") == ["E201"]
+    assert codes(HEADER + "ablate zero\nclaim agrees with model in full model\n") == ["E206"]
+
+
 def test_keywords_are_soft():
     """Keywords are only special where the grammar can use them, so task vocabulary stays usable."""
     spec = body("node position = x.y[1]\nnode head = x.y[2]\nclaim position > 0 at position at when each == 1")

@@ -93,10 +93,10 @@ def test_plain_random_draws_find_what_uniform_sampling_finds(folder):
     from circuitspec.verify.falsify import _random_draws
 
     spec = load_spec(write(folder, "rare_draws", RARE_CLAIM))
-    found, drawn = _random_draws(spec, spec.claim("prefers_a"), (), 600, seed=0)
-    assert drawn == 600 and found is not None and found.prefix.endswith("b")
-    found, drawn = _random_draws(spec, spec.claim("prefers_a"), (), 20, seed=0)  # 1% in 20 draws: usually missed
-    assert drawn == 20
+    draws = _random_draws(spec, spec.claim("prefers_a"), (), 600, seed=0)
+    assert draws.drawn == 600 and draws.worst is not None and draws.worst.prefix.endswith("b")
+    assert 1 <= draws.failures <= 20  # about 1% of 600
+    assert _random_draws(spec, spec.claim("prefers_a"), (), 20, seed=0).drawn == 20  # 1% in 20 draws: usually missed
 
 
 def test_a_claim_of_a_share_passes_or_fails_on_its_bounds(folder):
@@ -127,3 +127,53 @@ def test_in_full_model_reads_a_node_outside_the_circuit_in_the_unablated_model(f
         unregister_task(LAST_AB.name)
     assert claims["in_model"]["verdict"] == "pass", claims["in_model"]
     assert claims["ablated"]["verdict"] == "fail" and code == 1
+
+
+def falsify(folder, path, *extra):
+    out = folder / f"{path.stem}.falsify.json"
+    code = main(["falsify", str(path), "--seed", "0", "--max-examples", "600", "--no-database", "--json", str(out), *extra])
+    return code, {r["name"]: r for r in json.loads(out.read_text())["results"]}
+
+
+def test_falsify_judges_a_claim_of_a_share_on_random_draws_not_on_one_counterexample(folder):
+    """1% of inputs break `prefers_a`: a claim on 95% of inputs survives although failing inputs exist (the
+    worst is shown), a claim on 99.9% is falsified by the share of draws it fails on."""
+    body = ("claim most: logit['a'] > logit['b'] on at least 0.95 of inputs\n"
+            "claim nearly_all: logit['a'] > logit['b'] on at least 0.999 of inputs\n")
+    code, results = falsify(folder, write(folder, "share_falsify", body))
+    most, nearly_all = results["most"], results["nearly_all"]
+    assert most["verdict"] == "survived" and most["random_tried"] == 600, most
+    assert most["counterexample"]["input"].endswith("b") and "within the share it allows" in most["note"]
+    assert nearly_all["verdict"] == "falsified" and "fewer than the 0.999" in nearly_all["note"] and code == 1
+
+
+AGREES = "claim agrees: agrees with model\n"
+
+
+def test_an_agreement_claim_holds_where_the_circuit_answers_as_the_model_does(folder):
+    code, claims = verify(folder, write(folder, "agrees", AGREES))
+    claim = claims["agrees"]
+    assert code == 0 and claim["kind"] == "agreement" and claim["verdict"] == "pass" and claim["n"] == 598
+    code, results = falsify(folder, write(folder, "agrees_falsify", AGREES))
+    assert code == 0 and results["agrees"]["verdict"] == "survived"
+
+
+def test_an_agreement_claim_fails_where_the_circuit_alone_answers_otherwise(folder):
+    """Without `carrier` (+1 for a final 'a', -1 for 'b') the circuit alone holds it at its task mean, +0.98:
+    it answers 'a' everywhere, and no longer prefers 'b' after a final 'b' as the model does (1% of inputs)."""
+    circuit = CIRCUIT.replace('node carrier = blocks.0.hook_resid_pre[0] "+1 for a, -1 for b"\n', "")
+    path = folder / "no_neg.circ"
+    path.write_text(HEADER.format(name="no_neg") + circuit + AGREES
+                    + "claim mostly: agrees with model on at least 0.95 of inputs\n")
+    code, claims = verify(folder, path)
+    assert claims["agrees"]["verdict"] == "fail" and code == 1
+    assert claims["agrees"]["counterexample"]["input"].endswith("b")
+    assert claims["agrees"]["counterexample"]["model_logit_diff"] > 0 > claims["agrees"]["counterexample"]["circuit_logit_diff"]
+    assert claims["mostly"]["verdict"] == "pass"
+
+
+def test_a_sufficiency_claim_implies_no_agreement_claim(folder):
+    """falsify checks what a spec states: a circuit claimed sufficient on average is not claimed to answer
+    like the model on every input (that is `claim agrees with model`)."""
+    code, results = falsify(folder, write(folder, "sufficient_only", "claim sufficient faithfulness >= 0.5\n"))
+    assert set(results) == {"line 10"} and results["line 10"]["kind"] == "sufficient"

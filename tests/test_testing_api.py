@@ -65,6 +65,6 @@ def test_unknown_claim_and_bad_spec(tmp_path):
     bad.write_text('spec b "x"\nmodel "py-sparse-small"\ntask closing_quote\nablate zero\nnode n = blocks.0.mlp.hook_post[999]\n')
     with pytest.raises(SpecLoadError, match="E504"):
         load_spec(bad)
-    with pytest.raises(ValueError, match="only role and behaviour"):
+    with pytest.raises(ValueError, match="only role, behaviour and agreement"):
         sufficient = next(c.claim.name for c in SPEC.resolved.claims if c.kind == "sufficient")
         check_claim(SPEC, sufficient, sample_examples(SPEC.resolved.task, 1, 0)[0])

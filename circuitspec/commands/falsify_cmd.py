@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     style = {"survived": "green", "falsified": "red", "inconclusive": "yellow"}
     for r in results:
-        if not r.counterexample:
-            example = r.note if r.kind in ("sufficient", "necessary") else ""
+        if not r.counterexample or r.verdict == "survived":  # a coverage claim's allowed failure is in the note
+            example = r.note if r.kind in ("sufficient", "necessary") or r.counterexample else ""
         elif "input" in r.counterexample:
             example = repr(r.counterexample["input"])
         else:

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             with console.status(f"falsifying {Path(resolved.file).name}"):
                 found = falsify_spec(LoadedSpec(resolved, settings), args.max_examples or MAX_EXAMPLES, settings.seed, store)
             falsified += found
-        _merge_falsification(results, falsified, console)
+        _merge_falsification(results, falsified)
     if results:
         print_table(results, console)
     console.print(f"{summary(results)} in {time.perf_counter() - started:.1f} s (seed {settings.seed}, "
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     return exit_code if saved else max(exit_code, 2)
 
 
-def _merge_falsification(results, falsified, console) -> None:
+def _merge_falsification(results, falsified) -> None:
     """A per-input claim with a counterexample from the search fails, carrying that counterexample."""
     by_place = {(f.file, f.line, f.name): f for f in falsified}
     for r in results:
@@ -114,10 +114,6 @@ def _merge_falsification(results, falsified, console) -> None:
             r.verdict = "fail"
             r.counterexample = found.counterexample
             r.note = (r.note + "; " if r.note else "") + "falsified by search"
-    for f in falsified:
-        if f.kind == "agreement" and f.verdict == "falsified":
-            console.print("[red]falsified[/] " + escape(f"{Path(f.file).name}: the circuit alone answers unlike the model on "
-                                                        f"{f.counterexample['input']!r}"), highlight=False)
 
 
 def _spec_manifest(resolved) -> dict:

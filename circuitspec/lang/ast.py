@@ -17,6 +17,9 @@ from typing import Iterator, Union
 from .globs import glob_regex  # resolve and show import it from here too
 
 CLAIM_KINDS = ("sufficient", "necessary", "minimal")
+#: Claims judged input by input, on the share of inputs where they hold (the others are judged on
+#: aggregate faithfulness).
+PER_INPUT_KINDS = ("role", "behaviour", "agreement")
 METRICS = ("logit_diff", "accuracy", "bce", "kl")
 ABLATIONS = ("zero", "mean", "resample")
 #: The word that introduces an ablation's distribution: ``mean over task``, ``resample from task``
@@ -346,7 +349,16 @@ class BehaviourBody(Node):
     right: Logit | Number
 
 
-ClaimBody = Union[FaithfulnessBody, MinimalBody, RoleBody, BehaviourBody]
+@dataclass(frozen=True)
+class AgreementBody(Node):
+    """``agrees with model``: the circuit alone prefers the answer the full model prefers (of the task's
+    two answers), input by input."""
+
+    def __str__(self) -> str:
+        return "agrees with model"
+
+
+ClaimBody = Union[FaithfulnessBody, MinimalBody, RoleBody, BehaviourBody, AgreementBody]
 
 
 @dataclass(frozen=True)
@@ -387,12 +399,14 @@ class Claim(Statement):
 
     @property
     def kind(self) -> str:
-        """``sufficient``, ``necessary``, ``minimal``, ``role`` or ``behaviour``."""
+        """``sufficient``, ``necessary``, ``minimal``, ``role``, ``behaviour`` or ``agreement``."""
         body = self.body
         if isinstance(body, FaithfulnessBody):
             return body.kind
         if isinstance(body, MinimalBody):
             return "minimal"
+        if isinstance(body, AgreementBody):
+            return "agreement"
         return "role" if isinstance(body, RoleBody) else "behaviour"
 
     @property

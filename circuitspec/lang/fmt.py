@@ -104,6 +104,8 @@ def _body(body: A.ClaimBody) -> str:
         return f"minimal each {body.unit} drop {body.op} {number(body.threshold)}"
     if isinstance(body, A.RoleBody):
         return f"{' '.join(_member(body.subject))} {body.op} {number(body.threshold)}"
+    if isinstance(body, A.AgreementBody):
+        return str(body)
     right = str(body.right) if isinstance(body.right, A.Logit) else number(body.right)
     return f"{body.left} {body.op} {right}"
 

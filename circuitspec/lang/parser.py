@@ -238,7 +238,7 @@ _FORMS = {
     "include": 'include "common.circ", include nodes matching "GLOB" or include edges matching "GLOB" -> "GLOB"',
     "claim": (
         "claim [LABEL:] BODY [CLAUSES], where BODY is `sufficient faithfulness >= T`, "
-        "`necessary faithfulness <= T`, `minimal each node drop >= T`, `NODE > T` or `logit['a'] > logit['b']` "
+        "`necessary faithfulness <= T`, `minimal each node drop >= T`, `NODE > T`, `logit['a'] > logit['b']` or `agrees with model` "
         "and the clauses are when, at position, on every input / on at least q of inputs, in full model, ablate, metric, confidence, samples"
     ),
 }
@@ -742,9 +742,13 @@ class _Builder(Transformer):
         )
         kind = claim.kind
         for name, words in (("on", "`on every input` / `on at least q of inputs`"), ("in", "`in full model`")):
-            if name in settings and kind not in ("role", "behaviour"):
-                self.err(span(name), "E206", f"{words} only applies to role and behaviour claims, not to {kind} claims",
+            if name in settings and kind not in A.PER_INPUT_KINDS:
+                self.err(span(name), "E206", f"{words} only applies to per-input claims (role, behaviour, agreement), "
+                         f"not to {kind} claims",
                          "claims about the whole circuit are judged on aggregate faithfulness, not per input")
+        if "in" in settings and kind == "agreement":
+            self.err(span("in"), "E206", "`in full model` does not apply to an agreement claim",
+                     "an agreement claim compares the circuit-alone run with the full model; it has no full-model reading")
         if claim.position is not None and kind != "role":
             self.err(span("at"), "E206", f"`at position` only applies to claims about a node, not to {kind} claims",
                      "behaviour claims read the answer position; circuit claims use the whole input")
@@ -787,6 +791,13 @@ class _Builder(Transformer):
         if isinstance(right, Token):
             right = self.threshold(right)
         return A.BehaviourBody(left, op.value, right, span=self.span(meta))
+
+    def agreement_body(self, meta, children):
+        word = children[0]
+        if word.value != "agrees":  # `agrees` is read as a name, so that claims and nodes may still be called so
+            self.err(self.tspan(word), "E201", f"unknown claim kind `{word.value} with model`",
+                     "an agreement claim is written `agrees with model`")
+        return A.AgreementBody(span=self.span(meta))
 
     def logit(self, meta, children):
         token = children[0]

@@ -1,11 +1,14 @@
 """Search for inputs that break per-input claims, with Hypothesis, and remember what it finds.
 
-Each role and behaviour claim, plus the implicit claim "the circuit alone answers like the model", is
-attacked with the task's input generator driven by Hypothesis (seeded, so a run is reproducible), and,
-when that finds nothing, with plain seeded draws from the task's own sampler (as many as the search
-budget, run in batches). Hypothesis favours small and boundary choices, so a rare branch at an interior
-choice of the generator can escape it where uniform draws find it; with both, falsify is never weaker
-than random sampling (what the draws find is reported as drawn: it is not shrunk).
+Each per-input claim made on every input (role, behaviour, and agreement: "the circuit alone answers
+like the model", which is checked only where a spec states it) is attacked with the task's input
+generator driven by Hypothesis (seeded, so a run is reproducible), and, when that finds nothing, with
+plain seeded draws from the task's own sampler (as many as the search budget, run in batches).
+Hypothesis favours small and boundary choices, so a rare branch at an interior choice of the generator
+can escape it where uniform draws find it; with both, falsify is never weaker than random sampling
+(what the draws find is reported as drawn: it is not shrunk). A claim made ``on at least Q of inputs``
+allows failing inputs, so a search cannot refute it: it is judged on the share of random draws it holds
+on, as verify judges it.
 sufficient, necessary and minimal claims are attacked over ablation choices instead (:mod:`.attack`). A
 failure is shrunk to a minimal snippet. Counterexamples are stored as readable JSON (one file per spec
 and claim under ``.circuitspec/examples/``, :mod:`.example_store`) and replayed before any search on the
@@ -18,23 +21,19 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample, Unsatisfiable
 
-from ..engine.ablation import run_conditions
-from ..engine.batch import encode_examples
-from ..engine.metrics import logit_diff
 from ..engine.tasks import TaskExample
+from ..lang.ast import PER_INPUT_KINDS
 from ..testing import LoadedSpec, check_claim, evaluate_claim_on, task_inputs
 from .attack import attack_claim, attack_minimal
 from .example_store import ExampleStore
 from .examples import sample_examples, satisfies
-
-AGREEMENT = "circuit agrees with model"  # implicit claim of every spec with a `sufficient` claim
+from .judge import one_sided_bounds
 
 
 @dataclass
@@ -52,20 +51,6 @@ class FalsifyResult:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def _agrees(spec: LoadedSpec, example: TaskExample) -> tuple[bool, dict]:
-    """Whether the circuit alone prefers the same answer as the full model on this input."""
-    resolved = spec.resolved
-    model = resolved.context.model
-    batch = encode_examples([example], model.cfg.n_ctx).to(spec.settings.device)
-    claim = next(c for c in resolved.claims if c.kind == "sufficient")
-    reference = spec.reference(claim, batch)
-    circuit = run_conditions(model, batch.tokens, [resolved.mask], reference, batch.answer_pos)[0, 0]
-    with torch.no_grad():
-        full = model(batch.tokens)[0, batch.answer_pos[0]]
-    diff = lambda logits: float(logits[batch.correct[0]] - logits[batch.wrong[0]])  # noqa: E731
-    return (diff(circuit) > 0) == (diff(full) > 0), {"circuit_logit_diff": diff(circuit), "model_logit_diff": diff(full)}
 
 
 def _search(spec: LoadedSpec, conditions, breaks: Callable[[TaskExample], bool], max_examples: int,
@@ -94,84 +79,118 @@ def _search(spec: LoadedSpec, conditions, breaks: Callable[[TaskExample], bool],
 RANDOM_BATCH = 64  # random draws evaluated per batched forward pass
 
 
-def _random_draws(spec: LoadedSpec, claim, conditions, count: int, seed: int) -> tuple[TaskExample | None, int]:
-    """Plain seeded draws from the task's sampler (``count`` meeting ``conditions``), evaluated in batches:
-    the one that breaks the claim (``claim``; ``None`` = the circuit agrees with the model) by the most,
-    or None; and how many were drawn."""
-    resolved = spec.resolved
-    model = resolved.context.model
-    examples = sample_examples(resolved.task, count, f"falsify-random:{seed}", conditions)
-    target = next(c for c in resolved.claims if c.kind == "sufficient") if claim is None else claim
+@dataclass
+class Draws:
+    """What plain seeded draws from the task's sampler showed about a per-input claim."""
+
+    drawn: int  # inputs drawn that meet the claim's conditions
+    failures: int  # of them, inputs on which the claim fails
+    worst: TaskExample | None  # the failing input with the most negative margin
+
+
+def _random_draws(spec: LoadedSpec, claim, conditions, count: int, seed: int) -> Draws:
+    """Plain seeded draws from the task's sampler (``count`` meeting ``conditions``), evaluated in batches
+    exactly as verify judges the claim."""
+    examples = sample_examples(spec.resolved.task, count, f"falsify-random:{seed}", conditions)
     worst: tuple[float, TaskExample] | None = None
+    failures = 0
     for start in range(0, len(examples), RANDOM_BATCH):
         chunk = examples[start : start + RANDOM_BATCH]
-        if claim is not None:
-            evaluated = evaluate_claim_on(spec, claim, chunk)
-            margins = torch.as_tensor(evaluated.margins)
-            broken = ~torch.as_tensor(evaluated.holds)
-        else:
-            batch = encode_examples(chunk, model.cfg.n_ctx).to(spec.settings.device)
-            circuit = run_conditions(model, batch.tokens, [resolved.mask], spec.reference(target, batch), batch.answer_pos)[0]
-            with torch.no_grad():
-                full = model(batch.tokens)[torch.arange(len(chunk)), batch.answer_pos]
-            circuit_diff, full_diff = (logit_diff(lg, batch.correct, batch.wrong) for lg in (circuit, full))
-            broken = (circuit_diff > 0) != (full_diff > 0)
-            margins = -(circuit_diff - full_diff).abs()
+        evaluated = evaluate_claim_on(spec, claim, chunk)
+        margins = torch.as_tensor(evaluated.margins)
+        broken = ~torch.as_tensor(evaluated.holds)
+        failures += int(broken.sum())
         for i in torch.nonzero(broken).flatten().tolist():
             if worst is None or float(margins[i]) < worst[0]:
                 worst = (float(margins[i]), chunk[i])
-    return (worst[1] if worst else None), len(examples)
+    return Draws(len(examples), failures, worst[1] if worst else None)
+
+
+def _counterexample(spec: LoadedSpec, claim, example: TaskExample) -> dict:
+    values = check_claim(spec, claim.claim.name, example).values
+    return {"input": example.prefix, "answer": example.correct, "features": dict(example.features), **values}
+
+
+def _every_input_result(spec: LoadedSpec, claim, max_examples: int, seed: int, store: ExampleStore | None) -> FalsifyResult:
+    """A claim made on every input: one input that breaks it falsifies it. Stored counterexamples are
+    replayed first, then Hypothesis searches (and shrinks), then plain draws cover what it misses."""
+    resolved = spec.resolved
+    name, conditions = claim.claim.name, claim.claim.conditions
+    breaks = lambda ex: not check_claim(spec, name, ex).holds  # noqa: E731
+    known = store.load(resolved.file, name) if store else []
+    replayed = next((ex for ex in known if satisfies(ex, conditions) and breaks(ex)), None)
+    drawn, random_tried = 0, 0
+    if replayed is not None:
+        found, tried, met = replayed, known.index(replayed) + 1, True
+    else:
+        found, tried, met = _search(spec, conditions, breaks, max_examples, seed)
+        if found is None:  # Hypothesis shrinks what it finds; plain draws cover what it does not reach
+            draws = _random_draws(spec, claim, conditions, max_examples, seed)
+            found, random_tried = draws.worst, draws.drawn
+            drawn, met = random_tried, met or random_tried > 0
+    result = FalsifyResult(resolved.file, claim.claim.span.line, name, claim.kind, tried, "survived", random_tried=random_tried)
+    if replayed is not None:
+        result.note = "a stored counterexample still breaks it"
+    elif found is not None and drawn:
+        result.note = (f"missed by {tried} Hypothesis inputs, found by plain random draws from the task's sampler "
+                       f"({drawn} drawn; not shrunk)")
+    if found is not None:
+        if store:
+            store.add(resolved.file, name, found)
+        result.verdict = "falsified"
+        result.counterexample = _counterexample(spec, claim, found)
+    elif not met:
+        result.verdict = "inconclusive"
+        result.note = "no generated input met the claim's `when` conditions"
+    else:
+        result.note = (f"no counterexample in {random_tried} random draws and {tried} Hypothesis inputs "
+                       f"(search budget --max-examples {max_examples} each)")
+    return result
+
+
+def _coverage_result(spec: LoadedSpec, claim, max_examples: int, seed: int) -> FalsifyResult:
+    """A claim made ``on at least Q of inputs`` allows failing inputs, so an input found by search
+    refutes nothing: it is judged on the share of plain random draws on which it holds, with the one-sided
+    exact bounds verify uses. Falsified when the upper bound is below Q; the worst failing input is shown
+    either way."""
+    resolved = spec.resolved
+    draws = _random_draws(spec, claim, claim.claim.conditions, max_examples, seed)
+    result = FalsifyResult(resolved.file, claim.claim.span.line, claim.claim.name, claim.kind, 0, "survived",
+                           random_tried=draws.drawn)
+    if not draws.drawn:
+        result.verdict, result.note = "inconclusive", "no generated input met the claim's `when` conditions"
+        return result
+    holding = draws.drawn - draws.failures
+    low, high = one_sided_bounds(holding, draws.drawn, claim.confidence)
+    share = f"holds on {holding} of {draws.drawn} random draws ({low:.3g} to {high:.3g} at {claim.confidence:g})"
+    if high < claim.coverage:
+        result.verdict = "falsified"
+        result.note = f"{share}: fewer than the {claim.coverage:g} it claims"
+    else:
+        result.note = f"{share}; a claim on at least {claim.coverage:g} of inputs is judged on the share, not searched"
+    if draws.worst is not None:
+        result.counterexample = _counterexample(spec, claim, draws.worst)
+        if result.verdict == "survived":
+            result.note += f" (worst failing input {draws.worst.prefix!r}: within the share it allows)"
+    return result
 
 
 def falsify_spec(spec: LoadedSpec, max_examples: int, seed: int, store: ExampleStore | None) -> list[FalsifyResult]:
+    """Falsification results for every claim of a spec: per-input claims (role, behaviour, agreement) by
+    search and random draws, sufficient / necessary / minimal claims by ablation choices."""
     resolved = spec.resolved
     results = []
-    targets = [(c.claim.name, c.kind, c.claim.span.line, c.claim.conditions,
-                (lambda ex, name=c.claim.name: not check_claim(spec, name, ex).holds),
-                (lambda ex, name=c.claim.name: check_claim(spec, name, ex).values))
-               for c in resolved.claims if c.kind in ("role", "behaviour")]
-    sufficient = next((c for c in resolved.claims if c.kind == "sufficient"), None)
-    if sufficient is not None:  # only a circuit claimed sufficient should answer like the model on its own
-        targets.append((AGREEMENT, "agreement", sufficient.claim.span.line, sufficient.claim.conditions,
-                        lambda ex: not _agrees(spec, ex)[0], lambda ex: _agrees(spec, ex)[1]))
-    claims = {c.claim.name: c for c in resolved.claims}
-    for name, kind, line, conditions, breaks, values in targets:
+    for claim in resolved.claims:
         started = time.monotonic()
-        known = store.load(resolved.file, name) if store else []
-        replayed = next((ex for ex in known if satisfies(ex, conditions) and breaks(ex)), None)
-        drawn, random_tried = 0, 0
-        if replayed is not None:
-            found, tried, met = replayed, known.index(replayed) + 1, True
+        if claim.kind in PER_INPUT_KINDS:
+            result = (_every_input_result(spec, claim, max_examples, seed, store) if claim.coverage is None
+                      else _coverage_result(spec, claim, max_examples, seed))
+        elif claim.ablation is not None:
+            result = _attack_result(resolved, claim, spec)
         else:
-            found, tried, met = _search(spec, conditions, breaks, max_examples, seed)
-            if found is None:  # Hypothesis shrinks what it finds; plain draws cover what it does not reach
-                found, random_tried = _random_draws(spec, claims.get(name), conditions, max_examples, seed)
-                drawn, met = random_tried, met or random_tried > 0
-        result = FalsifyResult(resolved.file, line, name, kind, tried, "survived", random_tried=random_tried)
-        if replayed is not None:
-            result.note = "a stored counterexample still breaks it"
-        elif found is not None and drawn:
-            result.note = (f"missed by {tried} Hypothesis inputs, found by plain random draws from the task's sampler "
-                           f"({drawn} drawn; not shrunk)")
-        if found is not None:
-            if store:
-                store.add(resolved.file, name, found)
-            result.verdict = "falsified"
-            result.counterexample = {"input": found.prefix, "answer": found.correct, "features": dict(found.features),
-                                     **values(found)}
-        elif not met:
-            result.verdict = "inconclusive"
-            result.note = "no generated input met the claim's `when` conditions"
-        else:
-            result.note = (f"no counterexample in {random_tried} random draws and {tried} Hypothesis inputs "
-                           f"(search budget --max-examples {max_examples} each)")
+            continue
         result.seconds = time.monotonic() - started
         results.append(result)
-    for claim in resolved.claims:
-        if claim.kind in ("sufficient", "necessary", "minimal") and claim.ablation is not None:
-            started = time.monotonic()
-            results.append(_attack_result(resolved, claim, spec))
-            results[-1].seconds = time.monotonic() - started
     return results
 
 

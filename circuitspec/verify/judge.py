@@ -7,7 +7,8 @@
 - necessary: F(model with only the circuit ablated) <= t with the interval's upper end, and ablating it
   hurts more than ablating a typical random same-size circuit (binomial test on the median).
 - minimal: for every unit u, F(C) - F(C without u) >= t; one-sided bootstrap tests, Holm-corrected.
-- role / behaviour: evaluated per input in the circuit-alone run (or the full model's, `in full model`).
+- role / behaviour / agreement: evaluated per input in the circuit-alone run (or the full model's, `in full
+  model`; an agreement claim compares the circuit-alone run's preferred answer with the full model's).
   The statistic is the share of inputs on which it holds, with one-sided exact Clopper-Pearson bounds
   at the claim's confidence. ``on at least q of inputs``: pass when the lower bound clears q, fail
   when the upper bound is below it. ``on every input`` (the default): any failing input fails it, and a
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.tokenizer import token_repr
+from ..engine.tokenizer import token_id, token_repr
 from ..lang import ast
 from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
@@ -263,6 +264,8 @@ def evaluate_per_input(claim: ResolvedClaim, data: GroupData) -> PerInput:
         margins = _margin(values, body.op, threshold).min(axis=1)
         named = [{str(node): float(row[j]) for j, node in enumerate(claim.subject)} for row in values]
         return PerInput(holds, margins, named)
+    if claim.kind == "agreement":
+        return _agreement(data)
     logits = (data.model_logits if claim.in_model else data.circuit_logits).cpu().numpy().astype(np.float64)
     left = logits[:, claim.logits[0]]
     right = logits[:, claim.logits[1]] if len(claim.logits) > 1 else np.full_like(left, float(body.right))
@@ -271,6 +274,20 @@ def evaluate_per_input(claim: ResolvedClaim, data: GroupData) -> PerInput:
     names = [f"logit[{token_repr(t)}]" for t in claim.logits]
     right_name = names[1] if len(names) > 1 else "value"
     return PerInput(holds, margins, [{names[0]: float(a), right_name: float(b)} for a, b in zip(left, right)])
+
+
+def _agreement(data: GroupData) -> PerInput:
+    """Whether the circuit alone prefers the answer the full model prefers, of the task's two answers
+    (a tie counts as neither). Margin: the circuit's logit difference signed towards the model's choice."""
+    rows = np.arange(len(data.examples))
+    correct = np.array([token_id(ex.correct) for ex in data.examples])
+    wrong = np.array([token_id(ex.wrong) for ex in data.examples])
+    circuit, model = (lg.cpu().numpy().astype(np.float64) for lg in (data.circuit_logits, data.model_logits))
+    circuit_diff = circuit[rows, correct] - circuit[rows, wrong]
+    model_diff = model[rows, correct] - model[rows, wrong]
+    margins = circuit_diff * np.sign(model_diff)
+    values = [{"circuit_logit_diff": float(c), "model_logit_diff": float(m)} for c, m in zip(circuit_diff, model_diff)]
+    return PerInput(margins > 0, margins, values)
 
 
 def one_sided_bounds(k: int, n: int, confidence: float) -> tuple[float, float]:

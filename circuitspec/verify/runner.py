@@ -30,6 +30,7 @@ from ..engine.masks import Mask
 from ..engine.metrics import METRICS
 from ..engine.naming import resid_hook
 from ..engine.tasks import TaskExample, get_task
+from ..lang.ast import PER_INPUT_KINDS
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from .baselines import random_circuits
 from .examples import sample_examples
@@ -68,7 +69,7 @@ class GroupData:
     partials: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (keep fraction, metric), random partial ablations
     circuit_logits: torch.Tensor | None = None  # [n, V] at the answer position
     activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (circuit run)
-    model_logits: torch.Tensor | None = None  # [n, V]: the full model, for claims made `in full model`
+    model_logits: torch.Tensor | None = None  # [n, V]: the full model, for `in full model` and agreement claims
     model_activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (full model)
 
 
@@ -128,14 +129,14 @@ def group_samples(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings:
     stated = first.samples or resolved.spec.samples
     if stated:
         return stated
-    needed = [per_input_samples(c) for c in claims if c.kind in ("role", "behaviour")]
+    needed = [per_input_samples(c) for c in claims if c.kind in PER_INPUT_KINDS]
     return max([settings.samples, *needed])
 
 
 def group_key(claim: ResolvedClaim) -> tuple:
     """Claims with equal keys share one batch of inputs. Per-input claims run apart from faithfulness
     claims: they need more inputs (:func:`per_input_samples`) but only a few conditions."""
-    per_input = claim.kind in ("role", "behaviour")
+    per_input = claim.kind in PER_INPUT_KINDS
     return (claim.ablation, claim.ablation_task, claim.claim.conditions, claim.samples, claim.metric, per_input)
 
 
@@ -249,16 +250,23 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
     def run(conditions: list[Mask], capture: Sequence[str] = (), on: TaskBatch = batch, ref: Reference = reference):
         return run_conditions_with_cache(model, on.tokens, conditions, ref, on.answer_pos, capture, by_length=True)
 
-    if kinds <= {"role", "behaviour"} and not any(c.in_model for c in claims):
-        # Per-input claims read the circuit run alone: the full model and the all-ablated one are run
-        # only for the self-check, which takes the first SELF_CHECK_INPUTS inputs.
+    if kinds <= set(PER_INPUT_KINDS) and not any(c.in_model for c in claims):
+        # Per-input claims read the circuit run alone (agreement claims the full model's too): the full
+        # model and the all-ablated one are run for the self-check, on the first SELF_CHECK_INPUTS inputs.
         if hooks:
             logits, captured = run([circuit], hooks)
             data.activations = {h: a[0] for h, a in captured.items()}
         else:
             logits, _ = run([circuit])
-        advance()
         data.circuit_logits = logits[0]
+        if "agreement" in kinds:
+            whole_key = _batch_key(batch)
+            data.model_logits = cache.full.get(whole_key) if cache is not None else None
+            if data.model_logits is None:
+                data.model_logits = plain_answer_logits(model, batch.tokens, batch.answer_pos, by_length=True)
+                if cache is not None:
+                    cache.full[whole_key] = data.model_logits
+        advance()
         rows = torch.arange(min(SELF_CHECK_INPUTS, len(examples)), device=batch.tokens.device)
         part = TaskBatch(batch.tokens[rows], batch.answer_pos[rows], batch.correct[rows], batch.wrong[rows])
         part_reference = reference.select(rows, batch.tokens.shape[1])
