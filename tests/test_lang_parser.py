@@ -229,6 +229,15 @@ def test_agreement_claims():
     assert codes(HEADER + "ablate zero\nclaim agrees with model in full model\n") == ["E206"]
 
 
+def test_robustness_clause():
+    spec = body("claim sufficient faithfulness >= 0.5 robustness random\nclaim s: sufficient faithfulness >= 0.5\n"
+                "node robustness = x.y[1]\nclaim robustness > 0")
+    weak, default, role = spec.claims
+    assert weak.robustness == "random" and default.robustness is None and role.body.subject == A.NameRef("robustness")
+    assert codes(HEADER + "ablate zero\nclaim sufficient faithfulness >= 0.5 robustness randomly\n") == ["E209"]
+    assert codes(HEADER + "ablate zero\nclaim necessary faithfulness <= 0.5 robustness none\n") == ["E206"]
+
+
 def test_keywords_are_soft():
     """Keywords are only special where the grammar can use them, so task vocabulary stays usable."""
     spec = body("node position = x.y[1]\nnode head = x.y[2]\nclaim position > 0 at position at when each == 1")

@@ -78,13 +78,37 @@ def test_a_sufficiency_that_needs_everything_ablated_at_once_no_longer_passes(ca
     claim = data["claims"][0]
     assert code == 1 and claim["verdict"] in ("fail", "inconclusive")
     assert claim["statistic"] == pytest.approx(1.0, abs=1e-4)  # the reported statistic is still the all-at-once F
-    assert "holds only with everything outside ablated at once: keeping a random" in claim["note"]
+    assert "holds only with everything outside ablated at once: " in claim["note"]
     partial = claim["partial"]
-    assert partial["conditions"] == 8 and partial["verdict"] == claim["verdict"]
-    assert partial["worst_ci"][1] < 0.9 and partial["worst"] < 0.9
-    assert partial["keep_fraction"] in (0.25, 0.5, 0.75) and partial["below_threshold"] >= 1
-    assert [c["keep_fraction"] for c in partial["each"]] == [0.25, 0.5, 0.75] * 2 + [0.25, 0.5]
+    assert partial["random"] == 8 and partial["chosen"] >= 2 and partial["robustness"] == "adversarial"
+    assert partial["conditions"] == partial["random"] + partial["chosen"] and partial["verdict"] == claim["verdict"]
+    assert partial["worst_ci"][1] < 0.9 and partial["worst"] < 0.9 and partial["below_threshold"] >= 1
+    each = partial["each"]
+    assert [c["keep_fraction"] for c in each[:8]] == [0.25, 0.5, 0.75] * 2 + [0.25, 0.5]
+    assert all(c["chosen"] is None for c in each[:8]) and all(c["keep_fraction"] is None for c in each[8:])
+    # the adversary keeps the neuron whose presence hurts (-3) without the one that cancels it, or ablates
+    # only the one that helps (+3): either breaks the claim on its own, whatever the random draws do
+    assert any(c["verdict"] == "fail" for c in each[8:]) and "(adversarial: blocks.0.mlp.hook_post[" in \
+        next(c["chosen"] for c in each[8:] if c["verdict"] == "fail")
     assert data["manifest"]["settings"]["partial_ablations"] == 8
+
+
+def test_robustness_random_drops_the_chosen_ablations_and_still_fails_the_cancelling_pair(cancelling):
+    path = cancelling.parent / "random.circ"
+    path.write_text(cancelling.read_text().replace(SUFFICIENT, "claim sufficient faithfulness >= 0.9 robustness random\n"))
+    code, data = verify(path, "--seed", "0")
+    claim = data["claims"][0]
+    assert claim["partial"]["chosen"] == 0 and claim["partial"]["random"] == 8 and claim["partial"]["robustness"] == "random"
+    assert code == 1 and claim["verdict"] in ("fail", "inconclusive")
+    assert "keeping a random" in claim["note"]
+
+
+def test_robustness_none_judges_everything_outside_ablated_at_once_only(cancelling):
+    path = cancelling.parent / "none.circ"
+    path.write_text(cancelling.read_text().replace(SUFFICIENT, "claim sufficient faithfulness >= 0.9 robustness none\n"))
+    code, data = verify(path, "--seed", "0")
+    claim = data["claims"][0]
+    assert code == 0 and claim["verdict"] == "pass" and claim["partial"] is None
 
 
 def test_partial_ablations_0_restores_the_all_at_once_verdict(cancelling):
@@ -99,7 +123,8 @@ def test_a_genuinely_sufficient_circuit_still_passes(planted, capsys):
     code, data = verify(planted)
     claim = data["claims"][0]
     assert code == 0 and claim["verdict"] == "pass", claim["note"]
-    assert claim["note"].startswith("robust to partial ablation: worst of 8 random partial ablations F = ")
+    assert claim["note"].startswith("robust to partial ablation: worst of 8 random and ")
+    assert claim["partial"]["chosen"] >= 1  # the adversary finds nothing outside to exploit, and says so by passing
     assert claim["partial"]["verdict"] == "pass" and claim["partial"]["below_threshold"] == 0
     assert claim["partial"]["worst"] == pytest.approx(1.0, abs=1e-4)
     assert all(c["ci"][0] >= 0.9 for c in claim["partial"]["each"])
@@ -111,7 +136,7 @@ def test_the_same_seed_gives_the_same_json(cancelling):
     for out in (first, second):
         main(["verify", str(cancelling), "--json", str(out), *ARGS, "--seed", "3"])
     assert first.read_text() == second.read_text()
-    assert json.loads(first.read_text())["claims"][0]["partial"]["conditions"] == 8
+    assert json.loads(first.read_text())["claims"][0]["partial"]["random"] == 8
 
 
 def test_negative_partial_ablations_is_a_usage_error(capsys):

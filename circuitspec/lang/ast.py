@@ -28,6 +28,10 @@ SOURCE_WORD = {"mean": "over", "resample": "from"}
 #: Comparisons that make sense for each claim kind (role and behaviour claims allow all of CMP_OPS).
 CLAIM_OPS = {"sufficient": (">=", ">"), "necessary": ("<=", "<"), "minimal": (">=", ">")}
 CMP_OPS = (">=", "<=", "==", "!=", ">", "<")
+#: What a sufficiency claim must survive besides everything outside ablated at once: partial ablations
+#: chosen against the circuit and random ones (the default), random ones only, or nothing more.
+ROBUSTNESS = ("adversarial", "random", "none")
+DEFAULT_ROBUSTNESS = "adversarial"
 DEFAULT_METRIC = "logit_diff"
 DEFAULT_CONFIDENCE = 0.95
 #: Where role claims read their node when no ``at position`` clause says otherwise.
@@ -389,6 +393,7 @@ class Claim(Statement):
     coverage: float | None = None  # `on at least q of inputs` (per-input claims); None: on every input
     every_input: bool = False  # `on every input` written out (the default, kept so fmt does not drop it)
     in_model: bool = False  # `in full model`: a per-input claim read in the unablated model
+    robustness: str | None = None  # `robustness adversarial|random|none` (sufficient claims); None: the default
     label_span: Span | None = _aux_span()
     position_span: Span | None = _aux_span()
     metric_span: Span | None = _aux_span()
@@ -396,6 +401,7 @@ class Claim(Statement):
     samples_span: Span | None = _aux_span()
     coverage_span: Span | None = _aux_span()
     in_model_span: Span | None = _aux_span()
+    robustness_span: Span | None = _aux_span()
 
     @property
     def kind(self) -> str:

@@ -130,6 +130,8 @@ def _claim(claim: A.Claim) -> list[str]:
         atoms.append(f"confidence {number(claim.confidence)}")
     if claim.samples is not None:
         atoms.append(f"samples {claim.samples}")
+    if claim.robustness is not None:
+        atoms.append(f"robustness {claim.robustness}")
     return atoms
 
 

@@ -239,7 +239,7 @@ _FORMS = {
     "claim": (
         "claim [LABEL:] BODY [CLAUSES], where BODY is `sufficient faithfulness >= T`, "
         "`necessary faithfulness <= T`, `minimal each node drop >= T`, `NODE > T`, `logit['a'] > logit['b']` or `agrees with model` "
-        "and the clauses are when, at position, on every input / on at least q of inputs, in full model, ablate, metric, confidence, samples"
+        "and the clauses are when, at position, on every input / on at least q of inputs, in full model, ablate, metric, confidence, samples, robustness"
     ),
 }
 
@@ -735,12 +735,15 @@ class _Builder(Transformer):
             label.value if label else None, body, conditions=value("when", ()), position=value("at"),
             ablation=value("ablate"), metric=value("metric"), confidence=value("confidence"), samples=value("samples"),
             coverage=None if value("on") == "every" else value("on"), every_input=value("on") == "every",
-            in_model="in" in settings,
+            in_model="in" in settings, robustness=value("robustness"),
             span=self.span(meta), label_span=self.tspan(label) if label else None, position_span=span("at"),
             metric_span=span("metric"), confidence_span=span("confidence"), samples_span=span("samples"),
-            coverage_span=span("on"), in_model_span=span("in"),
+            coverage_span=span("on"), in_model_span=span("in"), robustness_span=span("robustness"),
         )
         kind = claim.kind
+        if "robustness" in settings and kind != "sufficient":
+            self.err(span("robustness"), "E206", f"`robustness` only applies to sufficient claims, not to {kind} claims",
+                     "it says which partial ablations of the outside a sufficient circuit must also survive")
         for name, words in (("on", "`on every input` / `on at least q of inputs`"), ("in", "`in full model`")):
             if name in settings and kind not in A.PER_INPUT_KINDS:
                 self.err(span(name), "E206", f"{words} only applies to per-input claims (role, behaviour, agreement), "
@@ -834,6 +837,13 @@ class _Builder(Transformer):
 
     def in_model_clause(self, meta, children):
         return _Clause("in", True, self.span(meta))
+
+    def robustness_clause(self, meta, children):
+        token = children[0]
+        if token.value not in A.ROBUSTNESS:
+            self.err(self.tspan(token), "E209", f"unknown robustness `{token.value}`",
+                     _suggest(token.value, A.ROBUSTNESS, "robustness levels"))
+        return _Clause("robustness", token.value, self.span(meta))
 
     def samples_clause(self, meta, children):
         return _Clause("samples", self.whole(children[0], "samples", 1), self.span(meta))

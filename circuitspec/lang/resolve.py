@@ -135,6 +135,11 @@ class ResolvedClaim:
     coverage: float | None = None  # per-input claims: `on at least q of inputs`; None = `on every input`
     in_model: bool = False  # per-input claims: read in the full model (`in full model`), not the circuit alone
 
+    @property
+    def robustness(self) -> str:
+        """Sufficient claims: which partial ablations of the outside it must also survive (`robustness`)."""
+        return self.claim.robustness or ast.DEFAULT_ROBUSTNESS
+
 
 @dataclass(frozen=True)
 class ResolvedSpec:

@@ -4,12 +4,11 @@ A circuit can look sufficient only because everything else is ablated at once, e
 If the explanation is right, the rest of the model should not matter however much of it is ablated:
 keeping the circuit and ablating only *part* of the rest should still reach the threshold. The attack
 tries structured parts (each attention head, each MLP layer, each residual boundary), random subsets
-and adversarially chosen subsets of the non-circuit nodes, plus other reference inputs for
-mean/resample ablation over a task (``mean over corpus`` uses the checkpoint's stored means, which no
-choice of inputs changes), and reports the worst. The adversarial subsets come from a first-order
-estimate (one backward pass at the circuit alone, one at the full model) of how much each non-circuit
-node's presence moves the logit difference: keep only the nodes whose presence hurts most, or ablate
-only those that help most, at a few sizes; each choice is then judged with the real ablated forward.
+and adversarially chosen subsets of the non-circuit nodes (:mod:`.adversary`), plus other reference
+inputs for mean/resample ablation over a task (``mean over corpus`` uses the checkpoint's stored means,
+which no choice of inputs changes), and reports the worst; each choice is judged with the real ablated
+forward. A claim attacks only what it states: ``robustness random`` leaves out the chosen subsets,
+``robustness none`` every partial ablation (only other reference inputs remain).
 Necessity is attacked over reference inputs: it must hold whichever inputs the means or resamples come
 from. Minimality is re-judged on other inputs and references: every unit must still matter.
 """
@@ -21,14 +20,11 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..engine.ablation import Reference, run_conditions
-from ..engine.batch import TaskBatch, answer_logits, encode_examples
-from ..engine.discover import _frozen  # gradients to the gates only; the model's own flags restored
+from ..engine.batch import encode_examples
 from ..engine.masks import Mask
-from ..engine.metrics import logit_diff
-from ..engine.model import Transformer
-from ..engine.naming import NodeName, is_per_head
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..stats import faithfulness_interval, verdict_at_least, verdict_at_most
+from .adversary import adversarial_parts
 from .examples import sample_examples
 from .judge import judge
 from .runner import RunSettings, make_reference, per_example_metric, run_group
@@ -78,70 +74,6 @@ def _random_parts(resolved: ResolvedSpec, count: int, seed: int) -> dict[str, Ma
     return parts
 
 
-def _presence_effects(model: Transformer, circuit: Mask, batch: TaskBatch, reference: Reference,
-                      outside_kept: bool) -> dict[str, torch.Tensor]:
-    """d mean logit difference / d presence of every node, with the circuit kept and the rest kept
-    (``outside_kept``) or ablated; a node's presence ``g`` mixes ``ref + g * (act - ref)``."""
-    device = batch.tokens.device
-    gates = {h: (torch.ones_like(keep, dtype=torch.float32) if outside_kept else keep.float()).to(device).requires_grad_(True)
-             for h, keep in circuit.nodes.items()}
-
-    def gate(x: torch.Tensor, name: str) -> torch.Tensor:
-        ref = reference.value(name)
-        return ref + gates[name] * (x - ref)
-
-    with _frozen(model), model.hooks({h: gate for h in gates}):
-        logits = answer_logits(model(batch.tokens), batch.answer_pos)
-        diff = logit_diff(logits, batch.correct, batch.wrong).mean()
-        grads = torch.autograd.grad(diff, list(gates.values()))
-    return {h: g.detach().cpu() for h, g in zip(gates, grads)}
-
-
-def _ranked_outside(circuit: Mask, effects: dict[str, torch.Tensor], sign: float) -> list[tuple[str, int]]:
-    """Non-circuit nodes (hook, flat index) whose effect has the given sign, strongest first."""
-    scored = []
-    for hook, keep in circuit.nodes.items():
-        values = (effects[hook] * sign).reshape(-1)
-        candidates = torch.nonzero((~keep).reshape(-1) & (values > 0)).reshape(-1)
-        scored += [(float(values[i]), hook, int(i)) for i in candidates]
-    scored.sort(key=lambda t: -t[0])
-    return [(hook, i) for _, hook, i in scored]
-
-
-def _with_nodes(circuit: Mask, base: bool, flips: list[tuple[str, int]]) -> Mask:
-    """The circuit plus every non-circuit node set to ``base``, except ``flips``, set to ``not base``."""
-    nodes = {h: (keep | torch.full_like(keep, base)).clone() for h, keep in circuit.nodes.items()}
-    for hook, i in flips:
-        nodes[hook].view(-1)[i] = not base
-    return Mask(circuit.space, nodes, circuit.edges)
-
-
-def _names(circuit: Mask, flips: list[tuple[str, int]], most: int = 3) -> str:
-    """The first ``most`` of ``flips`` in the one naming scheme."""
-    names = []
-    for hook, i in flips[:most]:
-        shape = circuit.space.node_shapes[hook]
-        names.append(str(NodeName(hook, i % shape[-1], i // shape[-1]) if is_per_head(hook) else NodeName(hook, i)))
-    return ", ".join(names) + (", ..." if len(flips) > most else "")
-
-
-def _adversarial_parts(model: Transformer, circuit: Mask, batch: TaskBatch, reference: Reference,
-                       sizes: int = 6) -> dict[str, Mask]:
-    """Partial ablations chosen against the circuit, from first-order estimates (see the module docstring):
-    keep only the ``k`` non-circuit nodes whose presence lowers the logit difference most (the rest ablated),
-    or ablate only the ``k`` whose presence raises it most (the rest kept), for ``k`` on a geometric grid."""
-    parts = {}
-    hurting = _ranked_outside(circuit, _presence_effects(model, circuit, batch, reference, outside_kept=False), -1.0)
-    helping = _ranked_outside(circuit, _presence_effects(model, circuit, batch, reference, outside_kept=True), +1.0)
-    for ranked, base, template in (
-        (hurting, False, "ablating all non-circuit nodes except the {k} whose presence hurts most (adversarial: {names})"),
-        (helping, True, "ablating only the {k} non-circuit node(s) whose presence helps most (adversarial: {names})"),
-    ):
-        for k in sorted({max(1, round(len(ranked) ** (j / max(1, sizes - 1)))) for j in range(sizes)} if ranked else ()):
-            parts[template.format(k=k, names=_names(circuit, ranked[:k]))] = _with_nodes(circuit, base, ranked[:k])
-    return parts
-
-
 def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings, trials: int = 12,
                  adversarial: bool = True) -> AttackOutcome:
     """The worst of the ablation choices for a sufficient or necessary claim (``trials`` random subsets;
@@ -173,11 +105,11 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
     for seed in reference_seeds:
         what = "the stored pretraining means" if claim.ablation.source == "corpus" else f"reference inputs drawn with seed {seed}"
         choices.append((what, target, seed))
-    if sufficient:
+    if sufficient and claim.robustness != "none":  # `robustness none`: everything outside ablated at once only
         parts = {**_structured_parts(resolved), **_random_parts(resolved, trials, settings.seed)}
         choices += [(f"ablating only {label}", mask, settings.seed) for label, mask in parts.items()]
-        if adversarial and examples:
-            adversaries = _adversarial_parts(model, resolved.mask, batch, reference(settings.seed))
+        if adversarial and claim.robustness == "adversarial" and examples:
+            adversaries = adversarial_parts(model, resolved.mask, batch, reference(settings.seed))
             choices += [(what, mask, settings.seed) for what, mask in adversaries.items()]
     by_seed: dict[int, list[tuple[str, Mask]]] = {}
     for what, mask, seed in choices:

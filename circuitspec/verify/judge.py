@@ -1,8 +1,9 @@
 """Per-example metrics -> a verdict per claim, with its statistic, interval, and the spread behind it.
 
 - sufficient: F(circuit) >= t with the interval's lower end, and the circuit beats random same-size
-  circuits (exact binomial test that it beats 90% of them), and F >= t holds as well under every random
-  partial ablation of the outside (the circuit kept, part of the rest kept present): the verdict is the
+  circuits (exact binomial test that it beats 90% of them), and F >= t holds as well under every partial
+  ablation of the outside its `robustness` names (the circuit kept, part of the rest kept present):
+  random ones, and for `adversarial` (the default) ones chosen against the circuit; the verdict is the
   worst of them, and the statistic stays F(circuit).
 - necessary: F(model with only the circuit ablated) <= t with the interval's upper end, and ablating it
   hurts more than ablating a typical random same-size circuit (binomial test on the median).
@@ -168,43 +169,48 @@ def _faithfulness_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.Fai
             what = "do as well" if sufficient else "hurt as much when ablated"
             result.note = (f"random same-size circuits {what} ({comparison.losses} of {comparison.trials}): "
                            f"the threshold holds but does not single this circuit out")
-    if sufficient and data.partials and not math.isnan(interval.estimate):
+    random_parts = data.partials if sufficient and claim.robustness != "none" else []
+    chosen_parts = data.chosen if sufficient and claim.robustness == "adversarial" else []
+    if (random_parts or chosen_parts) and not math.isnan(interval.estimate):
         partial_verdict, note = _partial_ablation_check(result, claim, data, settings, threshold,
-                                                        all_at_once=verdict_at_least(interval, threshold))
+                                                        verdict_at_least(interval, threshold), random_parts, chosen_parts)
         verdict = min(verdict, partial_verdict, key=SEVERITY.__getitem__)
         result.note = f"{result.note}; {note}" if result.note else note
     result.verdict = verdict
 
 
 def _partial_ablation_check(result: ClaimResult, claim: ResolvedClaim, data: GroupData, settings: RunSettings,
-                            threshold: float, all_at_once: Verdict) -> tuple[Verdict, str]:
-    """F under each random partial ablation of the outside (same denominator, inputs and bootstrap draws as
-    the all-at-once F); the verdict is the worst of them, and the worst condition is reported."""
+                            threshold: float, all_at_once: Verdict, random_parts: list[tuple[float, np.ndarray]],
+                            chosen_parts: list[tuple[str, np.ndarray]]) -> tuple[Verdict, str]:
+    """F under each partial ablation of the outside, random (``random_parts``: keep fraction, metric) and
+    chosen against the circuit (``chosen_parts``: what, metric), with the same denominator, inputs and
+    bootstrap draws as the all-at-once F; the verdict is the worst of them, and the worst is reported."""
     m_full, m_empty = data.metric["full"], data.metric["empty"]
     each = []
-    for p, m in data.partials:
+    for p, what, m in [(p, None, m) for p, m in random_parts] + [(None, what, m) for what, m in chosen_parts]:
         interval = faithfulness_interval(m, m_full, m_empty, claim.confidence, settings.resamples, settings.seed)
-        each.append({"keep_fraction": p, "faithfulness": interval.estimate, "ci": [interval.low, interval.high],
-                     "verdict": verdict_at_least(interval, threshold)})
+        each.append({"keep_fraction": p, "chosen": what, "faithfulness": interval.estimate,
+                     "ci": [interval.low, interval.high], "verdict": verdict_at_least(interval, threshold)})
     worst = min(each, key=lambda c: (SEVERITY[c["verdict"]],
                                      c["faithfulness"] if math.isfinite(c["faithfulness"]) else -math.inf))
     verdict = worst["verdict"]
     failing = sum(c["verdict"] == "fail" for c in each)
-    result.partial = {"conditions": len(each), "verdict": verdict, "worst": worst["faithfulness"],
-                      "worst_ci": worst["ci"], "keep_fraction": worst["keep_fraction"], "below_threshold": failing,
-                      "each": each}
+    result.partial = {"conditions": len(each), "random": len(random_parts), "chosen": len(chosen_parts),
+                      "robustness": claim.robustness, "verdict": verdict, "worst": worst["faithfulness"],
+                      "worst_ci": worst["ci"], "keep_fraction": worst["keep_fraction"], "worst_choice": worst["chosen"],
+                      "below_threshold": failing, "each": each}
     f = f"F = {_g(worst['faithfulness'])} [{_g(worst['ci'][0])}, {_g(worst['ci'][1])}]"
-    share = f"{worst['keep_fraction']:.0%}"
+    where = (f"keeping a random {worst['keep_fraction']:.0%} of the outside" if worst["chosen"] is None
+             else f"{worst['chosen']}")
+    kinds = (f"{len(random_parts)} random" + (f" and {len(chosen_parts)} chosen" if chosen_parts else "")
+             + " partial ablations")
     if verdict == "pass":
-        return verdict, (f"robust to partial ablation: worst of {len(each)} random partial ablations {f} "
-                         f"(keeping {share} of the outside)")
+        return verdict, f"robust to partial ablation: worst of {kinds} {f} ({where})"
     if verdict == "fail":
         lead = ("holds only with everything outside ablated at once" if all_at_once == "pass"
                 else "fails under partial ablation too")
-        return verdict, (f"{lead}: keeping a random {share} of the outside gives {f} "
-                         f"({failing} of {len(each)} random partial ablations below {_g(threshold)})")
-    return verdict, (f"not shown robust to partial ablation: keeping a random {share} of the outside gives {f}, "
-                     f"an interval that straddles {_g(threshold)}")
+        return verdict, f"{lead}: {where} gives {f} ({failing} of {kinds} below {_g(threshold)})"
+    return verdict, f"not shown robust to partial ablation: {where} gives {f}, an interval that straddles {_g(threshold)}"
 
 
 def _g(x: float) -> str:

@@ -32,6 +32,7 @@ from ..engine.naming import resid_hook
 from ..engine.tasks import TaskExample, get_task
 from ..lang.ast import PER_INPUT_KINDS
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
+from .adversary import adversarial_parts
 from .baselines import random_circuits
 from .examples import sample_examples
 
@@ -50,7 +51,8 @@ class RunSettings:
     resamples: int = 1000  # bootstrap resamples
     reference_samples: int = 200  # inputs the mean ablation averages over
     device: str = "cpu"
-    partial_ablations: int = 8  # random partial ablations of the outside per sufficient claim group (0: none)
+    partial_ablations: int = 8  # random partial ablations of the outside per sufficient claim group (0: no
+    # partial ablations at all, random or chosen: every sufficient claim judged as `robustness none`)
 
 
 # Share of the non-circuit nodes each random partial ablation keeps present, cycled over the conditions.
@@ -67,6 +69,7 @@ class GroupData:
     baseline_complements: list[np.ndarray] = field(default_factory=list)
     knockouts: dict[str, np.ndarray] = field(default_factory=dict)  # unit -> metric without it
     partials: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (keep fraction, metric), random partial ablations
+    chosen: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (what, metric), partial ablations chosen against the circuit
     circuit_logits: torch.Tensor | None = None  # [n, V] at the answer position
     activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (circuit run)
     model_logits: torch.Tensor | None = None  # [n, V]: the full model, for `in full model` and agreement claims
@@ -294,10 +297,18 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         if "necessary" in kinds:
             masks[f"baseline_complement:{i}"] = Mask(space, (~b).nodes, full.edges)
     keep_fractions: dict[str, float] = {}
-    if "sufficient" in kinds:  # near-full masks: the full masked path, one forward each (on a CPU)
+    chosen: dict[str, str] = {}
+    robustness = {c.robustness for c in claims if c.kind == "sufficient"} if settings.partial_ablations else set()
+    if robustness - {"none"}:  # near-full masks: the full masked path, one forward each (on a CPU)
         for i, (p, mask) in enumerate(partial_ablations(circuit, settings.partial_ablations, settings.seed)):
             masks[f"partial:{i}"] = mask
             keep_fractions[str(i)] = p
+    if "adversarial" in robustness:
+        with torch.enable_grad():
+            parts = adversarial_parts(model, circuit, batch, reference)
+        for i, (what, mask) in enumerate(parts.items()):
+            masks[f"chosen:{i}"] = mask
+            chosen[str(i)] = what
     for claim in claims:
         if claim.kind == "minimal":
             for unit, mask in minimal_units(resolved, claim.claim.body.unit).items():
@@ -340,6 +351,8 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
             data.knockouts[unit] = value
         elif kind == "partial":
             data.partials.append((keep_fractions[unit], value))
+        elif kind == "chosen":
+            data.chosen.append((chosen[unit], value))
         else:
             data.metric[name] = value
     data.circuit_logits = by_name["circuit"]
