@@ -1,6 +1,7 @@
 """verify judges sufficiency under random partial ablations of the outside too, not only with everything
 outside the circuit ablated at once (where effects outside it can cancel)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -16,7 +17,8 @@ from circuitspec.engine.tasks import register_task, unregister_task
 from circuitspec.verify import runner
 from circuitspec.verify.examples import sample_examples
 from circuitspec.verify.runner import RunSettings, make_reference, partial_ablations, run_group
-from test_verify_oracle import CIRCUIT, HEADER, TASK, hand_set_model
+from circuitspec.engine.model import Transformer
+from test_verify_oracle import CFG, CIRCUIT, HEADER, TASK, hand_set_model
 
 SUFFICIENT = "claim sufficient faithfulness >= 0.9\n"
 ARGS = ("--samples", "60", "--baselines", "40")
@@ -65,6 +67,73 @@ def cancelling(tmp_path_factory):
     """Two neurons outside the circuit write +3 and -3 times relu(carrier) to the answer channel: ablated
     together (or both kept) they cancel, one without the other does not."""
     return spec_with_model(tmp_path_factory.mktemp("partial"), "cancelling", [(6, 3.0), (7, -3.0)])
+
+
+def widened(extra: int) -> Transformer:
+    """The oracle with ``extra`` more MLP neurons that read and write nothing."""
+    small = hand_set_model()
+    model = Transformer(dataclasses.replace(CFG, d_mlp=CFG.d_mlp + extra))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, p in small.named_parameters():
+            params[name].zero_()
+            params[name][tuple(slice(0, n) for n in p.shape)] = p
+    return model
+
+
+PAIRS, PAIR_WEIGHT = 30, 0.05
+
+
+@pytest.fixture(scope="module")
+def many_pairs(tmp_path_factory):
+    """Thirty pairs of neurons outside the circuit write +0.05 and -0.05 times relu(carrier) to the answer
+    channel. A random partial ablation keeps about as many of each sign, so F moves little (worst of 8:
+    0.90 measured); keeping only the thirty that hurt moves it a lot (0.25): random partial ablations
+    cannot see what the ablations chosen against the circuit find."""
+    folder = tmp_path_factory.mktemp("partial") / "pairs"
+    folder.mkdir()
+    writers = [(CFG.d_mlp + 2 * i + j, PAIR_WEIGHT * (1 if j == 0 else -1)) for i in range(PAIRS) for j in range(2)]
+    save_checkpoint(with_writers(widened(2 * PAIRS), writers), folder / "model", {})
+    return folder
+
+
+def pairs_spec(folder, name, claim):
+    path = folder / f"{name}.circ"
+    path.write_text(HEADER.format(name=name, ablation="mean over task") + CIRCUIT + claim)
+    return path
+
+
+def test_chosen_partial_ablations_find_what_random_ones_cannot(many_pairs):
+    code, data = verify(pairs_spec(many_pairs, "adversarial", "claim sufficient faithfulness >= 0.75\n"))
+    claim = data["claims"][0]
+    each = claim["partial"]["each"]
+    assert all(c["verdict"] == "pass" for c in each if c["chosen"] is None)  # every random one passes
+    assert code == 1 and claim["verdict"] == "fail" and claim["partial"]["worst_choice"] is not None
+    assert claim["statistic"] == pytest.approx(1.0, abs=1e-3) and claim["partial"]["worst"] < 0.5
+    code, data = verify(pairs_spec(many_pairs, "random", "claim sufficient faithfulness >= 0.75 robustness random\n"))
+    claim = data["claims"][0]
+    assert code == 0 and claim["verdict"] == "pass" and claim["partial"]["chosen"] == 0
+    assert "(the claim says `robustness random`)" in claim["note"]
+
+
+def test_falsify_attacks_with_chosen_subsets_only_what_claims_adversarial_robustness(many_pairs):
+    for name, robustness, verdict in (("f_adversarial", "", "falsified"), ("f_random", " robustness random", "survived")):
+        out = many_pairs / f"{name}.json"
+        main(["falsify", str(pairs_spec(many_pairs, name, f"claim sufficient faithfulness >= 0.75{robustness}\n")),
+              "--seed", "0", "--samples", "60", "--no-database", "--json", str(out)])
+        result = json.loads(out.read_text())["results"][0]
+        assert result["verdict"] == verdict, result
+
+
+def test_discover_writes_the_strongest_robustness_that_verifies(many_pairs, capsys):
+    out = many_pairs / "discovered.circ"
+    code = main(["discover", "--model", str(many_pairs / "model"), "--task", TASK.name, "-o", str(out),
+                 "--samples", "64", "--steps", "60", "--no-compare"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "not robust to partial ablations chosen against it" in err
+    assert "robustness random" in next(line for line in out.read_text().splitlines() if line.startswith("claim sufficient"))
+    assert main(["verify", str(out)]) == 0
 
 
 def verify(path, *extra):

@@ -205,7 +205,8 @@ def _partial_ablation_check(result: ClaimResult, claim: ResolvedClaim, data: Gro
     kinds = (f"{len(random_parts)} random" + (f" and {len(chosen_parts)} chosen" if chosen_parts else "")
              + " partial ablations")
     if verdict == "pass":
-        return verdict, f"robust to partial ablation: worst of {kinds} {f} ({where})"
+        scope = "partial ablation" if chosen_parts else "random partial ablation (the claim says `robustness random`)"
+        return verdict, f"robust to {scope}: worst of {kinds} {f} ({where})"
     if verdict == "fail":
         lead = ("holds only with everything outside ablated at once" if all_at_once == "pass"
                 else "fails under partial ablation too")
