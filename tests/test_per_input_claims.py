@@ -177,3 +177,18 @@ def test_a_sufficiency_claim_implies_no_agreement_claim(folder):
     like the model on every input (that is `claim agrees with model`)."""
     code, results = falsify(folder, write(folder, "sufficient_only", "claim sufficient faithfulness >= 0.5\n"))
     assert set(results) == {"line 10"} and results["line 10"]["kind"] == "sufficient"
+
+
+def test_a_claim_that_holds_with_every_node_ablated_is_flagged(folder):
+    """With every node mean-ablated the oracle's answer channel sits at its task mean, which favours 'a'
+    (99% of rare_ab's inputs end in 'a'): "the circuit prefers 'a' after an 'a'" then holds with nothing
+    kept, and says nothing about the circuit. Agreement with the model does not: the ablated model
+    answers 'a' after a final 'b' too."""
+    body = "claim says_a: logit['a'] > logit['b'] when last == \"a\"\nclaim agrees: agrees with model\n"
+    code, claims = verify(folder, write(folder, "vacuous", body))
+    says_a, agrees = claims["says_a"], claims["agrees"]
+    assert code == 0 and says_a["verdict"] == "pass" and agrees["verdict"] == "pass"
+    assert says_a["when_ablated"]["would_pass"] and says_a["when_ablated"]["holds"] == says_a["n"]
+    assert "also holds with every node ablated" in says_a["note"]
+    assert says_a["when_ablated"]["median_margin_ablated"] < says_a["when_ablated"]["median_margin_circuit"]
+    assert not agrees["when_ablated"]["would_pass"] and "every node ablated" not in agrees["note"]

@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,7 @@ class ClaimResult:
     counterexample: dict[str, Any] | None = None
     note: str = ""
     partial: dict[str, Any] | None = None  # sufficient claims: faithfulness under random partial ablations
+    when_ablated: dict[str, Any] | None = None  # behaviour/agreement claims: the claim with every node ablated
 
     def to_json(self) -> dict[str, Any]:
         return {k: _clean(v) for k, v in asdict(self).items()}
@@ -334,6 +335,27 @@ def _per_example_claim(result: ClaimResult, claim: ResolvedClaim, body, data: Gr
     if k < n:
         result.counterexample = worst[0]
     result.units = worst
+    if claim.kind in ("behaviour", "agreement") and not claim.in_model and data.empty_logits is not None:
+        _check_ablated_run(result, claim, data, target, margins)
+
+
+def _check_ablated_run(result: ClaimResult, claim: ResolvedClaim, data: GroupData, target: float,
+                       margins: np.ndarray) -> None:
+    """A behaviour or agreement claim that would pass with every node ablated says nothing about the
+    circuit: the model with nothing kept (a constant output, under mean ablation) already does it. The
+    verdict stands, since what it states is true; the note and ``when_ablated`` say it shows nothing."""
+    ablated = evaluate_per_input(claim, replace(data, circuit_logits=data.empty_logits))
+    k, n = int(ablated.holds.sum()), len(ablated.holds)
+    low, _ = one_sided_bounds(k, n, claim.confidence)
+    passes = (k == n if claim.coverage is None else True) and low >= target - 1e-9
+    result.when_ablated = {"holds": k, "n": n, "would_pass": passes,
+                           "median_margin_circuit": float(np.median(margins)),
+                           "median_margin_ablated": float(np.median(ablated.margins))}
+    if passes:
+        warning = (f"also holds with every node ablated ({k} of {n} inputs; median margin "
+                   f"{result.when_ablated['median_margin_ablated']:.3g} against the circuit's "
+                   f"{result.when_ablated['median_margin_circuit']:.3g}): it does not show that the circuit computes it")
+        result.note = f"{result.note}; {warning}" if result.note else warning
 
 
 def _margin(values: np.ndarray, op: str, threshold: float) -> np.ndarray:

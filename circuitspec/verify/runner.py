@@ -71,6 +71,7 @@ class GroupData:
     partials: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (keep fraction, metric), random partial ablations
     chosen: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (what, metric), partial ablations chosen against the circuit
     circuit_logits: torch.Tensor | None = None  # [n, V] at the answer position
+    empty_logits: torch.Tensor | None = None  # [n, V]: every node ablated (behaviour and agreement claims)
     activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (circuit run)
     model_logits: torch.Tensor | None = None  # [n, V]: the full model, for `in full model` and agreement claims
     model_activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (full model)
@@ -262,6 +263,8 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         else:
             logits, _ = run([circuit])
         data.circuit_logits = logits[0]
+        if kinds & {"behaviour", "agreement"}:  # would the claim hold with nothing kept? (cheap: no node computed)
+            data.empty_logits = run([empty])[0][0]
         if "agreement" in kinds:
             whole_key = _batch_key(batch)
             data.model_logits = cache.full.get(whole_key) if cache is not None else None
@@ -356,6 +359,7 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         else:
             data.metric[name] = value
     data.circuit_logits = by_name["circuit"]
+    data.empty_logits = by_name["empty"]
     data.model_logits = full_logits
     return data
 
