@@ -229,6 +229,17 @@ def test_agreement_claims():
     assert codes(HEADER + "ablate zero\nclaim agrees with model in full model\n") == ["E206"]
 
 
+def test_unneeded_claims():
+    spec = body("group decoys = x.y[1:3]\nclaim d: ablating decoys keeps faithfulness >= 0.9\n"
+                "claim ablating x.y[4] keeps faithfulness > 0.5 samples 50\nnode ablating = x.y[5]\nclaim ablating > 0")
+    named, inline, role = spec.claims
+    assert named.kind == "unneeded" and named.body == A.UnneededBody(A.NameRef("decoys"), ">=", 0.9)
+    assert inline.body.part == A.Ref("x.y", None, (A.Index(4),)) and inline.samples == 50
+    assert role.kind == "role" and role.body.subject == A.NameRef("ablating")
+    assert codes(HEADER + "ablate zero\nclaim ablating x.y[1] keeps faithfulness <= 0.9\n") == ["E205"]
+    assert codes(HEADER + "ablate zero\nclaim removing x.y[1] keeps faithfulness >= 0.9\n") == ["E201"]
+
+
 def test_robustness_clause():
     spec = body("claim sufficient faithfulness >= 0.5 robustness random\nclaim s: sufficient faithfulness >= 0.5\n"
                 "node robustness = x.y[1]\nclaim robustness > 0")

@@ -199,3 +199,22 @@ def test_too_few_baselines_is_inconclusive_not_a_fail(folder):
     claim = json.loads(out.read_text())["claims"][0]
     assert code == 1 and claim["verdict"] == "inconclusive", claim
     assert "0 of 5" in claim["note"] and "too few" in claim["note"]
+
+
+def test_a_part_that_is_not_needed_and_one_that_is(folder, tmp_path):
+    """The decoy neurons (2..7) never reach the answer: ablating them keeps everything. Ablating the carrier
+    channel leaves the mean, which favours neither answer: F = 0."""
+    body = CIRCUIT + ("group decoys = blocks.0.mlp.hook_post[2:8]\n"
+                      "claim decoys_unneeded: ablating decoys keeps faithfulness >= 0.95\n"
+                      "claim carrier_unneeded: ablating carrier keeps faithfulness >= 0.5\n")
+    code, claims = verify(folder, write(folder, "unneeded", body))
+    decoys, carrier = claims["decoys_unneeded"], claims["carrier_unneeded"]
+    assert decoys["kind"] == "unneeded" and decoys["verdict"] == "pass"
+    assert decoys["statistic"] == pytest.approx(1.0, abs=1e-4)
+    assert carrier["verdict"] == "fail" and carrier["ci"][1] < 0.5 and "the part is needed" in carrier["note"]
+    assert code == 1
+    out = tmp_path / "falsify.json"
+    main(["falsify", str(write(folder, "unneeded_falsify", body)), "--seed", "0", "--samples", "60", "--no-database",
+          "--json", str(out)])
+    results = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert results["decoys_unneeded"]["verdict"] == "survived" and results["carrier_unneeded"]["verdict"] == "falsified"

@@ -26,7 +26,7 @@ ABLATIONS = ("zero", "mean", "resample")
 #: (``mean over corpus``: the pretraining distribution).
 SOURCE_WORD = {"mean": "over", "resample": "from"}
 #: Comparisons that make sense for each claim kind (role and behaviour claims allow all of CMP_OPS).
-CLAIM_OPS = {"sufficient": (">=", ">"), "necessary": ("<=", "<"), "minimal": (">=", ">")}
+CLAIM_OPS = {"sufficient": (">=", ">"), "necessary": ("<=", "<"), "minimal": (">=", ">"), "unneeded": (">=", ">")}
 CMP_OPS = (">=", "<=", "==", "!=", ">", "<")
 #: What a sufficiency claim must survive besides everything outside ablated at once: partial ablations
 #: chosen against the circuit and random ones (the default), random ones only, or nothing more.
@@ -362,7 +362,17 @@ class AgreementBody(Node):
         return "agrees with model"
 
 
-ClaimBody = Union[FaithfulnessBody, MinimalBody, RoleBody, BehaviourBody, AgreementBody]
+@dataclass(frozen=True)
+class UnneededBody(Node):
+    """``ablating decoys keeps faithfulness >= 0.9``: the model with only this part ablated (everything else
+    kept) keeps at least this faithfulness; the part is not needed."""
+
+    part: Member
+    op: str
+    threshold: float
+
+
+ClaimBody = Union[FaithfulnessBody, MinimalBody, RoleBody, BehaviourBody, AgreementBody, UnneededBody]
 
 
 @dataclass(frozen=True)
@@ -405,7 +415,7 @@ class Claim(Statement):
 
     @property
     def kind(self) -> str:
-        """``sufficient``, ``necessary``, ``minimal``, ``role``, ``behaviour`` or ``agreement``."""
+        """``sufficient``, ``necessary``, ``minimal``, ``unneeded``, ``role``, ``behaviour`` or ``agreement``."""
         body = self.body
         if isinstance(body, FaithfulnessBody):
             return body.kind
@@ -413,6 +423,8 @@ class Claim(Statement):
             return "minimal"
         if isinstance(body, AgreementBody):
             return "agreement"
+        if isinstance(body, UnneededBody):
+            return "unneeded"
         return "role" if isinstance(body, RoleBody) else "behaviour"
 
     @property

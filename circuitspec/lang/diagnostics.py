@@ -94,7 +94,7 @@ HINTS: dict[str, str] = {
     "E202": "metrics: `logit_diff`, `accuracy`, `bce`, `kl`",
     "E203": "ablations: `zero`, `mean over task`, `mean over corpus`, `resample from task`",
     "E204": "write `ablate zero`, `ablate mean over task` or `ablate resample from task`, optionally with `per position`",
-    "E205": "sufficient and minimal claims compare with `>=` or `>`, necessary claims with `<=` or `<`",
+    "E205": "sufficient, minimal and `ablating ... keeps` claims compare with `>=` or `>`, necessary claims with `<=` or `<`",
     "E206": "remove the clause: docs/language.md lists the clauses each kind of claim takes",
     "E207": "add `ablate ...` to the header (the default of every claim) or to this claim",
     "E208": "confidence lies strictly between 0 and 1 (e.g. `0.95`); sample counts are at least 1",

@@ -106,6 +106,8 @@ def _body(body: A.ClaimBody) -> str:
         return f"{' '.join(_member(body.subject))} {body.op} {number(body.threshold)}"
     if isinstance(body, A.AgreementBody):
         return str(body)
+    if isinstance(body, A.UnneededBody):
+        return f"ablating {' '.join(_member(body.part))} keeps faithfulness {body.op} {number(body.threshold)}"
     right = str(body.right) if isinstance(body.right, A.Logit) else number(body.right)
     return f"{body.left} {body.op} {right}"
 

@@ -238,7 +238,7 @@ _FORMS = {
     "include": 'include "common.circ", include nodes matching "GLOB" or include edges matching "GLOB" -> "GLOB"',
     "claim": (
         "claim [LABEL:] BODY [CLAUSES], where BODY is `sufficient faithfulness >= T`, "
-        "`necessary faithfulness <= T`, `minimal each node drop >= T`, `NODE > T`, `logit['a'] > logit['b']` or `agrees with model` "
+        "`necessary faithfulness <= T`, `minimal each node drop >= T`, `NODE > T`, `logit['a'] > logit['b']`, `agrees with model` or `ablating PART keeps faithfulness >= T` "
         "and the clauses are when, at position, on every input / on at least q of inputs, in full model, ablate, metric, confidence, samples, robustness"
     ),
 }
@@ -756,10 +756,13 @@ class _Builder(Transformer):
             self.err(span("at"), "E206", f"`at position` only applies to claims about a node, not to {kind} claims",
                      "behaviour claims read the answer position; circuit claims use the whole input")
         if kind in A.CLAIM_OPS and body.op not in A.CLAIM_OPS[kind]:
-            self.err(body.span, "E205", f"a {kind} claim needs `{A.CLAIM_OPS[kind][0]}` or `{A.CLAIM_OPS[kind][1]}`, not `{body.op}`",
+            self.err(body.span, "E205", f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} claim needs `{A.CLAIM_OPS[kind][0]}` or `{A.CLAIM_OPS[kind][1]}`, not `{body.op}`",
                      {"sufficient": "the circuit alone must keep at least this much faithfulness",
-                      "necessary": "removing the circuit must leave at most this much faithfulness",
-                      "minimal": "removing any one part must cost at least this much faithfulness"}[kind])
+                      "necessary": "removing the circuit must leave at most this much faithfulness; to claim that "
+                                   "removing a part leaves the behaviour intact, write `ablating PART keeps faithfulness >= T`",
+                      "minimal": "removing any one part must cost at least this much faithfulness",
+                      "unneeded": "removing the part must leave at least this much faithfulness; to claim that "
+                                  "it matters, use `necessary` on a circuit of it"}[kind])
         return claim
 
     def faithfulness_body(self, meta, children):
@@ -794,6 +797,13 @@ class _Builder(Transformer):
         if isinstance(right, Token):
             right = self.threshold(right)
         return A.BehaviourBody(left, op.value, right, span=self.span(meta))
+
+    def unneeded_body(self, meta, children):
+        word, part, op, number = children
+        if word.value != "ablating":  # read as a name, so that nodes and claims may still be called `ablating`
+            self.err(self.tspan(word), "E201", f"unknown claim kind `{word.value} ... keeps faithfulness`",
+                     "a part that is not needed is claimed as `ablating PART keeps faithfulness >= T`")
+        return A.UnneededBody(part, op.value, self.threshold(number), span=self.span(meta))
 
     def agreement_body(self, meta, children):
         word = children[0]

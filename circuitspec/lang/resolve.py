@@ -129,7 +129,7 @@ class ResolvedClaim:
     confidence: float
     samples: int | None
     inherited: tuple[str, ...]
-    subject: tuple[NodeName, ...] = ()  # role claims: the node(s) whose activation is compared
+    subject: tuple[NodeName, ...] = ()  # role claims: the node(s) whose activation is compared; unneeded: the part
     logits: tuple[int, ...] = ()  # behaviour claims: token ids (left, right)
     position: str = ast.DEFAULT_POSITION
     coverage: float | None = None  # per-input claims: `on at least q of inputs`; None = `on every input`
@@ -388,6 +388,12 @@ class Resolver:
                         raise _Problem(error(body.subject.span, "E510", f"{node} has no activation a role claim can read",
                                              "role claims are about residual, q/k/v/z and MLP channels; use a behaviour "
                                              "claim (logit[...]) for outputs"))
+            elif isinstance(body, ast.UnneededBody):
+                subject = tuple(self.member_nodes(body.part))
+                for node in subject:
+                    if not _is_circuit_node(node, self.ctx):
+                        raise _Problem(error(body.part.span, "E510", f"{node} is not a node that can be ablated",
+                                             "a part is made of residual, q/k/v/z and MLP channels"))
             elif isinstance(body, ast.BehaviourBody):
                 sides = [body.left] + ([body.right] if isinstance(body.right, ast.Logit) else [])
                 logits = tuple(self._logit(side) for side in sides)

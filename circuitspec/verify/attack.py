@@ -76,8 +76,9 @@ def _random_parts(resolved: ResolvedSpec, count: int, seed: int) -> dict[str, Ma
 
 def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings, trials: int = 12,
                  adversarial: bool = True) -> AttackOutcome:
-    """The worst of the ablation choices for a sufficient or necessary claim (``trials`` random subsets;
-    ``adversarial``: the gradient-chosen subsets too)."""
+    """The worst of the ablation choices for a sufficient, necessary or unneeded claim (``trials`` random
+    subsets; ``adversarial``: the gradient-chosen subsets too). An unneeded claim, like a necessary one, is
+    attacked over reference inputs: its part must stay unneeded whichever inputs the means come from."""
     model = resolved.context.model
     examples = sample_examples(resolved.task, claim.samples or resolved.spec.samples or settings.samples, settings.seed,
                                claim.claim.conditions)
@@ -86,7 +87,13 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
     full = Mask.full(space)
     empty = Mask(space, Mask.empty(space).nodes, full.edges)
     sufficient = claim.kind == "sufficient"
-    target = resolved.mask if sufficient else Mask(space, (~resolved.mask).nodes, full.edges)
+    at_least = claim.kind in ("sufficient", "unneeded")  # F must stay high (else: low, for necessary)
+    if sufficient:
+        target = resolved.mask
+    elif claim.kind == "unneeded":
+        target = Mask(space, (~Mask.from_nodes(space, claim.subject)).nodes, full.edges)
+    else:
+        target = Mask(space, (~resolved.mask).nodes, full.edges)
     threshold = float(claim.claim.body.threshold)
     references: dict[int, Reference] = {}
 
@@ -121,13 +128,13 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
         for (what, _), lg in zip(group, logits[2:]):
             interval = faithfulness_interval(per_example_metric(claim.metric, lg, logits[0], batch), m_full, m_empty,
                                              claim.confidence, settings.resamples, settings.seed)
-            verdict = verdict_at_least(interval, threshold) if sufficient else verdict_at_most(interval, threshold)
+            verdict = verdict_at_least(interval, threshold) if at_least else verdict_at_most(interval, threshold)
             outcomes.append(AttackOutcome(interval.estimate, (interval.low, interval.high), what, len(choices), verdict == "fail",
                                           inconclusive=verdict == "inconclusive"))
     stated = next((o for o in outcomes if o.what in (as_stated, "the stored pretraining means")
                    or (fixed and o.what.startswith("reference inputs"))), None)
     # the worst failing choice if any fails, else the worst inconclusive one, else the one closest to failing
-    worst = min(outcomes, key=lambda o: (not o.broken, not o.inconclusive, o.worst if sufficient else -o.worst))
+    worst = min(outcomes, key=lambda o: (not o.broken, not o.inconclusive, o.worst if at_least else -o.worst))
     if stated is not None:
         worst.as_stated, worst.as_stated_broken = stated.worst, stated.broken
     return worst

@@ -200,6 +200,9 @@ def _broken_note(claim, outcome) -> str:
     threshold = float(claim.claim.body.threshold)
     if claim.kind == "minimal":
         return "a unit stops mattering on other inputs"
+    if outcome.as_stated_broken and claim.kind == "unneeded":
+        return (f"ablating the part leaves F = {outcome.as_stated:.3g} (against >= {threshold:g}) with the claim's own "
+                f"reference inputs: the part is needed")
     if outcome.as_stated_broken:
         if claim.kind == "sufficient":
             return (f"it does not hold even with everything outside the circuit ablated at once (F = {outcome.as_stated:.3g} "

@@ -116,6 +116,8 @@ def judge(resolved: ResolvedSpec, claim: ResolvedClaim, data: GroupData, setting
         _faithfulness_claim(result, claim, body, data, settings)
     elif claim.kind == "minimal":
         _minimal_claim(result, claim, body, data, settings)
+    elif claim.kind == "unneeded":
+        _unneeded_claim(result, claim, body, data, settings)
     else:
         _per_example_claim(result, claim, body, data)
     return result
@@ -178,6 +180,23 @@ def _faithfulness_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.Fai
         verdict = min(verdict, partial_verdict, key=SEVERITY.__getitem__)
         result.note = f"{result.note}; {note}" if result.note else note
     result.verdict = verdict
+
+
+def _unneeded_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.UnneededBody, data: GroupData,
+                   settings: RunSettings) -> None:
+    """F of the model with only the claim's part ablated, judged like sufficiency's all-at-once F (no
+    baselines: a random part of the same size says nothing about whether this one is needed)."""
+    m = data.unneeded[claim.claim.name]
+    interval = faithfulness_interval(m, data.metric["full"], data.metric["empty"], claim.confidence, settings.resamples,
+                                     settings.seed)
+    threshold = float(body.threshold)
+    result.statistic, result.ci, result.threshold, result.op = interval.estimate, [interval.low, interval.high], threshold, body.op
+    result.spread = quantiles(_contributions(m, data))
+    result.verdict = verdict_at_least(interval, threshold)
+    if math.isnan(interval.estimate):
+        result.verdict, result.note = "inconclusive", "the full model and the all-ablated model score the same: faithfulness is undefined"
+    elif result.verdict != "pass":
+        result.note = f"ablating {len(claim.subject)} node(s) leaves F = {_g(interval.estimate)}: the part is needed"
 
 
 def _partial_ablation_check(result: ClaimResult, claim: ResolvedClaim, data: GroupData, settings: RunSettings,

@@ -68,6 +68,7 @@ class GroupData:
     baselines: list[np.ndarray] = field(default_factory=list)  # random circuits
     baseline_complements: list[np.ndarray] = field(default_factory=list)
     knockouts: dict[str, np.ndarray] = field(default_factory=dict)  # unit -> metric without it
+    unneeded: dict[str, np.ndarray] = field(default_factory=dict)  # claim name -> metric of the model without its part
     partials: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (keep fraction, metric), random partial ablations
     chosen: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (what, metric), partial ablations chosen against the circuit
     circuit_logits: torch.Tensor | None = None  # [n, V] at the answer position
@@ -316,6 +317,8 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         if claim.kind == "minimal":
             for unit, mask in minimal_units(resolved, claim.claim.body.unit).items():
                 masks[f"knockout:{unit}"] = mask
+        elif claim.kind == "unneeded":  # the whole model but the part
+            masks[f"unneeded:{claim.claim.name}"] = Mask(space, (~Mask.from_nodes(space, claim.subject)).nodes, full.edges)
     # The full model does not depend on the ablation: a group on the inputs of another group of the spec
     # reuses its logits, which that group's self-check compared with a plain forward.
     key = _batch_key(batch)
@@ -356,6 +359,8 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
             data.partials.append((keep_fractions[unit], value))
         elif kind == "chosen":
             data.chosen.append((chosen[unit], value))
+        elif kind == "unneeded":
+            data.unneeded[unit] = value
         else:
             data.metric[name] = value
     data.circuit_logits = by_name["circuit"]
