@@ -73,3 +73,16 @@ def canonical(name: NodeName, n_layers: int) -> NodeName:
     if match and int(match.group(1)) < n_layers - 1:
         return NodeName(resid_hook(int(match.group(1)) + 1, n_layers), name.index, name.head)
     return name
+
+
+def index_ranges(indices: list[int]) -> str:
+    """Sorted channel indices with runs written as ranges: 0:4, 7, 9:11."""
+    out, start = [], None
+    ordered = sorted(indices)
+    for i, value in enumerate(ordered):
+        if start is None:
+            start = value
+        if i + 1 == len(ordered) or ordered[i + 1] != value + 1:
+            out.append(str(start) if value == start else f"{start}:{value + 1}")
+            start = None
+    return ", ".join(out)

@@ -8,7 +8,8 @@ import torch
 
 from circuitspec.cli import main
 from circuitspec.discover import draft_spec, measure_nodes
-from circuitspec.discover.writer import _indices, without_claims
+from circuitspec.discover.writer import without_claims
+from circuitspec.engine.naming import index_ranges
 from circuitspec.engine.ablation import run_conditions
 from circuitspec.engine.batch import encode_examples
 from circuitspec.engine.discover import SearchSettings, discover, drop_dead_nodes, jaccard, shuffled_answers
@@ -59,8 +60,8 @@ def test_the_written_spec_parses_resolves_to_the_same_mask_and_is_formatted(orac
 
 
 def test_index_runs_become_ranges():
-    assert _indices([7, 0, 1, 2, 3, 9, 10]) == "0:4, 7, 9:11"
-    assert _indices([5]) == "5"
+    assert index_ranges([7, 0, 1, 2, 3, 9, 10]) == "0:4, 7, 9:11"
+    assert index_ranges([5]) == "5"
 
 
 def test_discover_command_writes_a_spec_that_verifies(tmp_path, capsys):

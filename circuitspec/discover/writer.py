@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..engine.discover import PARTIAL_CHECKS, Discovery
-from ..engine.naming import NodeName
+from ..engine.naming import NodeName, index_ranges
 from ..engine.tasks import Task
 from ..lang import format_spec, format_statement, parse_spec
 from .measure import NodeStats
@@ -47,21 +47,8 @@ def _group_name(hook: str, head: int | None) -> str:
     return name + (f"_h{head}" if head is not None else "")
 
 
-def _indices(indices: list[int]) -> str:
-    """Sorted channel indices with runs written as ranges: 0:4, 7, 9:11."""
-    out, start = [], None
-    ordered = sorted(indices)
-    for i, value in enumerate(ordered):
-        if start is None:
-            start = value
-        if i + 1 == len(ordered) or ordered[i + 1] != value + 1:
-            out.append(str(start) if value == start else f"{start}:{value + 1}")
-            start = None
-    return ", ".join(out)
-
-
 def _ref(hook: str, head: int | None, indices: list[int]) -> str:
-    return f"{hook}[" + (f"head={head}, " if head is not None else "") + _indices(indices) + "]"
+    return f"{hook}[" + (f"head={head}, " if head is not None else "") + index_ranges(indices) + "]"
 
 
 def _literal(value) -> str:
