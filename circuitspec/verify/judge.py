@@ -29,7 +29,7 @@ from ..engine.tokenizer import token_id, token_repr
 from ..lang import ast
 from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
-from ..stats import (Verdict, binomial_cdf, binomial_tail, bootstrap_indices, bootstrap_p_at_least, compare_to_baselines,
+from ..stats import (Verdict, binomial_tail, bootstrap_indices, bootstrap_p_at_least, compare_to_baselines,
                      faithfulness, faithfulness_interval, holm, quantiles, verdict_at_least, verdict_at_most)
 from .examples import compare
 from .runner import EVERY_INPUT_RESOLUTION, GroupData, RunSettings, activation_at, per_input_samples, per_input_target
@@ -85,19 +85,12 @@ def _clean(value):
 
 
 def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
-    """Exact binomial interval for a proportion k/n (bisection on the binomial CDF)."""
+    """Exact (Clopper-Pearson) two-sided interval for a proportion k/n: quantiles of beta distributions."""
+    from scipy.stats import beta  # imported when a verdict needs it
+
     alpha = 1 - confidence
-
-    def solve_increasing(g, target: float) -> float:
-        lo, hi = 0.0, 1.0
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if g(mid) < target else (lo, mid)
-        return (lo + hi) / 2
-
-    # lower: P(X >= k | p) = alpha/2 (increasing in p); upper: P(X > k | p) = 1 - alpha/2 (increasing in p)
-    low = 0.0 if k == 0 else solve_increasing(lambda p: 1 - binomial_cdf(k - 1, n, p), alpha / 2)
-    high = 1.0 if k == n else solve_increasing(lambda p: 1 - binomial_cdf(k, n, p), 1 - alpha / 2)
+    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
     return low, high
 
 
