@@ -14,15 +14,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .commands import (check_cmd, diff_cmd, discover_cmd, eval_cmd, falsify_cmd, fmt_cmd, means_cmd, models_cmd, prove_cmd,
-                       show_cmd, tasks_cmd, train_cmd, verify_cmd)
+from .commands import (check_cmd, convert_cmd, diff_cmd, discover_cmd, eval_cmd, falsify_cmd, fmt_cmd, means_cmd, models_cmd,
+                       prove_cmd, show_cmd, tasks_cmd, train_cmd, verify_cmd)
 from .commands.argtypes import positive_int
 from .engine.errors import CircuitspecError
 from .engine.tasks.project import import_tasks_module, load_project_tasks
 from .engine.tasks import UnknownTaskError
 
 COMMANDS = (verify_cmd, falsify_cmd, prove_cmd, check_cmd, diff_cmd, discover_cmd, show_cmd, fmt_cmd, train_cmd, means_cmd,
-            eval_cmd, tasks_cmd, models_cmd)
+            eval_cmd, tasks_cmd, models_cmd, convert_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

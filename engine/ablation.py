@@ -40,6 +40,10 @@ _MATMUL = {
     "W_out": ("mlp.hook_post", "hook_mlp_out", "kbtm,kmd->kbtd"),
 }
 _TOKENS, _POSITIONS = "<tokens>", "<positions>"  # one-hot inputs of the embeddings
+# The AbsTopK site (ModelConfig.topk_sites) that may follow a weight matrix's output. Where it is on, the
+# output lands first in ``<hook>_pre_topk`` (model.py), and edge corrections go there, so that ablated
+# edges change what the selection sees, as a weight change would.
+_TOPK_AFTER = {"W_Q": "q", "W_K": "k", "W_V": "v", "W_O": "attn_out", "W_out": "mlp_out"}
 
 
 def matmul_sites(model: Transformer) -> dict[str, tuple[str, str, str]]:
@@ -51,6 +55,8 @@ def matmul_sites(model: Transformer) -> dict[str, tuple[str, str, str]]:
         for w, (src, dst, eq) in _MATMUL.items():
             block = f"blocks.{layer}."
             module = "attn." if w in ("W_Q", "W_K", "W_V", "W_O") else "mlp."
+            if model.cfg.topk(_TOPK_AFTER.get(w, "")) is not None:  # the correction acts before the selection
+                dst += "_pre_topk"
             sites[block + module + w] = (block + src, block + dst, eq)
     return sites
 
@@ -357,7 +363,8 @@ def _run_conditions(model: Transformer, tokens: torch.Tensor, masks: Sequence[Ma
                     answer_pos: torch.Tensor | None, capture: Sequence[str], max_tokens: int | None,
                     memos: list[dict] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     memo: dict[int, bool] = {}
-    if capture:
+    from .subgraph import run_circuit, supports  # computes only the circuit's channels (see subgraph.py)
+    if capture or not supports(model.cfg):
         small = [False] * len(masks)
     elif tokens.device.type == "cpu":
         small = [_small_node_mask(m, memo) for m in masks]
@@ -369,7 +376,6 @@ def _run_conditions(model: Transformer, tokens: torch.Tensor, masks: Sequence[Ma
         masked, captured = _masked_forward(model, tokens, rest, reference, answer_pos, capture, max_tokens, memo)
     if not any(small):
         return masked, captured
-    from .subgraph import run_circuit  # computes only the circuit's channels (see subgraph.py)
     out, j = [], 0
     for i, (m, s) in enumerate(zip(masks, small)):
         if s:

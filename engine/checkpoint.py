@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,6 @@ from .atomic import write_bytes, write_text
 from .config import check_field_types, describe_value
 from .errors import ModelError
 from .model import ModelConfig, Transformer
-from .tokenizer import VOCAB_SIZE
 
 FORMAT = "circuitspec-checkpoint"
 FORMAT_VERSION = 1
@@ -47,6 +47,11 @@ CONFIG_KEYS = ("format", "format_version", "model", "layout")
 MAX_JSON_BYTES = 16 << 20  # config.json of a 1000-layer model is about 1.5 MB
 MIN_MODEL_BYTES = 256 << 20  # any model may take this much once built (an all-zero hand-built one stores almost nothing)
 MAX_EXPANSION = 1024  # ... and a bigger one at most this many times its weights file
+# Model config fields added after checkpoints of this format were first written (options for imported
+# models, see model.py): absent means the default, which is what those checkpoints hold, and a default
+# value is not written, so a circuitspec model's config.json stays as it was.
+OPTIONAL_MODEL_KEYS = ("norm_weight", "norm_eps", "act_fn", "topk_fraction", "topk_sites", "bigram")
+MIN_VOCAB = 128  # task text is ASCII: every model must have a token id for each of its bytes
 CORRUPT = "the file is corrupt or was edited; re-copy or retrain the checkpoint"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
 
@@ -87,11 +92,18 @@ def save_checkpoint(model: Transformer, out_dir: Path | str, manifest: dict[str,
     tensors, layout = pack_state(model)
     weights = dump_tensors(tensors, metadata={"format": FORMAT})
     write_bytes(out / WEIGHTS_FILE, weights)
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model.cfg.to_dict(), "layout": layout}
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model_table(model.cfg), "layout": layout}
     write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     full_manifest = {**manifest, "weights_sha256": hashlib.sha256(weights).hexdigest()}
     write_text(out / MANIFEST_FILE, json.dumps(full_manifest, indent=2, sort_keys=True) + "\n")
     return out
+
+
+def model_table(cfg: ModelConfig) -> dict[str, Any]:
+    """The ``model`` table of config.json: every field, less the optional ones left at their default."""
+    defaults = ModelConfig()
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.to_dict().items()
+            if k not in OPTIONAL_MODEL_KEYS or v != getattr(defaults, k)}
 
 
 def _require_file(path: Path, hint: str) -> None:
@@ -142,6 +154,9 @@ def read_config(ckpt_dir: Path | str) -> tuple[ModelConfig, dict[str, Any]]:
     if not path.is_dir():
         raise ModelError(f"{path}: no such checkpoint directory", hint="run `circuitspec models` to list shipped models")
     file = path / CONFIG_FILE
+    if not os.path.lexists(file) and (path / "beeg_config.json").is_file():
+        raise ModelError(f"{path}: a circuit_sparsity checkpoint, not a circuitspec one",
+                         hint=f"convert it once: circuitspec convert --from circuit-sparsity {path} -o OUT, then use OUT")
     config = _read_json(file)
     if config.get("format") != FORMAT:
         raise ModelError(f"{file}: not a circuitspec checkpoint (format={describe_value(config.get('format'))})")
@@ -164,17 +179,19 @@ def _model_config(table: Any, file: Path) -> ModelConfig:
         what = "no `model` table" if table is None else f"`model` must be an object, got {describe_value(table)}"
         raise ModelError(f"{file}: {what}", hint="the model's shape is never guessed; " + CORRUPT)
     known = [f.name for f in fields(ModelConfig)]
-    unknown, missing = sorted(set(table) - set(known)), [k for k in known if k not in table]
+    required = [k for k in known if k not in OPTIONAL_MODEL_KEYS]
+    unknown, missing = sorted(set(table) - set(known)), [k for k in required if k not in table]
     if unknown or missing:
         problem = f"unknown keys {_listing(unknown)}" if unknown else f"missing keys {_listing(missing)}"
-        raise ModelError(f"{file}: `model` table: {problem}", hint=f"it holds exactly {', '.join(known)}")
+        raise ModelError(f"{file}: `model` table: {problem}",
+                         hint=f"it holds exactly {', '.join(required)}, and optionally {', '.join(OPTIONAL_MODEL_KEYS)}")
     try:
         check_field_types(ModelConfig, table)
         cfg = ModelConfig.from_dict(table)
     except (TypeError, ValueError) as e:
         raise ModelError(f"{file}: `model` table: {str(e).removeprefix('model config: ')}", hint=CORRUPT) from None
-    if cfg.d_vocab < VOCAB_SIZE:
-        raise ModelError(f"{file}: `model` table: d_vocab {cfg.d_vocab} is below the tokenizer's {VOCAB_SIZE} byte tokens",
+    if cfg.d_vocab < MIN_VOCAB:
+        raise ModelError(f"{file}: `model` table: d_vocab {cfg.d_vocab} is below the {MIN_VOCAB} ASCII byte tokens task text uses",
                          hint=CORRUPT)
     return cfg
 
@@ -186,17 +203,25 @@ def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {"embed.W_E": (V, D), "pos_embed.W_pos": (cfg.n_ctx, D)}
     for i in range(cfg.n_layers):
         a, m = f"blocks.{i}.attn.", f"blocks.{i}.mlp."
+        if cfg.norm_weight:
+            shapes[f"blocks.{i}.ln1.w"] = (D,)
         shapes.update({a + "W_Q": (H, D, dh), a + "W_K": (H, D, dh), a + "W_V": (H, D, dh), a + "W_O": (H, dh, D),
                        a + "b_Q": (H, dh), a + "b_K": (H, dh), a + "b_V": (H, dh), a + "b_O": (D,)})
         if cfg.attn_sink:
             shapes[a + "sink"] = (H,)
+        if cfg.norm_weight:
+            shapes[f"blocks.{i}.ln2.w"] = (D,)
         shapes.update({m + "W_in": (D, M), m + "b_in": (M,), m + "W_out": (M, D), m + "b_out": (D,)})
+    if cfg.norm_weight:
+        shapes["ln_final.w"] = (D,)
     shapes.update({"unembed.W_U": (D, V), "unembed.b_U": (V,)})
+    if cfg.bigram:
+        shapes["unembed.bigram"] = (V, V)
     return shapes
 
 
 def parameter_count(cfg: ModelConfig) -> int:
-    return 4 + cfg.n_layers * (12 + cfg.attn_sink)
+    return 4 + cfg.n_layers * (12 + cfg.attn_sink + 2 * cfg.norm_weight) + cfg.norm_weight + cfg.bigram
 
 
 def model_bytes(cfg: ModelConfig) -> int:

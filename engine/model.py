@@ -8,6 +8,13 @@ Choices that serve interpretability rather than loss:
 - Untied, separately sparsified embedding and unembedding.
 - Every weight matrix is an explicit parameter named like TransformerLens (``W_Q`` [head, d_model, d_head]
   …), so graph edges, masks and checkpoints all speak of the same tensors.
+
+Options for models trained elsewhere (all off by default, so circuitspec's own models are unchanged; see
+docs/models.md and :mod:`.convert_circuit_sparsity`): a learned RMSNorm gain (``norm_weight``, kept as a
+parameter ``w`` because AbsTopK after the norm makes folding it into the next matrix inexact) and its
+``norm_eps``, GELU neurons (``act_fn``), AbsTopK at named sites with k = floor(``topk_fraction`` x width)
+(``topk_sites``; q, k and v each over all heads jointly), and a dense bigram logit table read by the
+current token (``bigram``). Biases and the attention sink are part of the model in any case.
 """
 
 from __future__ import annotations
@@ -23,6 +30,13 @@ from torch import nn
 from .hooks import HookedModule, HookPoint
 from .tokenizer import VOCAB_SIZE
 
+# AbsTopK sites of ``ModelConfig.topk_sites``, where in a block each one acts (the hook that records the
+# result): attn_in / mlp_in the norm outputs (``ln1``/``ln2.hook_normalized``), q / k / v the projections
+# (``attn.hook_q`` …, over all heads at once), attn_out / mlp_out the sublayer outputs (``hook_attn_out``,
+# ``hook_mlp_out``), mlp_post the neurons after the activation function (``mlp.hook_post``).
+TOPK_SITES = ("attn_in", "q", "k", "v", "attn_out", "mlp_in", "mlp_post", "mlp_out")
+ACT_FNS = ("relu", "gelu")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -35,6 +49,13 @@ class ModelConfig:
     d_vocab: int = VOCAB_SIZE
     act_topk: int | None = None  # AbsTopK on every residual read (None: off)
     attn_sink: bool = True
+    # Options for imported models (module docstring); the defaults are circuitspec's own architecture.
+    norm_weight: bool = False  # a learned gain ``w`` on every RMSNorm
+    norm_eps: float = 1e-5
+    act_fn: str = "relu"  # one of ACT_FNS; GELU is the exact (erf) form
+    topk_fraction: float | None = None  # AbsTopK keeps floor(topk_fraction * width) at each of topk_sites
+    topk_sites: tuple[str, ...] = ()
+    bigram: bool = False  # logits += bigram[current token], a dense [d_vocab, d_vocab] table
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab"):
@@ -42,6 +63,31 @@ class ModelConfig:
                 raise ValueError(f"model config: {name} must be a positive integer, got {getattr(self, name)!r}")
         if self.act_topk is not None and not 1 <= self.act_topk <= self.d_model:
             raise ValueError(f"model config: act_topk must be in [1, d_model={self.d_model}] or null")
+        if not (isinstance(self.norm_eps, (int, float)) and 0 < self.norm_eps < 1):
+            raise ValueError(f"model config: norm_eps must be a number in (0, 1), got {self.norm_eps!r}")
+        if self.act_fn not in ACT_FNS:
+            raise ValueError(f"model config: act_fn must be one of {', '.join(ACT_FNS)}, got {self.act_fn!r}")
+        object.__setattr__(self, "topk_sites", tuple(self.topk_sites))  # a JSON list becomes a tuple
+        unknown = [s for s in self.topk_sites if s not in TOPK_SITES]
+        if unknown or len(set(self.topk_sites)) != len(self.topk_sites):
+            raise ValueError(f"model config: topk_sites must be distinct names among {', '.join(TOPK_SITES)}, "
+                             f"got {list(self.topk_sites)}")
+        if (self.topk_fraction is None) != (not self.topk_sites):
+            raise ValueError("model config: topk_fraction and topk_sites go together (both set, or null and empty)")
+        if self.topk_fraction is not None and not 0 < self.topk_fraction <= 1:
+            raise ValueError(f"model config: topk_fraction must be in (0, 1], got {self.topk_fraction!r}")
+        if self.act_topk is not None and self.topk_fraction is not None:
+            raise ValueError("model config: act_topk and topk_fraction exclude each other (both sparsify the norm outputs)")
+
+    def topk(self, site: str) -> int | None:
+        """How many entries AbsTopK keeps at ``site`` (one of TOPK_SITES), or None where it is off."""
+        if site in ("attn_in", "mlp_in") and self.act_topk is not None:
+            return self.act_topk
+        if site not in self.topk_sites:
+            return None
+        width = {"q": self.n_heads * self.d_head, "k": self.n_heads * self.d_head, "v": self.n_heads * self.d_head,
+                 "mlp_post": self.d_mlp}.get(site, self.d_model)
+        return math.floor(self.topk_fraction * width)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,20 +112,31 @@ def abs_topk(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class Norm(nn.Module):
-    """Gain-free RMSNorm (optionally followed by AbsTopK) with hooks on its scale and output."""
+    """RMSNorm, gain-free unless ``cfg.norm_weight`` (then ``w``, after the scale), optionally followed by
+    AbsTopK, with hooks on its scale and output."""
 
-    def __init__(self, act_topk: int | None) -> None:
+    def __init__(self, cfg: ModelConfig, act_topk: int | None) -> None:
         super().__init__()
         self.act_topk = act_topk
+        self.eps = cfg.norm_eps
+        self.w = nn.Parameter(torch.ones(cfg.d_model)) if cfg.norm_weight else None
         self.hook_scale = HookPoint()  # 1 / rms, one number per position
         self.hook_normalized = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.hook_scale(torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+        scale = self.hook_scale(torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
         y = x * scale
+        if self.w is not None:
+            y = y * self.w
         if self.act_topk is not None:
             y = abs_topk(y, self.act_topk)
         return self.hook_normalized(y)
+
+
+def _pre_topk_hook(k: int | None) -> HookPoint | None:
+    """Where a matrix's output lands when AbsTopK follows it (so edge ablation corrects it before the
+    selection); absent where the site has no AbsTopK, so circuitspec's own models keep their hook list."""
+    return HookPoint() if k is not None else None
 
 
 class Attention(nn.Module):
@@ -95,6 +152,10 @@ class Attention(nn.Module):
         self.b_V = nn.Parameter(torch.zeros(H, dh))
         self.b_O = nn.Parameter(torch.zeros(D))
         self.sink = nn.Parameter(torch.zeros(H)) if cfg.attn_sink else None
+        self.topk_qkv = {kind: cfg.topk(kind) for kind in "qkv"}
+        self.hook_q_pre_topk = _pre_topk_hook(self.topk_qkv["q"])  # [batch, pos, head, d_head], before AbsTopK
+        self.hook_k_pre_topk = _pre_topk_hook(self.topk_qkv["k"])
+        self.hook_v_pre_topk = _pre_topk_hook(self.topk_qkv["v"])
         self.register_buffer("causal", torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool)), persistent=False)
         self.hook_q = HookPoint()  # [batch, pos, head, d_head]
         self.hook_k = HookPoint()
@@ -110,9 +171,15 @@ class Attention(nn.Module):
         def project(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, T, H, dh] as one matmul
             return (x @ w.permute(1, 0, 2).reshape(D, H * dh)).view(B, T, H, dh) + b
 
-        q = self.hook_q(project(self.W_Q, self.b_Q))
-        k = self.hook_k(project(self.W_K, self.b_K))
-        v = self.hook_v(project(self.W_V, self.b_V))
+        def sparsify(kind: str, x: torch.Tensor) -> torch.Tensor:  # AbsTopK over all heads' channels at once
+            k = self.topk_qkv[kind]
+            if k is None:
+                return x
+            return abs_topk(getattr(self, f"hook_{kind}_pre_topk")(x).flatten(-2), k).view_as(x)
+
+        q = self.hook_q(sparsify("q", project(self.W_Q, self.b_Q)))
+        k = self.hook_k(sparsify("k", project(self.W_K, self.b_K)))
+        v = self.hook_v(sparsify("v", project(self.W_V, self.b_V)))
         scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)) / math.sqrt(dh)  # [B, H, T, T]
         scores = self.hook_attn_scores(scores.masked_fill(~self.causal[:T, :T], float("-inf")))
         if self.sink is not None:  # softmax over the keys plus one "nothing" logit, without concatenating
@@ -134,32 +201,44 @@ class MLP(nn.Module):
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
+        self.act = F.gelu if cfg.act_fn == "gelu" else F.relu
+        self.topk_post = cfg.topk("mlp_post")
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
         self.hook_post = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.hook_pre(x @ self.W_in + self.b_in)
-        post = self.hook_post(F.relu(pre))
+        post = self.act(pre)
+        if self.topk_post is not None:
+            post = abs_topk(post, self.topk_post)
+        post = self.hook_post(post)
         return post @ self.W_out + self.b_out
 
 
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.ln1 = Norm(cfg.act_topk)
+        self.ln1 = Norm(cfg, cfg.topk("attn_in"))
         self.attn = Attention(cfg)
-        self.ln2 = Norm(cfg.act_topk)
+        self.ln2 = Norm(cfg, cfg.topk("mlp_in"))
         self.mlp = MLP(cfg)
+        self.topk_attn_out, self.topk_mlp_out = cfg.topk("attn_out"), cfg.topk("mlp_out")
         self.hook_resid_pre = HookPoint()  # [batch, pos, d_model]
+        self.hook_attn_out_pre_topk = _pre_topk_hook(self.topk_attn_out)
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out_pre_topk = _pre_topk_hook(self.topk_mlp_out)
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
     def forward(self, resid: torch.Tensor) -> torch.Tensor:
         resid = self.hook_resid_pre(resid)
-        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid))))
-        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self._sparsify(self.attn(self.ln1(resid)), "attn_out")))
+        return self.hook_resid_post(resid + self.hook_mlp_out(self._sparsify(self.mlp(self.ln2(resid)), "mlp_out")))
+
+    def _sparsify(self, out: torch.Tensor, site: str) -> torch.Tensor:
+        k = getattr(self, f"topk_{site}")
+        return out if k is None else abs_topk(getattr(self, f"hook_{site}_pre_topk")(out), k)
 
 
 class Embed(nn.Module):
@@ -179,6 +258,9 @@ class Unembed(nn.Module):
         super().__init__()
         self.W_U = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab))
         self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab))
+        # row = current token, column = next-token logit; dense and never masked (like the input and the
+        # logits, it is outside every circuit's choice)
+        self.bigram = nn.Parameter(torch.zeros(cfg.d_vocab, cfg.d_vocab)) if cfg.bigram else None
 
 
 class Transformer(HookedModule):
@@ -190,7 +272,7 @@ class Transformer(HookedModule):
         self.embed = Embed(cfg)
         self.pos_embed = PosEmbed(cfg)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.ln_final = Norm(None)
+        self.ln_final = Norm(cfg, None)
         self.unembed = Unembed(cfg)
         self.hook_embed = HookPoint()
         self.hook_pos_embed = HookPoint()
@@ -205,8 +287,8 @@ class Transformer(HookedModule):
 
     @classmethod
     def zeros(cls, cfg: ModelConfig, anchor: bool = True) -> "Transformer":
-        """A model to plant a circuit in by hand: every parameter zero, eval mode, no gradients (so
-        ``model.blocks[0].mlp.W_in[3, 0] = 1.0`` just works; ``requires_grad_()`` to train it after).
+        """A model to plant a circuit in by hand: every parameter zero (norm gains, if any, one), eval mode, no
+        gradients (so ``model.blocks[0].mlp.W_in[3, 0] = 1.0`` just works; ``requires_grad_()`` to train it after).
 
         Why the anchor: every norm is a gain-free RMSNorm over all channels, so in an otherwise empty
         residual a lone hand-set channel v would be read as sqrt(d_model) * sign(v), whatever v is. With
@@ -220,10 +302,10 @@ class Transformer(HookedModule):
         if anchor and cfg.d_model < 2:
             raise ValueError("an anchored model needs d_model >= 2: one channel for the anchor, one for the circuit")
         model = cls(cfg).eval().requires_grad_(False)
-        for p in model.parameters():
-            p.zero_()
+        for name, p in model.named_parameters():
+            p.fill_(1.0 if name.endswith(".w") else 0.0)  # norm gains (norm_weight) are 1: no gain
         if anchor:
-            model.pos_embed.W_pos[:, -1] = math.sqrt(cfg.d_model * (1 - 1e-5))  # 1e-5: the norms' eps
+            model.pos_embed.W_pos[:, -1] = math.sqrt(cfg.d_model * (1 - cfg.norm_eps))
         return model
 
     def reset_parameters(self) -> None:
@@ -232,6 +314,8 @@ class Transformer(HookedModule):
             if name.split(".")[-1].startswith("W_"):
                 std = 0.02 / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("W_O", "W_out")) else 0.02
                 nn.init.normal_(p, std=std)
+            elif name.endswith(".w"):  # norm gains
+                nn.init.ones_(p)
             else:
                 nn.init.zeros_(p)
 
@@ -242,8 +326,16 @@ class Transformer(HookedModule):
         resid = self.hook_embed(self.embed.W_E[tokens]) + self.hook_pos_embed(self.pos_embed.W_pos[:T].expand(tokens.shape[0], -1, -1))
         for block in self.blocks:
             resid = block(resid)
+        return self.hook_logits(self.unembed_resid(resid, tokens))
+
+    def unembed_resid(self, resid: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits from the final residual stream ``[..., d_model]`` and the current tokens ``[...]`` (which
+        only the bigram table reads): one definition for the forward pass and for checks that start from
+        a residual stream."""
         logits = self.ln_final(resid) @ self.unembed.W_U + self.unembed.b_U
-        return self.hook_logits(logits)
+        if self.unembed.bigram is not None:
+            logits = logits + self.unembed.bigram[tokens]
+        return logits
 
     def weight_matrices(self) -> dict[str, nn.Parameter]:
         """The parameters that weight sparsity projects (every ``W_*``; biases and sinks stay dense)."""

@@ -9,7 +9,10 @@ depend on the circuit. So each matrix product splits into the kept rows (compute
 Norms need the sum of squares of the whole residual vector: kept channels' squares plus the reference
 channels' squares. Attention is computed only for heads with a kept z channel. For small circuits this
 is far cheaper than a full masked forward; tests check it equals :func:`run_conditions` to float
-tolerance. Edge masks are not supported here (use the full masked forward).
+tolerance. Edge masks are not supported here (use the full masked forward), nor is AbsTopK
+(``act_topk``, ``topk_sites``): which channels it keeps depends on every channel, so a model with it
+always takes the full masked forward (:func:`supports`). Norm gains, ``norm_eps``, GELU and the bigram
+table are computed here as the model computes them.
 """
 
 from __future__ import annotations
@@ -19,8 +22,13 @@ import math
 import torch
 
 from .masks import Mask
-from .model import Transformer
+from .model import ModelConfig, Transformer
 from .naming import resid_hook
+
+
+def supports(cfg: ModelConfig) -> bool:
+    """Whether :func:`run_circuit` computes this model exactly (it does unless AbsTopK is on)."""
+    return cfg.act_topk is None and not cfg.topk_sites
 
 
 def _mix(kept: torch.Tensor, ref: torch.Tensor, index: torch.Tensor, width: int) -> torch.Tensor:
@@ -53,6 +61,8 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
     if not cached("node mask", lambda: all(bool(e.all()) for e in mask.edges.values())):
         raise ValueError("run_circuit handles node masks only; edge masks need run_conditions")
     cfg = model.cfg
+    if not supports(cfg):
+        raise ValueError("run_circuit does not compute AbsTopK; models with it need run_conditions")
     B, T = tokens.shape
     L, H, dh, D = cfg.n_layers, cfg.n_heads, cfg.d_head, cfg.d_model
     device = tokens.device
@@ -69,7 +79,11 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
     def norm_scale(kept_x: torch.Tensor, hook: str) -> torch.Tensor:
         """1/rms of the full residual vector whose kept channels are ``kept_x``."""
         ref_sq = cached(("ref_sq", rid, hook), lambda: (ref(hook)[..., ~keep[hook]] ** 2).sum(-1, keepdim=True))
-        return torch.rsqrt(((kept_x ** 2).sum(-1, keepdim=True) + ref_sq) / D + 1e-5)
+        return torch.rsqrt(((kept_x ** 2).sum(-1, keepdim=True) + ref_sq) / D + cfg.norm_eps)
+
+    def gained(norm, W: torch.Tensor) -> torch.Tensor:
+        """``W`` (rows: the norm's output channels) with the norm's gain folded in, when it has one."""
+        return W if norm.w is None else norm.w[:, None] * W
 
     def split_matmul(kept_x: torch.Tensor, hook_in: str, scale: torch.Tensor, W: torch.Tensor, name: str) -> torch.Tensor:
         """(full x * scale) @ W, from the kept part of x and the reference for the rest; ``W``: the weight's
@@ -104,7 +118,7 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
                 full = full.expand(B, T, n * dh).clone()
                 cols = cached(("cols", hook), lambda: keep[hook][heads].flatten().nonzero().flatten())
                 if len(cols):
-                    W_cols = cached(("W", hook), lambda: W[heads].permute(1, 0, 2).reshape(D, n * dh)[:, cols])
+                    W_cols = cached(("W", hook), lambda: gained(block.ln1, W[heads].permute(1, 0, 2).reshape(D, n * dh)[:, cols]))
                     bias = cached(("b", hook), lambda: b[heads].flatten()[cols])
                     full.index_copy_(-1, cols, split_matmul(resid, pre_hook, scale1, W_cols, f"{a}.W_{kind}") + bias)
                 parts.append(full.view(B, T, n, dh).transpose(1, 2))  # [B, n, T, dh]
@@ -127,9 +141,9 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
         mid = resid_pre_full.index_select(-1, index(mid_hook)) + attn_out
         scale2 = norm_scale(mid, mid_hook)
         n_keep = keep[f"blocks.{layer}.mlp.hook_post"]
-        W_in = cached(("W", f"blocks.{layer}.mlp.W_in"), lambda: block.mlp.W_in[:, n_keep])
+        W_in = cached(("W", f"blocks.{layer}.mlp.W_in"), lambda: gained(block.ln2, block.mlp.W_in[:, n_keep]))
         b_in = cached(("b", f"blocks.{layer}.mlp.W_in"), lambda: block.mlp.b_in[n_keep])
-        post_kept = torch.relu(split_matmul(mid, mid_hook, scale2, W_in, f"blocks.{layer}.mlp.W_in") + b_in)
+        post_kept = block.mlp.act(split_matmul(mid, mid_hook, scale2, W_in, f"blocks.{layer}.mlp.W_in") + b_in)
         out_keep = keep[post_hook]
         W_out = block.mlp.W_out
         mlp_out = (post_kept @ cached(("kept", f"blocks.{layer}.mlp.W_out"), lambda: W_out[n_keep][:, out_keep])
@@ -140,7 +154,10 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
         resid = mid_full.index_select(-1, index(post_hook)) + mlp_out
     final_hook = resid_hook(L, L)
     scale = norm_scale(resid, final_hook)
-    logits = split_matmul(resid, final_hook, scale, model.unembed.W_U, "unembed.W_U") + model.unembed.b_U
+    W_U = cached(("W", "unembed.W_U"), lambda: gained(model.ln_final, model.unembed.W_U))
+    logits = split_matmul(resid, final_hook, scale, W_U, "unembed.W_U") + model.unembed.b_U
+    if model.unembed.bigram is not None:
+        logits = logits + model.unembed.bigram[tokens]
     if answer_pos is not None:
         logits = logits[torch.arange(B, device=device), answer_pos]
     return logits

@@ -198,3 +198,24 @@ def test_circuit_subgraph_equals_the_full_masked_forward(seed, p_node, ablation)
     finally:
         engine.SUBGRAPH_MAX_FRACTION = saved
     assert torch.allclose(run_circuit(MODEL, TOKENS, mask, reference), full, atol=1e-4, rtol=1e-4)
+
+
+def test_models_with_act_topk_never_take_the_subgraph_path():
+    """AbsTopK reads every channel, which the subgraph path does not compute: on such a model a small
+    node mask must give what the full masked forward gives (before this was checked, a small mask took
+    the subgraph path, which ignored the top-k: 0.47 apart on the logits of a random such model)."""
+    from circuitspec.engine import ablation as engine
+    from circuitspec.engine.subgraph import run_circuit
+    cfg = ModelConfig(**{**CFG.to_dict(), "act_topk": 3})
+    model = Transformer(cfg).eval()
+    model.load_state_dict(MODEL.state_dict())
+    reference = Reference.compute(model, Ablation("mean"), TOKENS, LENGTHS, REF_TOKENS, REF_LENGTHS)
+    mask = random_mask(4, 0.2, 1.0)
+    saved, engine.SUBGRAPH_MAX_FRACTION = engine.SUBGRAPH_MAX_FRACTION, -1.0  # force the full masked forward
+    try:
+        full = run_conditions(model, TOKENS, [mask], reference)[0]
+    finally:
+        engine.SUBGRAPH_MAX_FRACTION = saved
+    assert torch.equal(run_conditions(model, TOKENS, [mask], reference)[0], full)
+    with pytest.raises(ValueError, match="AbsTopK"):
+        run_circuit(model, TOKENS, mask, reference)

@@ -103,3 +103,38 @@ def test_not_a_checkpoint(saved):
     (saved / "config.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ModelError, match="not a circuitspec checkpoint"):
         load_checkpoint(saved)
+
+
+def test_options_for_imported_models_round_trip_and_stay_out_of_default_configs(tmp_path):
+    """The option fields are optional in config.json: checkpoints written before them (and every default
+    model now) omit them; a model using them round-trips bit exactly."""
+    save_checkpoint(make(0.1), tmp_path / "plain", {})
+    table = json.loads((tmp_path / "plain" / "config.json").read_text())["model"]
+    assert set(table) == {"n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab", "act_topk", "attn_sink"}
+    cfg = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, n_ctx=8, d_vocab=200, norm_weight=True,
+                      norm_eps=1e-7, act_fn="gelu", topk_fraction=0.25, topk_sites=("q", "mlp_post"), bigram=True)
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    for p in model.parameters():
+        torch.nn.init.normal_(p.data)
+    save_checkpoint(model, tmp_path / "options", {})
+    loaded = load_checkpoint(tmp_path / "options")
+    assert loaded.cfg == cfg
+    tokens = torch.randint(0, 200, (2, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens), model(tokens))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("act_fn", "tanh", "act_fn must be one of relu, gelu"),
+    ("topk_sites", ["q"], "topk_fraction and topk_sites go together"),
+    ("norm_weight", 1, "norm_weight must be true or false"),
+    ("d_vocab", 100, "d_vocab 100 is below the 128 ASCII byte tokens"),
+])
+def test_bad_option_values_are_model_errors(saved, key, value, message):
+    path = saved / "config.json"
+    config = json.loads(path.read_text())
+    config["model"][key] = value
+    path.write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=message):
+        load_checkpoint(saved)

@@ -141,8 +141,14 @@ def _refuting_input(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunS
 
 def _not_encodable(resolved: ResolvedSpec, claim: ResolvedClaim) -> str:
     cfg = resolved.context.cfg
-    if cfg.act_topk is not None:
+    if cfg.act_topk is not None or cfg.topk_sites:
         return "activation sparsity (AbsTopK) is not encoded"
+    if cfg.act_fn != "relu":
+        return f"{cfg.act_fn.upper()} neurons are not encoded (only ReLU is piecewise linear)"
+    if cfg.norm_weight:
+        return "norm gains (norm_weight) are not encoded"
+    if cfg.bigram:
+        return "the bigram logit table is not encoded"
     if claim.ablation is None or claim.ablation.kind == "resample" or claim.ablation.per_position:
         return f"{claim.ablation} ablation does not make removed channels constant"
     return ""

@@ -408,7 +408,7 @@ def self_check(resolved: ResolvedSpec, batch: TaskBatch, reference: Reference, l
     else:
         final = final[rows, batch.answer_pos]
     with torch.no_grad():
-        direct = model.ln_final(final) @ model.unembed.W_U + model.unembed.b_U
+        direct = model.unembed_resid(final, batch.tokens[rows, batch.answer_pos])
     if not torch.allclose(logits["empty"], direct, atol=1e-4, rtol=1e-4):
         raise SelfCheckError("self-check failed: ablating every node does not give the all-ablated reference output",
                              hint="this is a bug in circuitspec's ablation engine; please report it")

@@ -1,0 +1,58 @@
+"""Convert a model trained elsewhere into a circuitspec checkpoint directory (a model path every command takes).
+
+Supported: `--from circuit-sparsity`, a checkpoint directory of OpenAI's circuit_sparsity release
+(beeg_config.json + final_model.pt or final_model.safetensors). Loading is strict: every tensor must be
+used and every config key known (--drop-config-key KEY drops a key that only mattered for training);
+.pt files are read with torch.load(weights_only=True), which never runs pickled code. docs/models.md
+lists what maps to what.
+
+Exit 0: written; 2: bad arguments or an output folder that is not empty; 3: the input cannot be converted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+
+from ..engine.checkpoint import save_checkpoint
+from ..engine.convert_circuit_sparsity import load_circuit_sparsity
+from ..engine.errors import UsageError
+from .outputs import output_dir
+
+NAME, HELP = "convert", "convert another project's checkpoint into a circuitspec checkpoint directory"
+SOURCES = ("circuit-sparsity",)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="DIR", help="the checkpoint directory to convert")
+    p.add_argument("--from", dest="source_format", required=True, choices=SOURCES, help="the format of DIR")
+    p.add_argument("-o", "--out", required=True, type=output_dir, metavar="OUT",
+                   help="the circuitspec checkpoint directory to write (new or empty)")
+    p.add_argument("--drop-config-key", action="append", default=[], metavar="KEY",
+                   help="ignore this unknown config key (one that only mattered for training); repeatable")
+    p.add_argument("--name", default=None, help="the model's name in its manifest (default: OUT's folder name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = args.out
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"{out}: not empty", hint="name a new or empty folder for the converted checkpoint")
+    model, info = load_circuit_sparsity(args.source, tuple(args.drop_config_key))
+    cfg = model.cfg
+    manifest = {
+        "name": args.name or out.name,
+        "description": f"converted from a circuit_sparsity checkpoint ({args.source})",
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "converted_from": {**info, "path": str(args.source)},
+        "torch": torch.__version__,
+    }
+    save_checkpoint(model, out, manifest)
+    shape = f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, d_mlp {cfg.d_mlp}, vocabulary {cfg.d_vocab}"
+    Console(stderr=True, highlight=False).print(f"wrote {escape(str(out))} ({escape(shape)})", soft_wrap=True)
+    return 0
