@@ -110,7 +110,13 @@ claim says_b: logit['b'] > logit['a'] when last == "b"
 
 @pytest.mark.parametrize("ablation", ["mean over task", "zero", "resample from task"])
 def test_true_claims_pass(folder, ablation):
-    path = write(folder, f"true_{ablation.split()[0]}", TRUE_CLAIMS, ablation)
+    body = TRUE_CLAIMS
+    if ablation == "zero":
+        # Zeroing only the few constant channels a chosen partial ablation picks changes every norm's scale
+        # (F = 0.66 ablating the 10 that help most): under zero ablation the circuit is exact only with all
+        # of them zeroed or none, so it is claimed robust to random partial ablations only.
+        body = body.replace("claim sufficient faithfulness >= 0.95", "claim sufficient faithfulness >= 0.95 robustness random")
+    path = write(folder, f"true_{ablation.split()[0]}", body, ablation)
     code, claims = verify(folder, path)
     failing = {k: (v["verdict"], v["statistic"], v["note"]) for k, v in claims.items() if v["verdict"] != "pass"}
     assert code == 0 and not failing, failing

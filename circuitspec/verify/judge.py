@@ -223,7 +223,9 @@ def _partial_ablation_check(result: ClaimResult, claim: ResolvedClaim, data: Gro
     if verdict == "fail":
         lead = ("holds only with everything outside ablated at once" if all_at_once == "pass"
                 else "fails under partial ablation too")
-        return verdict, f"{lead}: {where} gives {f} ({failing} of {kinds} below {_g(threshold)})"
+        of = (f"{failing} of the {len(each)} partial ablations ({len(random_parts)} random, {len(chosen_parts)} chosen)"
+              if chosen_parts else f"{failing} of {len(random_parts)} random partial ablations")
+        return verdict, f"{lead}: {where} gives {f} ({of} below {_g(threshold)})"
     return verdict, f"not shown robust to partial ablation: {where} gives {f}, an interval that straddles {_g(threshold)}"
 
 
