@@ -103,7 +103,7 @@ def test_a_genuinely_sufficient_circuit_still_passes(planted, capsys):
     assert claim["partial"]["verdict"] == "pass" and claim["partial"]["below_threshold"] == 0
     assert claim["partial"]["worst"] == pytest.approx(1.0, abs=1e-4)
     assert all(c["ci"][0] >= 0.9 for c in claim["partial"]["each"])
-    assert "robust to partial ablation" in capsys.readouterr().err  # the terminal report says so too
+    assert "robust to partial ablation" in capsys.readouterr().out  # the terminal report says so too
 
 
 def test_the_same_seed_gives_the_same_json(cancelling):
