@@ -2,6 +2,9 @@
 
 Exit codes (DESIGN.md): 0 success, 1 a claim failed or is inconclusive, 2 bad spec or usage,
 3 bad model or a failed internal check. Known errors print a message and a hint, never a traceback.
+
+Reading the command line imports no torch (the command modules import their heavy parts inside
+``run``), so ``--help`` and usage errors answer at once; tests/test_output_conventions.py checks it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from rich.markup import escape
 from .commands import (check_cmd, convert_cmd, diff_cmd, discover_cmd, eval_cmd, falsify_cmd, fmt_cmd, means_cmd, models_cmd,
                        prove_cmd, show_cmd, tasks_cmd, train_cmd, verify_cmd)
 from .commands.argtypes import positive_int
+from .commands.reporting import add_verbosity_arguments
+from .commands.settings import MAX_THREADS, apply_project_defaults
 from .engine.errors import CircuitspecError
 from .engine.tasks.project import import_tasks_module, load_project_tasks
 from .engine.tasks import UnknownTaskError
@@ -31,17 +36,16 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-MAX_THREADS = 1024
-
-
 def _common_options() -> argparse.ArgumentParser:
     """Options every command takes, after its name like its own."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--threads", type=positive_int(MAX_THREADS), metavar="N",
-                        help="CPU threads torch may use (default: torch's, one per core; see the README on loaded machines)")
+                        help="CPU threads torch may use (default: [tool.circuitspec] threads, else torch's, one per core; see the "
+                             "README on loaded machines)")
     common.add_argument("--tasks-module", action="append", default=[], metavar="MODULE",
                         help="import this module (from the working directory) for its tasks: it calls register_task "
                              "or defines TASKS; repeatable. [tool.circuitspec] tasks in pyproject.toml does the same")
+    add_verbosity_arguments(common)
     return common
 
 
@@ -65,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     err = Console(stderr=True)
     try:
+        apply_project_defaults(args, Path.cwd())  # [tool.circuitspec] seed, samples, device, threads where no flag says
         if args.threads:
             import torch
 

@@ -124,9 +124,9 @@ def test_the_medium_sparse_model_learns_variable_type_tracking():
 
 
 def test_check_specs_directory_is_clean():
-    rc, _, err = run_cli("check", "specs")
+    rc, out, err = run_cli("check", "specs")
     assert rc == 0, err
-    assert "ok specs/closing_quote.circ" in err and "library" in err
+    assert "ok specs/closing_quote.circ" in out and "library" in out  # results on stdout
 
 
 def test_check_reports_every_error_with_position_and_json(tmp_path):
@@ -167,13 +167,13 @@ def test_fmt_leaves_broken_files_alone(tmp_path):
 
 def test_verify_a_shipped_spec_end_to_end(tmp_path):
     out, junit = tmp_path / "v.json", tmp_path / "v.xml"
-    rc, _, err = run_cli("verify", "specs/quote_head.circ", "--samples", "40", "--baselines", "10",
-                         "--json", str(out), "--junit", str(junit))
+    rc, stdout, err = run_cli("verify", "specs/quote_head.circ", "--samples", "40", "--baselines", "10",
+                              "--json", str(out), "--junit", str(junit))
     data = json.loads(out.read_text())
     verdicts = [c["verdict"] for c in data["claims"]]
     assert rc == (0 if set(verdicts) == {"pass"} else 1), err
     assert verdicts[0] == "pass"  # mean-ablating block 1 head 1 destroys the behaviour
-    assert "quote_head.circ:11" in err
+    assert "quote_head.circ:11" in stdout
     assert junit.read_text().startswith("<?xml")
 
 
@@ -192,9 +192,9 @@ def test_cuda_without_a_gpu_is_a_usage_error():
 
 def test_the_shipped_spec_library_verifies():
     """The repository's evidence: every spec in specs/ passes `verify` with the default settings."""
-    rc, _, err = run_cli("verify", "specs/")
+    rc, out, err = run_cli("verify", "specs/")
     assert rc == 0, err
-    assert " 0 fail, 0 inconclusive" in err
+    assert " 0 fail, 0 inconclusive" in out
 
 
 def test_check_counts_the_circuits_own_edges_not_every_weight(tmp_path, capsys):
@@ -206,7 +206,7 @@ def test_check_counts_the_circuits_own_edges_not_every_weight(tmp_path, capsys):
     one.write_text('spec one "x"\nmodel "py-sparse-small"\ntask closing_quote\nablate mean over task\n'
                    "node n = blocks.0.mlp.hook_post[3]\n")
     assert main(["check", str(one)]) == 0
-    assert "1 nodes, 0 edges" in capsys.readouterr().err
+    assert "1 nodes, 0 edges" in capsys.readouterr().out
     resolved, _, _ = check_file(Path("specs/closing_quote_small.circ"))
     count = circuit_edge_count(resolved.mask, resolved.context.model)
     assert 0 < count < resolved.mask.edge_count()

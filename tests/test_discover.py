@@ -67,9 +67,9 @@ def test_index_runs_become_ranges():
 def test_discover_command_writes_a_spec_that_verifies(tmp_path, capsys):
     out, report = tmp_path / "cq.circ", tmp_path / "cq.json"
     code = main(["discover", "--task", "closing_quote", "-o", str(out), "--json", str(report)])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    assert "zero ablation would choose" in err and "Jaccard" in err
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "zero ablation would choose" in printed.out and "Jaccard" in printed.out  # results on stdout
     data = json.loads(report.read_text())
     assert data["discovery"]["reached"] and data["comparison"]["ablation"] == "zero"
     assert all(v == "pass" for v in data["claims"].values()) and data["claims"]
@@ -85,7 +85,7 @@ def test_shuffled_answers_give_no_circuit(tmp_path, capsys):
         out = tmp_path / "nonsense.circ"
         code = main(["discover", "--task", shuffled.name, "-o", str(out), "--samples", "128", "--steps", "30", "--no-compare"])
         assert code == 1 and not out.exists()
-        assert "target not reached" in capsys.readouterr().err
+        assert "target not reached" in capsys.readouterr().out
     finally:
         unregister_task(shuffled.name)
 

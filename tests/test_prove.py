@@ -54,8 +54,8 @@ def test_prove_command_exit_codes(tmp_path, capsys):
     bad = tmp_path / "bad.circ"
     bad.write_text(HEADER + "claim a: logit['x'] > logit['y']\nclaim b: logit['y'] > logit['x']\n")
     assert main(["prove", str(bad), "--json", str(tmp_path / "r.json")]) == 1
-    err = capsys.readouterr().err
-    assert "cannot all hold" in err and "bad.circ:6" in err and "bad.circ:7" in err
+    out = capsys.readouterr().out  # results on stdout
+    assert "cannot all hold" in out and "bad.circ:6" in out and "bad.circ:7" in out
 
 
 def _oracle_spec(tmp_path, claims):
@@ -92,8 +92,8 @@ def test_node_claims_and_weights_entail_the_behaviour(tmp_path, oracle_task):
 def test_a_counter_model_fails_the_prove_command(tmp_path, oracle_task, capsys):
     resolved = _oracle_spec(tmp_path, 'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
     assert main(["prove", resolved.file]) == 1
-    err = capsys.readouterr().err
-    assert "counter-model oracle.circ:10" in err and "  counter-model: " in err and "(carrier)" in err
+    out = capsys.readouterr().out
+    assert "counter-model oracle.circ:10" in out and "  counter-model: " in out and "(carrier)" in out
 
 
 def test_a_claim_a_real_input_breaks_is_refuted_with_that_input(tmp_path, oracle_task, capsys):
@@ -106,8 +106,8 @@ def test_a_claim_a_real_input_breaks_is_refuted_with_that_input(tmp_path, oracle
     assert result.status == "refuted" and result.counterexample["input"].endswith("b")
     assert result.inputs_tried > 0 and result.z3_checks == 0
     assert main(["prove", resolved.file]) == 1
-    err = capsys.readouterr().err
-    assert "refuted oracle.circ" in err and "counterexample (a real task input)" in err
+    out = capsys.readouterr().out
+    assert "refuted oracle.circ" in out and "counterexample (a real task input)" in out
 
 
 def attention_model():
@@ -188,7 +188,7 @@ def test_premises_the_circuit_cannot_meet_are_vacuous_not_proofs(tmp_path, oracl
     result = entailment.prove_behaviour(resolved, resolved.claims[1], RunSettings(samples=40))
     assert result.status == "vacuous" and "cannot hold together" in result.note, result
     assert main(["prove", resolved.file]) == 1
-    assert "vacuous oracle.circ:11" in capsys.readouterr().err
+    assert "vacuous oracle.circ:11" in capsys.readouterr().out
     monkeypatch.setattr(entailment, "MAX_NEURONS", 0)
     result = entailment.prove_behaviour(resolved, resolved.claims[1], RunSettings(samples=40))
     assert result.status == "not encodable" and "kept MLP neurons (limit 0)" in result.note
@@ -197,6 +197,6 @@ def test_premises_the_circuit_cannot_meet_are_vacuous_not_proofs(tmp_path, oracl
 def test_a_check_that_runs_out_of_time_is_unknown_and_fails(tmp_path, oracle_task, capsys):
     resolved = _oracle_spec(tmp_path, 'claim says_a: logit[\'a\'] > logit[\'b\'] when last == "a"\n')
     assert main(["prove", resolved.file, "--timeout", "0"]) == 1
-    err = capsys.readouterr().err
-    assert "unknown oracle.circ:10" in err
-    assert "before Z3 was called" in err and "Z3 gave up" not in err  # no check ran: say so, not that Z3 gave up
+    out = capsys.readouterr().out
+    assert "unknown oracle.circ:10" in out
+    assert "before Z3 was called" in out and "Z3 gave up" not in out  # no check ran: say so, not that Z3 gave up

@@ -54,7 +54,7 @@ def test_check_says_how_many_nodes_were_declared_and_how_many_edges_added(tmp_pa
     spec.write_text(HEADER + "node reader = blocks.1.attn.hook_z[head=1, 19]\nedge reader -> logits\n")
     assert main(["check", str(spec)]) == 0
     added = len(resolved("node reader = blocks.1.attn.hook_z[head=1, 19]\nedge reader -> logits\n").added)
-    assert f"({1} declared, {added} residual channels added on the paths of declared edges)" in capsys.readouterr().err
+    assert f"({1} declared, {added} residual channels added on the paths of declared edges)" in capsys.readouterr().out
 
 
 def test_attention_edges_are_structural():

@@ -213,9 +213,9 @@ def test_user_text_is_escaped(tmp_path):
 def test_cli_writes_html_and_svg(tmp_path, capsys):
     html, svg = tmp_path / "circuit.html", tmp_path / "circuit.svg"
     code = main(["show", str(SPECS / "quote_head.circ"), "-o", str(html), "--svg", str(svg), "--samples", "40"])
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert code == 0, err
-    assert f"wrote {html}" in err and f"wrote {svg}" in err
+    assert f"wrote {html}" in out and f"wrote {svg}" in out
     page = html.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "quote_head_queries" in page and "where to look: from inside a string" in page
     assert ET.fromstring(svg.read_text(encoding="utf-8")).tag.endswith("svg")

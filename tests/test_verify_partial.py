@@ -129,9 +129,9 @@ def test_discover_writes_the_strongest_robustness_that_verifies(many_pairs, caps
     out = many_pairs / "discovered.circ"
     code = main(["discover", "--model", str(many_pairs / "model"), "--task", TASK.name, "-o", str(out),
                  "--samples", "64", "--steps", "60", "--no-compare"])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    assert "not robust to partial ablations chosen against it" in err
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "not robust to partial ablations chosen against it" in captured.out
     assert "robustness random" in next(line for line in out.read_text().splitlines() if line.startswith("claim sufficient"))
     assert main(["verify", str(out)]) == 0
 
@@ -197,7 +197,7 @@ def test_a_genuinely_sufficient_circuit_still_passes(planted, capsys):
     assert claim["partial"]["verdict"] == "pass" and claim["partial"]["below_threshold"] == 0
     assert claim["partial"]["worst"] == pytest.approx(1.0, abs=1e-4)
     assert all(c["ci"][0] >= 0.9 for c in claim["partial"]["each"])
-    assert "robust to partial ablation" in capsys.readouterr().err  # the terminal report says so too
+    assert "robust to partial ablation" in capsys.readouterr().out  # the terminal report says so too
 
 
 def test_the_same_seed_gives_the_same_json(cancelling):

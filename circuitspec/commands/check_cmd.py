@@ -9,15 +9,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from rich.markup import escape
 
-from ..engine.discover import circuit_edge_count
 from ..engine.tasks.project import load_project_tasks
-from ..lang.diagnostics import Diagnostic, render_all
-from ..lang.parser import parse_spec_or_library
-from ..lang.resolve import ResolvedSpec, resolve
 from .paths import circ_files
+from .reporting import Reporter
+
+if TYPE_CHECKING:
+    from ..lang.diagnostics import Diagnostic
+    from ..lang.resolve import ResolvedSpec
 
 NAME, HELP = "check", "parse and resolve .circ specs (no forward passes)"
 
@@ -30,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check_file(path: Path) -> tuple[ResolvedSpec | None, list[Diagnostic], dict[str, str]]:
     """Parse then resolve one file (a library file is only parsed: it has no model to resolve against
     until a spec includes it); the sources map file names to text for rendering."""
+    from ..lang.parser import parse_spec_or_library
+    from ..lang.resolve import resolve
+
     parsed, is_library = parse_spec_or_library(path)
     if not parsed.ok or is_library:
         return None, parsed.diagnostics, parsed.sources
@@ -48,30 +53,50 @@ def _node_count(resolved: ResolvedSpec) -> str:
             f"paths of declared edges)")
 
 
+def _claim_text(claim) -> str:
+    """The claim as the formatter writes it, with the settings it inherited from the header (-v)."""
+    from ..lang.fmt import format_statement
+
+    inherited = f" (inherits {', '.join(claim.inherited)})" if claim.inherited else ""
+    return format_statement(claim.claim) + inherited
+
+
 def diagnostic_json(d: Diagnostic) -> dict:
     return {"file": d.file, "line": d.line, "col": d.col, "end": {"line": d.end_line, "col": d.end_col},
             "severity": d.severity, "code": d.code, "message": d.message, "hint": d.hint}
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.discover import circuit_edge_count
+    from ..lang.diagnostics import render_all
+
     files = circ_files(args.paths)
     all_diagnostics: list[Diagnostic] = []
-    console = Console(stderr=True, highlight=False)
+    report = Reporter(args, stdout_taken=args.json)
+    clean = 0
     for path in files:
         resolved, diagnostics, sources = check_file(path)
         all_diagnostics.extend(diagnostics)
+        clean += not any(d.is_error for d in diagnostics)
         if args.json:
             continue
         if diagnostics:
             sys.stderr.write(render_all(diagnostics, sources))  # plain text: wrapping would break the carets
         elif resolved is None:
-            console.print(f"[green]ok[/] {path}: library (checked against a model where a spec includes it)", soft_wrap=True)
+            report.result(f"[green]ok[/] {escape(str(path))}: library (checked against a model where a spec includes it)",
+                          soft_wrap=True)
         else:
-            console.print(f"[green]ok[/] {path}: {_node_count(resolved)}, {circuit_edge_count(resolved.mask, resolved.context.model)} edges, "
+            report.result(f"[green]ok[/] {escape(str(path))}: {_node_count(resolved)}, "
+                          f"{circuit_edge_count(resolved.mask, resolved.context.model)} edges, "
                           f"{len(resolved.claims)} claims on {resolved.spec.model} / {resolved.task.name}", soft_wrap=True)
+            for claim in resolved.claims:
+                report.detail(escape(f"  {path.name}:{claim.claim.span.line} {claim.kind}: {_claim_text(claim)}"), soft_wrap=True)
     if args.json:
         json.dump([diagnostic_json(d) for d in all_diagnostics], sys.stdout, indent=2)
         print()
+    else:
+        report.summary(f"{len(files)} file{'s' if len(files) != 1 else ''} checked: {clean} clean, "
+                       f"{len(files) - clean} with errors", soft_wrap=True)
     from .specs import MODEL_ERROR_CODES  # specs imports this module, so not at the top
 
     codes = {d.code for d in all_diagnostics if d.is_error}

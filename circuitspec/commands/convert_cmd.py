@@ -16,14 +16,11 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-from rich.console import Console
 from rich.markup import escape
 
-from ..engine.checkpoint import save_checkpoint
-from ..engine.convert_circuit_sparsity import load_circuit_sparsity
 from ..engine.errors import UsageError
 from .outputs import output_dir
+from .reporting import Reporter
 
 NAME, HELP = "convert", "convert another project's checkpoint into a circuitspec checkpoint directory"
 SOURCES = ("circuit-sparsity",)
@@ -40,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine.checkpoint import save_checkpoint
+    from ..engine.convert_circuit_sparsity import load_circuit_sparsity
+
     out = args.out
     if out.is_dir() and any(out.iterdir()):
         raise UsageError(f"{out}: not empty", hint="name a new or empty folder for the converted checkpoint")
@@ -54,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
     }
     save_checkpoint(model, out, manifest)
     shape = f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, d_mlp {cfg.d_mlp}, vocabulary {cfg.d_vocab}"
-    Console(stderr=True, highlight=False).print(f"wrote {escape(str(out))} ({escape(shape)})", soft_wrap=True)
+    Reporter(args).summary(f"wrote {escape(str(out))} ({escape(shape)})", soft_wrap=True)
     return 0

@@ -17,17 +17,15 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from ..engine.discover import circuit_edge_count
+from typing import TYPE_CHECKING
+
 from ..engine.errors import UsageError
-from ..engine.naming import index_ranges, parse_node_name
-from ..lang.fmt import format_statement
-from ..lang.resolve import ResolvedSpec
-from ..verify.judge import SEVERITY
-from ..verify.runner import RunSettings
-from ..verify.verifier import verify_spec
 from .argtypes import seed
 from .outputs import output_file, save_output
-from .specs import report_console, resolve_specs
+from .reporting import Reporter, writes_to_stdout
+
+if TYPE_CHECKING:  # the heavy modules are imported when the command runs: `--help` stays fast
+    from ..lang.resolve import ResolvedSpec
 
 NAME = "diff"
 HELP = "compare two specs: nodes, edges and claims (and verdicts, with --verify)"
@@ -57,8 +55,10 @@ class SpecDiff:
     verdicts: list[dict[str, str]] = field(default_factory=list)  # name, old verdict, new verdict (--verify)
 
 
-def _claims(resolved: ResolvedSpec) -> dict[str, str]:
+def _claims(resolved: "ResolvedSpec") -> dict[str, str]:
     """Claim key (label, else its text) -> its one-line text."""
+    from ..lang.fmt import format_statement
+
     out = {}
     for claim in resolved.claims:
         text = format_statement(claim.claim)
@@ -66,8 +66,10 @@ def _claims(resolved: ResolvedSpec) -> dict[str, str]:
     return out
 
 
-def compare(a: ResolvedSpec, b: ResolvedSpec) -> SpecDiff:
+def compare(a: "ResolvedSpec", b: "ResolvedSpec") -> SpecDiff:
     """Nodes, edges and claims of ``b`` against ``a``."""
+    from ..engine.discover import circuit_edge_count
+
     same_model = a.mask.space == b.mask.space and a.spec.model == b.spec.model
     old_nodes, new_nodes = {str(n) for n in a.nodes}, {str(n) for n in b.nodes}
     old_edges, new_edges = circuit_edge_count(a.mask, a.context.model), circuit_edge_count(b.mask, b.context.model)
@@ -88,12 +90,16 @@ def compare(a: ResolvedSpec, b: ResolvedSpec) -> SpecDiff:
     return result
 
 
-def _verdicts(resolved: ResolvedSpec, settings: RunSettings) -> dict[str, str]:
+def _verdicts(resolved: "ResolvedSpec", settings) -> dict[str, str]:
+    from ..verify.verifier import verify_spec
+
     return {r.name if not r.name.startswith("line ") else r.text: r.verdict for r in verify_spec(resolved, settings)}
 
 
 def compact(names: list[str]) -> list[str]:
     """Node names gathered per hook (and head), runs of channels as ranges: ``blocks.0.mlp.hook_post[3:7, 9]``."""
+    from ..engine.naming import index_ranges, parse_node_name
+
     groups: dict[tuple[str, int | None], list[int]] = {}
     for text in names:
         node = parse_node_name(text)
@@ -114,7 +120,11 @@ def _listed(names: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = report_console()
+    from ..verify.judge import SEVERITY
+    from ..verify.runner import RunSettings
+    from .specs import resolve_specs
+
+    say = Reporter(args, stdout_taken=writes_to_stdout(args.json))
     (old, old_code), (new, new_code) = resolve_specs([args.old]), resolve_specs([args.new])  # each on its own: A may be B
     if old_code or new_code:
         return max(old_code, new_code)  # the diagnostics are printed
@@ -126,40 +136,40 @@ def run(args: argparse.Namespace) -> int:
     worse = False
     if args.verify:
         settings = RunSettings(seed=args.seed)
-        with console.status("verifying both specs"):
+        with say.status("verifying both specs"):
             before, after = _verdicts(a, settings), _verdicts(b, settings)
         for name in sorted(before.keys() & after.keys()):
             if before[name] != after[name]:
                 result.verdicts.append({"name": name, "old": before[name], "new": after[name]})
                 worse |= SEVERITY[after[name]] < SEVERITY[before[name]]
-    _print(console, result)
+    _print(say, result)
     if args.json and not save_output(args.json, json.dumps(asdict(result), indent=2) + "\n", "the JSON comparison"):
         return 2
     return 1 if worse else 0
 
 
-def _print(console, d: SpecDiff) -> None:
+def _print(say: Reporter, d: SpecDiff) -> None:
     a, b = Path(d.old).name, Path(d.new).name
     n, e = d.nodes, d.edges
-    console.print(escape(f"{a} -> {b}"), highlight=False)
-    console.print(f"nodes: {n['old']} -> {n['new']} ({n['shared']} shared, {n['only_old']} only in {escape(a)}, "
+    say.result(escape(f"{a} -> {b}"), highlight=False)
+    say.summary(f"nodes: {n['old']} -> {n['new']} ({n['shared']} shared, {n['only_old']} only in {escape(a)}, "
                   f"{n['only_new']} only in {escape(b)})", highlight=False)
     if d.same_model:
-        console.print(f"edges: {e['old']} -> {e['new']} ({e['shared']} shared, {e['only_old']} only in {escape(a)}, "
+        say.result(f"edges: {e['old']} -> {e['new']} ({e['shared']} shared, {e['only_old']} only in {escape(a)}, "
                       f"{e['only_new']} only in {escape(b)})", highlight=False)
     else:
-        console.print(f"edges: {e['old']} -> {e['new']} (different models: edges are not compared one by one)", highlight=False)
+        say.result(f"edges: {e['old']} -> {e['new']} (different models: edges are not compared one by one)", highlight=False)
     if d.only_old_nodes:
-        console.print(escape(f"- {len(d.only_old_nodes)} nodes: {_listed(d.only_old_nodes)}"), style="red", highlight=False, soft_wrap=True)
+        say.result(escape(f"- {len(d.only_old_nodes)} nodes: {_listed(d.only_old_nodes)}"), style="red", highlight=False, soft_wrap=True)
     if d.only_new_nodes:
-        console.print(escape(f"+ {len(d.only_new_nodes)} nodes: {_listed(d.only_new_nodes)}"), style="green", highlight=False, soft_wrap=True)
+        say.result(escape(f"+ {len(d.only_new_nodes)} nodes: {_listed(d.only_new_nodes)}"), style="green", highlight=False, soft_wrap=True)
     for text in d.claims_removed:
-        console.print(escape(f"- {text}"), style="red", highlight=False, soft_wrap=True)
+        say.result(escape(f"- {text}"), style="red", highlight=False, soft_wrap=True)
     for text in d.claims_added:
-        console.print(escape(f"+ {text}"), style="green", highlight=False, soft_wrap=True)
+        say.result(escape(f"+ {text}"), style="green", highlight=False, soft_wrap=True)
     for change in d.claims_changed:
-        console.print(escape(f"~ {change['old']}\n  -> {change['new']}"), style="yellow", highlight=False, soft_wrap=True)
+        say.result(escape(f"~ {change['old']}\n  -> {change['new']}"), style="yellow", highlight=False, soft_wrap=True)
     for change in d.verdicts:
-        console.print(escape(f"verdict of {change['name']}: {change['old']} -> {change['new']}"), highlight=False, soft_wrap=True)
+        say.result(escape(f"verdict of {change['name']}: {change['old']} -> {change['new']}"), highlight=False, soft_wrap=True)
     if not (d.only_old_nodes or d.only_new_nodes or d.claims_removed or d.claims_added or d.claims_changed or d.verdicts):
-        console.print("same circuit and claims", highlight=False)
+        say.result("same circuit and claims", highlight=False)

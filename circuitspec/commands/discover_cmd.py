@@ -20,23 +20,20 @@ import argparse
 import json
 from pathlib import Path
 
-from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from typing import TYPE_CHECKING
 
-from ..discover import draft_spec, measure_nodes
-from ..discover.writer import without_claims
-from ..engine.discover import SearchSettings, discover, jaccard
+from rich.markup import escape
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+
 from ..engine.errors import UsageError
-from ..engine.tasks import get_task
-from ..engine.zoo import load_model
-from ..lang.parser import parse_spec
-from ..lang.resolve import resolve
-from ..verify.runner import RunSettings, SelfCheckError
-from ..verify.verifier import verify_spec
+from . import defaults
 from .argtypes import MAX_SAMPLES, MAX_STEPS, bounded, finite_float, positive_int, seed
 from .common import add_device_argument, resolve_device
 from .outputs import output_file, save_output
-from .specs import report_console
+from .reporting import Reporter, writes_to_stdout
+
+if TYPE_CHECKING:
+    from ..engine.discover import SearchSettings
 
 MIN_SAMPLES = 8  # the search splits its inputs three ways
 ROBUST_KEEP = 0.5  # --robust: outside nodes left in place during training with probability up to this
@@ -45,7 +42,7 @@ NAME, HELP = "discover", "find a small circuit for a task and write it as a veri
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="shipped model name or checkpoint directory (default py-sparse-small)")
+    p.add_argument("--model", default=None, help=f"shipped model name or checkpoint directory (default {defaults.DEFAULT_MODEL})")
     p.add_argument("--task", required=True, help="task name (see `circuitspec tasks`)")
     target = p.add_mutually_exclusive_group()
     target.add_argument("--target-loss", type=finite_float(0.0), metavar="X",
@@ -65,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "times slower)")
     p.add_argument("-o", "--output", type=output_file, required=True, metavar="SPEC", help="the .circ file to write")
     p.add_argument("--name", help="spec name (default TASK_discovered)")
-    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--seed", type=seed, help=f"seed of the search (default: [tool.circuitspec] seed, else {defaults.SEED})")
     p.add_argument("--samples", type=bounded(MIN_SAMPLES, MAX_SAMPLES), default=256,
                    help=f"inputs per phase of the search (default 256, at least {MIN_SAMPLES})")
     p.add_argument("--steps", type=positive_int(MAX_STEPS), default=150, help="optimisation steps of the mask (default 150)")
@@ -80,9 +77,11 @@ def _reference(ablation: str, args) -> str:
     return args.reference if ablation == "mean" else "task"
 
 
-def _search(model, task, args, ablation: str, console):
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+def _search(model, task, args, ablation: str, say: Reporter):
+    from ..engine.discover import discover
+
+    with say.progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                         TimeElapsedColumn()) as bar:
         handle = bar.add_task(f"discover ({_label(ablation, args)} ablation)", total=1)
 
         def progress(phase: str, done: int, total: int) -> None:
@@ -96,6 +95,8 @@ def _search(model, task, args, ablation: str, console):
 
 def search_settings(args: argparse.Namespace) -> SearchSettings:
     """The search's knobs from the command line (the rest keep their measured defaults)."""
+    from ..engine.discover import SearchSettings
+
     return SearchSettings(training=args.training, partial_keep=ROBUST_KEEP if args.robust else 0.0,
                           partial_checks=ROBUST_CHECKS if args.robust else 0)
 
@@ -105,17 +106,28 @@ def _label(ablation: str, args) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..discover import draft_spec, measure_nodes
+    from ..discover.writer import without_claims
+    from ..engine.discover import jaccard
+    from ..engine.tasks import get_task
+    from ..engine.zoo import load_model
+    from ..lang.parser import parse_spec
+    from ..lang.resolve import resolve
+    from ..verify.runner import RunSettings, SelfCheckError
+    from ..verify.verifier import verify_spec
+
     if args.output.suffix != ".circ":
         raise UsageError(f"{args.output}: the output must be a .circ file")
     if args.reference == "corpus" and args.ablation != "mean":
         raise UsageError("--reference corpus needs mean ablation", hint="drop --ablation zero, or --reference corpus")
     args.device = resolve_device(args.device)
-    console = report_console()
+    args.seed = defaults.SEED if args.seed is None else args.seed
+    say = Reporter(args, stdout_taken=writes_to_stdout(args.json))  # what is printed; `report` below is the JSON
     task = get_task(args.task)
-    model_ref = args.model or "py-sparse-small"
+    model_ref = args.model or defaults.DEFAULT_MODEL
     model = load_model(model_ref, args.device)
-    found = _search(model, task, args, args.ablation, console)
-    console.print(f"[bold]{task.name}[/] on {model_ref}, {_label(args.ablation, args)} ablation: {found.node_count} nodes, "
+    found = _search(model, task, args, args.ablation, say)
+    say.summary(f"[bold]{task.name}[/] on {model_ref}, {_label(args.ablation, args)} ablation: {found.node_count} nodes, "
                   f"{found.edge_count} edges; held-out loss {found.loss:.3f} (target {found.target_kind} "
                   f"{'<=' if found.target_kind == 'loss' else '>='} {found.target:.3f}; full model {found.full_loss:.3f}, "
                   f"all ablated {found.ablated_loss:.3f}); faithfulness {found.faithfulness:.3f}; {found.seconds:.1f} s",
@@ -123,18 +135,18 @@ def run(args: argparse.Namespace) -> int:
     report = {"model": model_ref, "reference": args.reference, "discovery": found.summary()}
     if not args.no_compare:
         other = "zero" if args.ablation == "mean" else "mean"
-        alt = _search(model, task, args, other, console)
+        alt = _search(model, task, args, other, say)
         overlap = jaccard(found.mask, alt.mask)
-        console.print(f"{other} ablation would choose {alt.node_count} nodes, {alt.edge_count} edges (held-out loss "
+        say.result(f"{other} ablation would choose {alt.node_count} nodes, {alt.edge_count} edges (held-out loss "
                       f"{alt.loss:.3f}); overlap with the {_label(args.ablation, args)}-ablation circuit: Jaccard {overlap:.2f}",
                       soft_wrap=True, highlight=False)
         report["comparison"] = {"ablation": other, "node_count": alt.node_count, "edge_count": alt.edge_count,
                                 "loss": alt.loss, "reached": alt.reached, "jaccard": overlap}
     if found.note:
-        console.print(f"[yellow]note:[/] {found.note}", soft_wrap=True, highlight=False)
+        say.err.print(f"[yellow]note:[/] {found.note}", soft_wrap=True, highlight=False)
     exit_code = 0
     if not found.reached or found.node_count == 0:
-        console.print("[red]target not reached[/]: no spec written", highlight=False)
+        say.summary("[red]target not reached[/]: no spec written", highlight=False)
         return 1 if _write_json(args.json, report) else 2
     stats = measure_nodes(model, task, found.mask, found.ablation, max(args.samples, 512), f"{args.seed}:describe",
                           _reference(found.ablation, args))
@@ -146,36 +158,41 @@ def run(args: argparse.Namespace) -> int:
         if resolved is None or diagnostics:  # a bug of ours, reported as a failed internal check (exit 3)
             raise SelfCheckError(f"discover wrote a spec that does not resolve: {'; '.join(d.message for d in diagnostics)}",
                                  hint="please report this with the command line")
-        with console.status("verifying the written claims"):
+        with say.status("verifying the written claims"):
             results = verify_spec(resolved, RunSettings(seed=args.seed, device=args.device))
-        text, results = _weaker_robustness_if_needed(text, results, args, console)
+        text, results = _weaker_robustness_if_needed(text, results, args, say)
         failed = [r for r in results if r.verdict != "pass"]
         for r in results:
             verdicts[r.text] = r.verdict
             style = "green" if r.verdict == "pass" else "red"
             statistic = "" if r.statistic is None else f" (statistic {r.statistic:.3g})"
             note = f": {r.note}" if r.note and r.verdict != "pass" else ""
-            console.print(f"  [{style}]{r.verdict}[/] {escape(r.text)}{statistic}{escape(note)}", soft_wrap=True, highlight=False)
+            say.result(f"  [{style}]{r.verdict}[/] {escape(r.text)}{statistic}{escape(note)}", soft_wrap=True, highlight=False)
         dropped = [r.text for r in failed if r.kind != "sufficient"]
         if dropped:
             text = without_claims(text, dropped, args.output)
-            console.print(f"dropped {len(dropped)} claim(s) that did not verify on fresh inputs", highlight=False)
+            say.result(f"dropped {len(dropped)} claim(s) that did not verify on fresh inputs", highlight=False)
         if any(r.kind == "sufficient" for r in failed):
-            console.print("[red]the sufficiency claim did not verify[/]: kept in the spec, which fails `verify`", highlight=False)
+            say.summary("[red]the sufficiency claim did not verify[/]: kept in the spec, which fails `verify`", highlight=False)
             exit_code = 1
     written = save_output(args.output, text, "the discovered spec")
     if written:
-        console.print(f"wrote {args.output}", highlight=False)
+        say.summary(f"wrote {escape(str(args.output))}", highlight=False)
     report["spec"] = str(args.output)
     report["claims"] = verdicts
     written &= _write_json(args.json, report)
     return exit_code if written else 2
 
 
-def _weaker_robustness_if_needed(text: str, results: list, args: argparse.Namespace, console) -> tuple[str, list]:
+def _weaker_robustness_if_needed(text: str, results: list, args: argparse.Namespace, say: Reporter) -> tuple[str, list]:
     """The written sufficiency claim makes the strongest robustness that verifies: when partial ablations
     chosen against the circuit break it (the default, `robustness adversarial`), the claim is verified
     again as `robustness random` and kept so if it passes there, with the measured figure said."""
+    from ..lang.parser import parse_spec
+    from ..lang.resolve import resolve
+    from ..verify.runner import RunSettings
+    from ..verify.verifier import verify_spec
+
     broken = next((r for r in results if r.kind == "sufficient" and r.verdict != "pass" and r.partial
                    and r.partial.get("worst_choice")), None)
     if broken is None:
@@ -185,11 +202,11 @@ def _weaker_robustness_if_needed(text: str, results: list, args: argparse.Namesp
     resolved, diagnostics = resolve(parse_spec(weaker, str(args.output)).spec, str(args.output))
     if resolved is None or diagnostics:
         return text, results
-    with console.status("verifying the sufficiency claim under random partial ablations only"):
+    with say.status("verifying the sufficiency claim under random partial ablations only"):
         again = verify_spec(resolved, RunSettings(seed=args.seed, device=args.device))
     if next(r for r in again if r.kind == "sufficient").verdict != "pass":
         return text, results
-    console.print(f"[yellow]not robust to partial ablations chosen against it[/]: {escape(broken.partial['worst_choice'])} "
+    say.result(f"[yellow]not robust to partial ablations chosen against it[/]: {escape(broken.partial['worst_choice'])} "
                   f"gives F = {broken.partial['worst']:.3g}; the sufficiency claim says `robustness random`",
                   soft_wrap=True, highlight=False)
     return weaker, again

@@ -8,16 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
-from ..engine.evaluate import EVAL_SEED, score_task
 from ..engine.tasks import all_tasks, get_task
-from ..engine.zoo import DEFAULT_MODEL, load_model, resolve_model_path
 from .argtypes import MAX_SAMPLES, positive_int
 from .common import add_device_argument, resolve_device
+from .defaults import DEFAULT_MODEL, EVAL_SEED
 from .outputs import output_file, save_output
+from .reporting import Reporter, writes_to_stdout
 
 NAME, HELP = "eval", "per-task accuracy and logit difference of a model"
 
@@ -32,13 +30,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.evaluate import score_task
+    from ..engine.zoo import load_model, resolve_model_path
+
     device = resolve_device(args.device)
     path = resolve_model_path(args.model)
     tasks = [get_task(t) for t in args.tasks] if args.tasks else all_tasks()
     model = load_model(str(path), device)
-    console = Console(stderr=args.json is not None and str(args.json) == "-")
+    report = Reporter(args, stdout_taken=writes_to_stdout(args.json))
     scores = {}
-    with Progress(console=console, transient=True) as progress:
+    with report.progress() as progress:
         bar = progress.add_task("evaluating", total=len(tasks))
         for task in tasks:
             progress.update(bar, description=f"evaluating {task.name}")
@@ -50,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
     for s in scores.values():
         style = "green" if s.accuracy >= 0.9 else "yellow" if s.accuracy >= 0.7 else "red"
         table.add_row(s.task, f"[{style}]{s.accuracy:.1%}[/]", f"{s.logit_diff:+.2f}", f"{s.bce:.3f}")
-    console.print(table)
+    report.result(table)
+    worst = min(scores.values(), key=lambda s: s.accuracy)
+    report.summary(f"{args.model or DEFAULT_MODEL}: {len(scores)} tasks, mean accuracy "
+                   f"{sum(s.accuracy for s in scores.values()) / len(scores):.1%}, lowest {worst.accuracy:.1%} ({worst.task})")
     if args.json is not None:
         data = {name: s.to_dict() for name, s in scores.items()}
         if not save_output(args.json, json.dumps(data, indent=2) + "\n", "the JSON report"):

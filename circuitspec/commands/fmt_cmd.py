@@ -14,8 +14,6 @@ import sys
 
 from rich.console import Console
 
-from ..lang.fmt import format_spec
-from ..lang.parser import parse_spec_or_library
 from .outputs import check_output_file, save_output
 from .paths import circ_files
 
@@ -28,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..lang.fmt import format_spec
+    from ..lang.parser import parse_spec_or_library
+
     console = Console(stderr=True, highlight=False)
     changed, broken = [], 0
     files = circ_files(args.paths)

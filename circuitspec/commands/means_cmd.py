@@ -17,9 +17,8 @@ import argparse
 from rich.console import Console
 from rich.markup import escape
 
-from ..engine.corpus_means import DEFAULT_WINDOWS, corpus_reference, describe, means_path, write_corpus_means
-from ..engine.zoo import load_model, resolve_model_path
 from .argtypes import bounded, seed
+from .defaults import DEFAULT_WINDOWS
 from .outputs import check_output_dir
 
 MAX_WINDOWS = 1_000_000  # corpus windows: about 1000 times the default
@@ -37,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.corpus_means import corpus_reference, describe, means_path, write_corpus_means
+    from ..engine.zoo import load_model, resolve_model_path
+
     console = Console(highlight=False)
     paths = [resolve_model_path(ref) for ref in args.models]
     if not args.check:  # each checkpoint folder is written to: checked before any averaging
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             corpus_reference(model, path)  # raises a ModelError saying what is wrong and how to fix it
             console.print(f"[green]ok[/] {escape(describe(means_path(path)))}", soft_wrap=True)
             continue
-        with console.status(f"{ref}: averaging over {args.windows} corpus windows"):
+        with Console(stderr=True).status(f"{ref}: averaging over {args.windows} corpus windows"):
             written, means = write_corpus_means(path, model, corpus_root=args.corpus_root, windows=args.windows, seed=args.seed)
         corpus = means.info["corpus"]
         if corpus.get("is_training_corpus") is False:

@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from ..engine.zoo import DEFAULT_MODEL, model_info, shipped_names
+from .defaults import DEFAULT_MODEL
 
 NAME, HELP = "models", "list the shipped models"
 
@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.zoo import model_info, shipped_names
+
     infos = [model_info(n) for n in shipped_names()]
     if args.json:
         print(json.dumps([{"name": i.name, "default": i.name == DEFAULT_MODEL, "path": str(i.path), "description": i.description,

@@ -22,17 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 
-from ..prove.consistency import check_consistency
-from ..prove.entailment import prove_behaviour
 from .argtypes import MAX_SAMPLES, MAX_TIMEOUT_S, finite_float, positive_int
 from .outputs import output_file, save_output
-from .specs import report_console, resolve_specs
+from .reporting import Reporter, writes_to_stdout
 
 NAME, HELP = "prove", "check with Z3 that a spec's claims can all hold together"
 
@@ -45,31 +43,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = report_console()
+    from ..prove.consistency import check_consistency
+    from ..prove.entailment import prove_behaviour
+    from .specs import resolve_specs
+
+    report = Reporter(args, stdout_taken=writes_to_stdout(args.json))
     resolved_specs, exit_code = resolve_specs(args.paths)
-    reports = []
+    reports, counts = [], Counter()
     for resolved in resolved_specs:
         path = Path(resolved.file)
-        report = check_consistency(resolved, args.samples)
-        entailments = [prove_behaviour(resolved, c, timeout_ms=int(args.timeout * 1000))
-                       for c in resolved.claims if c.kind == "behaviour"]
-        reports.append({"consistency": asdict(report), "entailment": [asdict(e) for e in entailments]})
+        with report.status(f"{path.name}: consistency over the task's feature combinations"):
+            consistency = check_consistency(resolved, args.samples)
+        entailments = []
+        for c in resolved.claims:
+            if c.kind == "behaviour":
+                with report.status(f"{path.name}:{c.claim.span.line}: proving from the circuit's weights"):
+                    entailments.append(prove_behaviour(resolved, c, timeout_ms=int(args.timeout * 1000)))
+                _print_entailment(report, path, entailments[-1])
+        reports.append({"consistency": asdict(consistency), "entailment": [asdict(e) for e in entailments]})
+        counts.update(e.status for e in entailments)
         if any(e.status in ("refuted", "counter-model", "vacuous", "unknown") for e in entailments):
             exit_code = max(exit_code, 1)
-        for e in entailments:
-            _print_entailment(console, path, e)
-        if report.consistent:
-            console.print(f"[green]consistent[/] {path}: {report.checked_claims} per-input claims over "
-                          f"{report.feature_combinations} feature combinations", soft_wrap=True)
+        counts["consistent" if consistency.consistent else "inconsistent"] += 1
+        if consistency.consistent:
+            report.result(f"[green]consistent[/] {escape(str(path))}: {consistency.checked_claims} per-input claims over "
+                          f"{consistency.feature_combinations} feature combinations", soft_wrap=True)
             continue
         exit_code = max(exit_code, 1)
-        for problem in report.inconsistencies:
+        for problem in consistency.inconsistencies:
             where = ", ".join(f"{k} == {v!r}" for k, v in problem.witness.items())
             more = f" (and {problem.witnesses - 1} more feature combinations)" if problem.witnesses > 1 else ""
-            console.print("[red]inconsistent[/] " + escape(f"{path}: when {where}{more}, these claims cannot all hold:"),
+            report.result("[red]inconsistent[/] " + escape(f"{path}: when {where}{more}, these claims cannot all hold:"),
                           soft_wrap=True)
             for ref in problem.claims:
-                console.print(escape(f"  {Path(ref.file).name}:{ref.line}: {ref.text}"), soft_wrap=True)
+                report.result(escape(f"  {Path(ref.file).name}:{ref.line}: {ref.text}"), soft_wrap=True)
+    specs = f"{len(resolved_specs)} spec{'s' if len(resolved_specs) != 1 else ''}"
+    report.summary(f"{specs}: " + (", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to prove"),
+                   soft_wrap=True)
     if args.json:
         if not save_output(args.json, json.dumps(reports, indent=2, sort_keys=True) + "\n", "the JSON report"):
             exit_code = max(exit_code, 2)
@@ -79,7 +89,11 @@ def run(args: argparse.Namespace) -> int:
 STATUS_STYLE = {"proved": "green", "refuted": "red", "counter-model": "red", "vacuous": "red", "unknown": "yellow", "not encodable": "yellow"}
 
 
-def _print_entailment(console: Console, path: Path, e) -> None:
+def _print_entailment(report: Reporter, path: Path, e) -> None:
+    """The verdict line of one behaviour claim (left out under -q), then what it rests on."""
+    if report.quiet:
+        return
+    console = report.out
     console.print(f"[{STATUS_STYLE[e.status]}]{e.status}[/] " + escape(f"{path.name}:{e.line}: {e.claim}") +
                   f" [dim]({e.seconds:.1f} s; in Z3 {e.z3_seconds:.2f} s over {e.z3_checks} checks)[/]", soft_wrap=True)
     if e.note:

@@ -1,10 +1,8 @@
-"""What verify, falsify and prove share: resolving the specs a user named, and a console for reports."""
+"""What verify, falsify, prove and show share: resolving the specs a user named (imported when a command runs)."""
 
 from __future__ import annotations
 
 import sys
-
-from rich.console import Console
 
 from ..lang.diagnostics import render_all
 from ..lang.parser import parse_spec_or_library
@@ -30,9 +28,3 @@ def resolve_specs(paths: list[str]) -> tuple[list[ResolvedSpec], int]:
             continue
         resolved_specs.append(resolved)
     return resolved_specs, exit_code
-
-
-def report_console() -> Console:
-    """stderr; in CI logs (no terminal) wide enough that tables do not fold."""
-    console = Console(stderr=True, highlight=False)
-    return console if console.is_terminal else Console(stderr=True, highlight=False, width=140)

@@ -12,10 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..engine.config import load_config
 from ..engine.errors import UsageError
-from ..engine.train import STATE_DIR, train
 from .argtypes import MAX_STEPS, positive_int
+from .defaults import STATE_DIR
 from .common import add_device_argument, resolve_device
 from .outputs import output_dir
 
@@ -40,6 +39,9 @@ def git_revision() -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.config import load_config
+    from ..engine.train import train
+
     cfg = load_config(args.config)
     if args.steps is not None:
         cfg = replace(cfg, train=replace(cfg.train, steps=args.steps))

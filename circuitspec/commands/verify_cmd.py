@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import sys
 import time
 from pathlib import Path
 
 from rich.markup import escape
-from rich.progress import Progress
 
-from ..engine.checkpoint import read_manifest
 from ..engine.errors import CircuitspecError, UsageError
-from ..testing import LoadedSpec
 from ..verify.example_store import DEFAULT_ROOT, ExampleStore
-from ..verify.falsify import falsify_spec
-from ..verify.report import json_report, junit_report, manifest, print_table, summary
-from ..verify.runner import RunSettings
-from ..verify.verifier import claim_groups, verify_spec
+from . import defaults
 from .argtypes import MAX_BASELINES, MAX_SAMPLES, non_negative_int, positive_int, seed
 from .common import add_device_argument, resolve_device
 from .outputs import check_output_dir, output_file, save_output
-from .specs import report_console, resolve_specs
+from .reporting import Reporter, add_output_format_argument, writes_to_stdout
 
 MAX_EXAMPLES = 200  # --falsify: inputs tried per claim
 NAME, HELP = "verify", "verify every claim of .circ specs (exit 0 pass, 1 fail, 2 spec error, 3 model error)"
@@ -34,15 +29,18 @@ NAME, HELP = "verify", "verify every claim of .circ specs (exit 0 pass, 1 fail, 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help=".circ files or directories")
     p.add_argument("--json", metavar="FILE", type=output_file, help="write results as JSON ('-' for stdout)")
-    p.add_argument("--junit", metavar="FILE", type=output_file, help="write JUnit XML for CI")
-    p.add_argument("--seed", type=seed, default=0, help="seed for inputs, baselines and bootstrap (default 0)")
+    p.add_argument("--junit", metavar="FILE", type=output_file, help="write JUnit XML for CI ('-' for stdout)")
+    add_output_format_argument(p)
+    p.add_argument("--seed", type=seed,
+                   help=f"seed for inputs, baselines and bootstrap (default: [tool.circuitspec] seed, else {defaults.SEED})")
     p.add_argument("--samples", type=positive_int(MAX_SAMPLES),
-                   help=f"inputs per claim group when the spec does not say (default {RunSettings.samples})")
-    p.add_argument("--baselines", type=non_negative_int(MAX_BASELINES), default=RunSettings.baselines,
+                   help=f"inputs per claim group when the spec does not say (default: [tool.circuitspec] samples, "
+                        f"else {defaults.SAMPLES})")
+    p.add_argument("--baselines", type=non_negative_int(MAX_BASELINES), default=defaults.BASELINES,
                    help="random same-size circuits per check")
-    p.add_argument("--partial-ablations", type=non_negative_int(MAX_BASELINES), default=RunSettings.partial_ablations, metavar="N",
+    p.add_argument("--partial-ablations", type=non_negative_int(MAX_BASELINES), default=defaults.PARTIAL_ABLATIONS, metavar="N",
                    help="random partial ablations of the outside a sufficient claim must also survive "
-                        f"(default {RunSettings.partial_ablations}; 0 turns the check off)")
+                        f"(default {defaults.PARTIAL_ABLATIONS}; 0 turns the check off)")
     p.add_argument("--falsify", action="store_true",
                    help="also search for inputs that break per-input claims (as `circuitspec falsify`, with its example store)")
     p.add_argument("--max-examples", type=positive_int(MAX_SAMPLES), metavar="N",
@@ -51,11 +49,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..testing import LoadedSpec
+    from ..verify.falsify import falsify_spec
+    from ..verify.report import falsify_annotations, github_annotations, json_report, junit_report, manifest, print_table, summary
+    from ..verify.runner import RunSettings
+    from ..verify.verifier import claim_groups, verify_spec
+    from .specs import resolve_specs
+
     if args.max_examples is not None and not args.falsify:
         raise UsageError("--max-examples applies only with --falsify", hint="add --falsify, or drop --max-examples")
-    settings = RunSettings(seed=args.seed, samples=args.samples or RunSettings.samples, baselines=args.baselines,
-                           device=resolve_device(args.device), partial_ablations=args.partial_ablations)
-    console = report_console()
+    settings = RunSettings(seed=defaults.SEED if args.seed is None else args.seed, samples=args.samples or RunSettings.samples,
+                           baselines=args.baselines, device=resolve_device(args.device),
+                           partial_ablations=args.partial_ablations)
+    report = Reporter(args, stdout_taken=writes_to_stdout(args.json, args.junit) or args.output_format == "github")
     resolved_specs, exit_code = resolve_specs(args.paths)
     store = None
     if args.falsify:  # the example database is checked before any work, like the other outputs
@@ -65,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         resolved.context.model.to(settings.device)
     results, specs_manifest = [], []
     started = time.perf_counter()
-    with Progress(console=console, transient=True) as progress:
+    with report.progress() as progress:
         total = sum(len(claim_groups(r)) for r in resolved_specs)
         bar = progress.add_task("verifying", total=total)
         for resolved in resolved_specs:
@@ -80,15 +86,19 @@ def run(args: argparse.Namespace) -> int:
     falsified = []
     if args.falsify:
         for resolved in resolved_specs:
-            with console.status(f"falsifying {Path(resolved.file).name}"):
+            with report.status(f"falsifying {Path(resolved.file).name}"):
                 found = falsify_spec(LoadedSpec(resolved, settings), args.max_examples or MAX_EXAMPLES, settings.seed, store)
             falsified += found
         _merge_falsification(results, falsified)
-    if results:
-        print_table(results, console)
-    console.print(f"{summary(results)} in {time.perf_counter() - started:.1f} s (seed {settings.seed}, "
-                  f"{settings.baselines} random baselines, {settings.partial_ablations} partial ablations)"
-                  if results else "no claims verified")
+    if results and not report.quiet:
+        print_table(results, report.out, verbose=report.verbose)
+    report.summary(f"{summary(results)} in {time.perf_counter() - started:.1f} s (seed {settings.seed}, "
+                   f"{settings.baselines} random baselines, {settings.partial_ablations} partial ablations)"
+                   if results else "no claims verified")
+    if args.output_format == "github":
+        unmet = [f for f in falsified if f.verdict == "inconclusive"]  # a falsified one already fails its claim
+        sys.stdout.write("".join(github_annotations(results) + falsify_annotations(unmet)))
+        sys.stdout.flush()
     if any(r.verdict != "pass" for r in results) or any(f.verdict != "survived" for f in falsified):
         exit_code = max(exit_code, 1)
     run_manifest = manifest(specs_manifest, {"seed": settings.seed, "samples": settings.samples,
@@ -117,6 +127,8 @@ def _merge_falsification(results, falsified) -> None:
 
 
 def _spec_manifest(resolved) -> dict:
+    from ..engine.checkpoint import read_manifest
+
     return {"file": resolved.file, "spec": resolved.spec.name,
             "spec_sha256": hashlib.sha256(Path(resolved.file).read_bytes()).hexdigest(),
             "model": resolved.spec.model, "model_sha256": read_manifest(resolved.context.path).get("weights_sha256"),

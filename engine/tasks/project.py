@@ -7,6 +7,7 @@ first on ``sys.path``::
 
     [tool.circuitspec]
     tasks = ["my_tasks"]          # modules; each registers its tasks on import, or defines TASKS
+    seed = 0                      # defaults for the command line (circuitspec.commands.settings)
 
 A listed module registers its tasks with :func:`~.registry.register_task` when imported, or defines a
 list ``TASKS`` of :class:`~.base.Task` (registered for it). ``--tasks-module NAME`` imports one more the
@@ -16,6 +17,7 @@ same way from the working directory. This imports the user's own code, as pytest
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 import tomllib
@@ -40,13 +42,14 @@ def find_pyproject(start: Path) -> Path | None:
     return None
 
 
-def load_project_tasks(start: Path) -> list[str]:
-    """Import the task modules the nearest pyproject.toml above ``start`` lists (once per project);
-    returns the module names imported now. A malformed table or a module that fails is a UsageError."""
-    pyproject = find_pyproject(start)
-    if pyproject is None or pyproject in _seen_projects:
-        return []
-    _seen_projects.add(pyproject)
+#: keys of [tool.circuitspec]: ``tasks`` here; the command-line defaults are checked by
+#: circuitspec.commands.settings, which reads the same table.
+KNOWN_KEYS = ("device", "samples", "seed", "tasks", "threads")
+
+
+def read_project_table(pyproject: Path) -> dict:
+    """The ``[tool.circuitspec]`` table of ``pyproject`` (empty if it has none); an unreadable file, a table
+    that is not one, or an unknown key is a UsageError naming the file."""
     try:
         data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
@@ -54,13 +57,26 @@ def load_project_tasks(start: Path) -> list[str]:
     table = data.get("tool", {}).get("circuitspec", {}) if isinstance(data.get("tool"), dict) else {}
     if not isinstance(table, dict):
         raise UsageError(f"{pyproject}: [tool.circuitspec] must be a table")
+    unknown = sorted(set(table) - set(KNOWN_KEYS))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], KNOWN_KEYS, n=1)
+        raise UsageError(f"{pyproject}: unknown key{'s' if len(unknown) > 1 else ''} in [tool.circuitspec]: {', '.join(unknown)}",
+                         hint=(f"did you mean {close[0]!r}? " if close else "") + f"known: {', '.join(KNOWN_KEYS)}")
+    return table
+
+
+def load_project_tasks(start: Path) -> list[str]:
+    """Import the task modules the nearest pyproject.toml above ``start`` lists (once per project);
+    returns the module names imported now. A malformed table or a module that fails is a UsageError."""
+    pyproject = find_pyproject(start)
+    if pyproject is None or pyproject in _seen_projects:
+        return []
+    _seen_projects.add(pyproject)
+    table = read_project_table(pyproject)
     modules = table.get("tasks", [])
     if isinstance(modules, str) or not isinstance(modules, list) or not all(isinstance(m, str) and m for m in modules):
         raise UsageError(f"{pyproject}: [tool.circuitspec] tasks must be a list of module names",
                          hint='e.g. tasks = ["my_tasks"] for a my_tasks.py next to pyproject.toml')
-    unknown = sorted(set(table) - {"tasks"})
-    if unknown:
-        raise UsageError(f"{pyproject}: unknown keys in [tool.circuitspec]: {', '.join(unknown)}", hint="known: tasks")
     return [name for name in modules if import_tasks_module(name, pyproject.parent, f"{pyproject} [tool.circuitspec]")]
 
 
