@@ -1,6 +1,7 @@
-"""Search for inputs that break the per-input claims of specs (role, behaviour, and "the circuit alone
-answers like the model"), shrink them to minimal snippets, and store them for replay; attack
-sufficient and necessary claims over ablation choices (partial ablations, reference inputs).
+"""Search for inputs that break the per-input claims of specs (role, behaviour, agreement), shrink them to
+minimal snippets, and store them for replay; judge claims made on a share of inputs on random draws;
+attack sufficient, necessary and "not needed" claims over ablation choices (partial ablations as the
+claim's robustness states, reference inputs).
 
 Exit 0: nothing falsified. 1: a claim was falsified, or no input met its conditions. 2: a spec or the
 usage is wrong. 3: a model is unreadable.
