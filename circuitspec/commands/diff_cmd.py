@@ -14,10 +14,9 @@ import argparse
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
-
-from typing import TYPE_CHECKING
 
 from ..engine.errors import UsageError
 from .argtypes import seed
