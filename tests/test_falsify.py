@@ -65,6 +65,18 @@ def test_verify_with_falsify_fails_a_claim_the_search_breaks(tmp_path, monkeypat
     assert code == 1 and backwards["verdict"] == "fail" and backwards["counterexample"]["input"]
     assert any(f["name"] == "backwards" and f["verdict"] == "falsified" for f in data["manifest"]["falsification"])
     assert (tmp_path / ".circuitspec" / "examples" / "quotes" / "backwards.json").is_file()
+    elsewhere, nowhere = tmp_path / "db", tmp_path / "nowhere"
+    nowhere.mkdir()
+    args = ["verify", str(path), "--falsify", "--max-examples", "30", "--samples", "30", "--baselines", "10"]
+    assert main([*args, "--database", str(elsewhere)]) == 1
+    assert (elsewhere / "quotes" / "backwards.json").is_file()
+    monkeypatch.chdir(nowhere)
+    assert main([*args, "--no-database"]) == 1 and not (nowhere / ".circuitspec").exists()
+
+
+def test_verify_database_options_need_falsify(tmp_path, capsys):
+    assert main(["verify", "specs/quote_head.circ", "--no-database"]) == 2
+    assert "--no-database applies only with --falsify" in capsys.readouterr().err
 
 
 def test_aggregate_claims_are_attacked_over_ablation_choices(tmp_path):

@@ -19,7 +19,7 @@ from ..verify.example_store import DEFAULT_ROOT, ExampleStore
 from . import defaults
 from .argtypes import MAX_BASELINES, MAX_SAMPLES, non_negative_int, positive_int, seed
 from .common import add_device_argument, resolve_device
-from .outputs import check_output_dir, output_file, save_output
+from .outputs import check_output_dir, output_dir, output_file, save_output
 from .reporting import Reporter, add_output_format_argument, writes_to_stdout
 
 MAX_EXAMPLES = 200  # --falsify: inputs tried per claim
@@ -45,6 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also search for inputs that break per-input claims (as `circuitspec falsify`, with its example store)")
     p.add_argument("--max-examples", type=positive_int(MAX_SAMPLES), metavar="N",
                    help=f"with --falsify: inputs to try per claim (default {MAX_EXAMPLES})")
+    database = p.add_mutually_exclusive_group()
+    database.add_argument("--database", type=output_dir, metavar="DIR",
+                          help=f"with --falsify: where counterexamples are kept and replayed (default: {DEFAULT_ROOT} in "
+                               "the current folder)")
+    database.add_argument("--no-database", action="store_true",
+                          help="with --falsify: neither replay nor store counterexamples")
     add_device_argument(p)
 
 
@@ -56,16 +62,18 @@ def run(args: argparse.Namespace) -> int:
     from ..verify.verifier import claim_groups, verify_spec
     from .specs import resolve_specs
 
-    if args.max_examples is not None and not args.falsify:
-        raise UsageError("--max-examples applies only with --falsify", hint="add --falsify, or drop --max-examples")
+    for given, flag in ((args.max_examples is not None, "--max-examples"), (args.database is not None, "--database"),
+                        (args.no_database, "--no-database")):
+        if given and not args.falsify:
+            raise UsageError(f"{flag} applies only with --falsify", hint=f"add --falsify, or drop {flag}")
     settings = RunSettings(seed=defaults.SEED if args.seed is None else args.seed, samples=args.samples or RunSettings.samples,
                            baselines=args.baselines, device=resolve_device(args.device),
                            partial_ablations=args.partial_ablations)
     report = Reporter(args, stdout_taken=writes_to_stdout(args.json, args.junit) or args.output_format == "github")
     resolved_specs, exit_code = resolve_specs(args.paths)
     store = None
-    if args.falsify:  # the example database is checked before any work, like the other outputs
-        store = ExampleStore(check_output_dir(DEFAULT_ROOT))
+    if args.falsify and not args.no_database:  # the example database is checked before any work, like the other outputs
+        store = ExampleStore(args.database or check_output_dir(DEFAULT_ROOT))
         store.check([r.file for r in resolved_specs])
     for resolved in resolved_specs:
         resolved.context.model.to(settings.device)
