@@ -45,8 +45,20 @@ def resolve_model_path(ref: str | None) -> Path:
     raise UnknownModelError(f"unknown model {ref!r}: not a shipped model name and not a directory", hint=hint)
 
 
+def is_circuit_sparsity_dir(path: Path) -> bool:
+    """A checkpoint directory of OpenAI's circuit_sparsity release, not yet converted (no config.json)."""
+    return (path / "beeg_config.json").is_file() and not (path / "config.json").exists()
+
+
 def load_model(ref: str | None = None, device: str | torch.device = "cpu") -> Transformer:
-    return load_checkpoint(resolve_model_path(ref), device)
+    """A shipped model or checkpoint directory; a circuit_sparsity directory is converted in memory, with
+    the same strict checks as `circuitspec convert` (which also writes the result, and its weights hash)."""
+    path = resolve_model_path(ref)
+    if is_circuit_sparsity_dir(path):
+        from .convert_circuit_sparsity import load_circuit_sparsity  # only for such directories
+
+        return load_circuit_sparsity(path)[0].to(device)
+    return load_checkpoint(path, device)
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,26 @@ def test_the_original_directory_as_a_model_path_says_how_to_convert_it():
     assert "circuitspec convert --from circuit-sparsity" in error.value.hint
 
 
+def test_the_original_directory_is_a_model_path_of_every_command(tmp_path, capsys):
+    """load_model (and so every command) converts such a directory in memory, as strictly as `convert`."""
+    from circuitspec.engine.zoo import load_model
+
+    ids, logits, _ = reference_run("B")
+    with torch.no_grad():
+        assert torch.equal(load_model(str(fixture("B")))(ids), load_circuit_sparsity(fixture("B"))[0](ids))
+    spec = tmp_path / "direct.circ"
+    spec.write_text(f'spec direct "read as it is"\nmodel "{fixture("B")}"\ntask bracket_nesting\nablate mean over task\n\n'
+                    "group head = blocks.1.attn.hook_z[head=1, *]\n\nclaim necessary faithfulness <= 5\n")
+    out = tmp_path / "direct.json"
+    assert main(["check", str(spec)]) == 0
+    rc = main(["verify", str(spec), "--samples", "20", "--baselines", "2", "--partial-ablations", "1", "--json", str(out)])
+    assert rc in (0, 1) and "self-check" not in capsys.readouterr().err
+    assert json.loads(out.read_text())["manifest"]["specs"][0]["model_sha256"] is None  # no manifest to take it from
+    broken = edit_state(copy_fixture("B", tmp_path / "B"), lambda s: s.pop("transformer.wpe.weight"))
+    spec.write_text(spec.read_text().replace(str(fixture("B")), str(broken)))
+    assert main(["check", str(spec)]) == 3  # the converter's strictness holds here too
+
+
 def test_converted_checkpoint_round_trips_bit_exactly(tmp_path):
     model, _ = load_circuit_sparsity(fixture("B"))
     save_checkpoint(model, tmp_path / "ckpt", {})

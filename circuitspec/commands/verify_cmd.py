@@ -135,9 +135,15 @@ def _merge_falsification(results, falsified) -> None:
 
 
 def _spec_manifest(resolved) -> dict:
-    from ..engine.checkpoint import read_manifest
-
     return {"file": resolved.file, "spec": resolved.spec.name,
             "spec_sha256": hashlib.sha256(Path(resolved.file).read_bytes()).hexdigest(),
-            "model": resolved.spec.model, "model_sha256": read_manifest(resolved.context.path).get("weights_sha256"),
+            "model": resolved.spec.model, "model_sha256": _weights_sha256(resolved.context.path),
             "task": resolved.task.name, "circuit_nodes": len(resolved.nodes), "circuit_edges": resolved.mask.edge_count()}
+
+
+def _weights_sha256(path) -> str | None:
+    """The checkpoint's recorded weights hash; none for a circuit_sparsity directory read as it is."""
+    from ..engine.checkpoint import read_manifest
+    from ..engine.zoo import is_circuit_sparsity_dir
+
+    return None if is_circuit_sparsity_dir(Path(path)) else read_manifest(path).get("weights_sha256")
