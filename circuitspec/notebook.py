@@ -15,6 +15,7 @@ binds them to one spec and gives their results a ``_repr_html_``. Errors in the 
 from __future__ import annotations
 
 import html
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -137,8 +138,9 @@ class _Rows(Sequence):
         """Whether every result is one CI would let through (exit 0)."""
         return all(r.verdict in self.ok_verdicts for r in self.items)
 
+    @abstractmethod
     def row(self, r) -> list:
-        raise NotImplementedError
+        """The table cells of one result, in the order of ``columns``."""
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{c}</th>" for c in self.columns)

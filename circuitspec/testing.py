@@ -47,7 +47,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from .commands.check_cmd import check_file
-from .engine.ablation import Reference, run_conditions_with_cache
+from .engine.ablation import Reference, plain_answer_logits, run_conditions_with_cache
 from .engine.batch import TaskBatch, encode_examples
 from .engine.masks import Mask
 from .engine.tasks import TaskExample
@@ -214,7 +214,7 @@ def evaluate_claim_on(spec: LoadedSpec, claim: ResolvedClaim, examples: list[Tas
     activations = {h: a[0] for h, a in cache.items()}
     model_logits = logits[0]
     if claim.kind == "agreement":
-        model_logits = run_conditions_with_cache(model, batch.tokens, [full], reference, batch.answer_pos)[0][0]
+        model_logits = plain_answer_logits(model, batch.tokens, batch.answer_pos)  # as verify's per-input groups
     data = GroupData(examples, circuit_logits=logits[0], activations=activations, model_logits=model_logits,
                      model_activations=activations)
     return evaluate_per_input(claim, data)

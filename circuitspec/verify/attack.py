@@ -27,7 +27,7 @@ from ..stats import faithfulness_interval, verdict_at_least, verdict_at_most
 from .adversary import adversarial_parts
 from .examples import sample_examples
 from .judge import judge
-from .runner import RunSettings, make_reference, per_example_metric, run_group
+from .runner import RunSettings, make_reference, per_example_metric, run_group, without_part
 
 
 @dataclass
@@ -91,7 +91,7 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
     if sufficient:
         target = resolved.mask
     elif claim.kind == "unneeded":
-        target = Mask(space, (~Mask.from_nodes(space, claim.subject)).nodes, full.edges)
+        target = without_part(claim, space)
     else:
         target = Mask(space, (~resolved.mask).nodes, full.edges)
     threshold = float(claim.claim.body.threshold)

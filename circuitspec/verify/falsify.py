@@ -9,7 +9,7 @@ can escape it where uniform draws find it; with both, falsify is never weaker th
 (what the draws find is reported as drawn: it is not shrunk). A claim made ``on at least Q of inputs``
 allows failing inputs, so a search cannot refute it: it is judged on the share of random draws it holds
 on, as verify judges it.
-sufficient, necessary and minimal claims are attacked over ablation choices instead (:mod:`.attack`). A
+sufficient, necessary, minimal and "not needed" claims are attacked over ablation choices instead (:mod:`.attack`). A
 failure is shrunk to a minimal snippet. Counterexamples are stored as readable JSON (one file per spec
 and claim under ``.circuitspec/examples/``, :mod:`.example_store`) and replayed before any search on the
 next run, so CI keeps failing on a known counterexample until the spec, or the model, changes. (Hypothesis' own example
@@ -177,7 +177,7 @@ def _coverage_result(spec: LoadedSpec, claim, max_examples: int, seed: int) -> F
 
 def falsify_spec(spec: LoadedSpec, max_examples: int, seed: int, store: ExampleStore | None) -> list[FalsifyResult]:
     """Falsification results for every claim of a spec: per-input claims (role, behaviour, agreement) by
-    search and random draws, sufficient / necessary / minimal claims by ablation choices."""
+    search and random draws, sufficient / necessary / minimal / unneeded claims by ablation choices."""
     resolved = spec.resolved
     results = []
     for claim in resolved.claims:

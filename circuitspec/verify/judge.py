@@ -133,16 +133,28 @@ def _contributions(m: np.ndarray, data: GroupData) -> np.ndarray:
     return (m - data.metric["empty"]) / denominator if denominator else np.full_like(m, np.nan)
 
 
+UNDEFINED_FAITHFULNESS = "the full model and the all-ablated model score the same: faithfulness is undefined"
+
+
+def _faithfulness_statistic(result: ClaimResult, claim: ResolvedClaim, body, m: np.ndarray, data: GroupData,
+                            settings: RunSettings):
+    """The faithfulness interval of one condition's per-example metric ``m``, written into ``result`` as its
+    statistic, interval, threshold and spread; returns (interval, threshold)."""
+    interval = faithfulness_interval(m, data.metric["full"], data.metric["empty"], claim.confidence, settings.resamples,
+                                     settings.seed)
+    threshold = float(body.threshold)
+    result.statistic, result.ci, result.threshold, result.op = interval.estimate, [interval.low, interval.high], threshold, body.op
+    result.spread = quantiles(_contributions(m, data))
+    return interval, threshold
+
+
 def _faithfulness_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.FaithfulnessBody, data: GroupData,
                         settings: RunSettings) -> None:
     m_full, m_empty = data.metric["full"], data.metric["empty"]
     sufficient = claim.kind == "sufficient"
     m = data.metric["circuit" if sufficient else "complement"]
-    interval = faithfulness_interval(m, m_full, m_empty, claim.confidence, settings.resamples, settings.seed)
-    threshold = float(body.threshold)
+    interval, threshold = _faithfulness_statistic(result, claim, body, m, data, settings)
     verdict = verdict_at_least(interval, threshold) if sufficient else verdict_at_most(interval, threshold)
-    result.statistic, result.ci, result.threshold, result.op = interval.estimate, [interval.low, interval.high], threshold, body.op
-    result.spread = quantiles(_contributions(m, data))
     pool = data.baselines if sufficient else data.baseline_complements
     baseline_f = [faithfulness(b, m_full, m_empty) for b in pool]
     quantile = BASELINE_QUANTILE[claim.kind]
@@ -152,7 +164,7 @@ def _faithfulness_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.Fai
                        "median_faithfulness": comparison.baseline_median, "beats_quantile": quantile,
                        "p_value": comparison.p_value, "rank_p_value": comparison.rank_p_value}
     if math.isnan(interval.estimate):
-        result.note = "the full model and the all-ablated model score the same: faithfulness is undefined"
+        result.note = UNDEFINED_FAITHFULNESS
     elif verdict == "pass" and comparison.p_value > alpha:
         # fail only when significantly more random circuits do as well than "beats the quantile" allows;
         # otherwise the baselines are too few to tell either way
@@ -179,15 +191,10 @@ def _unneeded_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.Unneede
                    settings: RunSettings) -> None:
     """F of the model with only the claim's part ablated, judged like sufficiency's all-at-once F (no
     baselines: a random part of the same size says nothing about whether this one is needed)."""
-    m = data.unneeded[claim.claim.name]
-    interval = faithfulness_interval(m, data.metric["full"], data.metric["empty"], claim.confidence, settings.resamples,
-                                     settings.seed)
-    threshold = float(body.threshold)
-    result.statistic, result.ci, result.threshold, result.op = interval.estimate, [interval.low, interval.high], threshold, body.op
-    result.spread = quantiles(_contributions(m, data))
+    interval, threshold = _faithfulness_statistic(result, claim, body, data.unneeded[claim.claim.name], data, settings)
     result.verdict = verdict_at_least(interval, threshold)
     if math.isnan(interval.estimate):
-        result.verdict, result.note = "inconclusive", "the full model and the all-ablated model score the same: faithfulness is undefined"
+        result.verdict, result.note = "inconclusive", UNDEFINED_FAITHFULNESS
     elif result.verdict != "pass":
         result.note = f"ablating {len(claim.subject)} node(s) leaves F = {_g(interval.estimate)}: the part is needed"
 

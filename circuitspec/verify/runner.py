@@ -170,6 +170,11 @@ def minimal_units(resolved: ResolvedSpec, unit: str) -> dict[str, Mask]:
     return units
 
 
+def without_part(claim: ResolvedClaim, space) -> Mask:
+    """What an ``ablating PART keeps faithfulness`` claim runs: the whole model, every edge kept, but the part."""
+    return Mask(space, (~Mask.from_nodes(space, claim.subject)).nodes, Mask.full(space).edges)
+
+
 def partial_ablations(circuit: Mask, count: int, seed: int,
                       fractions: Sequence[float] = PARTIAL_KEEP_FRACTIONS) -> list[tuple[float, Mask]]:
     """``count`` random partial ablations of everything outside ``circuit``, as (keep fraction p, mask).
@@ -318,7 +323,7 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
             for unit, mask in minimal_units(resolved, claim.claim.body.unit).items():
                 masks[f"knockout:{unit}"] = mask
         elif claim.kind == "unneeded":  # the whole model but the part
-            masks[f"unneeded:{claim.claim.name}"] = Mask(space, (~Mask.from_nodes(space, claim.subject)).nodes, full.edges)
+            masks[f"unneeded:{claim.claim.name}"] = without_part(claim, space)
     # The full model does not depend on the ablation: a group on the inputs of another group of the spec
     # reuses its logits, which that group's self-check compared with a plain forward.
     key = _batch_key(batch)
