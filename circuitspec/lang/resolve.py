@@ -372,6 +372,15 @@ class Resolver:
         names = (parse_node_name(n) for n in sorted(ends))
         return [n for n in names if _is_circuit_node(n, self.ctx)]
 
+    def _circuit_nodes(self, member: ast.Member, problem: str, hint: str) -> tuple[NodeName, ...]:
+        """The nodes ``member`` names, each one a circuit node (an activation that can be read and ablated);
+        E510 with ``problem`` and ``hint`` at the first that is not."""
+        nodes = tuple(self.member_nodes(member))
+        for node in nodes:
+            if not _is_circuit_node(node, self.ctx):
+                raise _Problem(error(member.span, "E510", f"{node} {problem}", hint))
+        return nodes
+
     def claim(self, claim: ast.Claim) -> ResolvedClaim | None:
         settings = self.spec.settings(claim)
         ablation, ablation_task = None, None
@@ -382,18 +391,12 @@ class Resolver:
                 ablation, ablation_task = self._ablation(settings.ablation)
             body = claim.body
             if isinstance(body, ast.RoleBody):
-                subject = tuple(self.member_nodes(body.subject))
-                for node in subject:
-                    if not _is_circuit_node(node, self.ctx):
-                        raise _Problem(error(body.subject.span, "E510", f"{node} has no activation a role claim can read",
-                                             "role claims are about residual, q/k/v/z and MLP channels; use a behaviour "
-                                             "claim (logit[...]) for outputs"))
+                subject = self._circuit_nodes(body.subject, "has no activation a role claim can read",
+                                              "role claims are about residual, q/k/v/z and MLP channels; use a behaviour "
+                                              "claim (logit[...]) for outputs")
             elif isinstance(body, ast.UnneededBody):
-                subject = tuple(self.member_nodes(body.part))
-                for node in subject:
-                    if not _is_circuit_node(node, self.ctx):
-                        raise _Problem(error(body.part.span, "E510", f"{node} is not a node that can be ablated",
-                                             "a part is made of residual, q/k/v/z and MLP channels"))
+                subject = self._circuit_nodes(body.part, "is not a node that can be ablated",
+                                              "a part is made of residual, q/k/v/z and MLP channels")
             elif isinstance(body, ast.BehaviourBody):
                 sides = [body.left] + ([body.right] if isinstance(body.right, ast.Logit) else [])
                 logits = tuple(self._logit(side) for side in sides)
