@@ -15,6 +15,8 @@ carrier path is necessary and the decoy is not.
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from circuitspec.cli import main
+from circuitspec.commands.check_cmd import check_file
 from circuitspec.engine.ablation import Ablation, Reference, plain_answer_logits, run_conditions
 from circuitspec.engine.batch import encode_examples
 from circuitspec.engine.checkpoint import save_checkpoint
@@ -31,7 +34,7 @@ from circuitspec.engine.tasks import RandomSampler, Task, TaskExample, all_tasks
 from circuitspec.engine.tasks.counterfactual import PartnerRuleError, closeness, find_partner, is_partner
 from circuitspec.engine.tasks.draws import ReplaySampler, draws_of
 from circuitspec.engine.tokenizer import token_id
-from circuitspec.lang import format_spec, parse_spec
+from circuitspec.lang import format_spec, parse_spec, render_all
 from circuitspec.testing import assert_claim, claim_inputs, in_population, load_spec
 from circuitspec.verify.pairs import NoPartnerError, partners_of
 
@@ -293,6 +296,18 @@ def test_verify_end_to_end(folder, capsys):
     assert "resample from corrupted(last)" in capsys.readouterr().out
 
 
+def test_falsify_attacks_without_other_references(folder):
+    path = folder / "falsify.circ"
+    path.write_text(HEADER.format(name="falsify") + CIRCUIT + "claim nec: necessary faithfulness <= 0.1\n"
+                    "claim says_a: logit['a'] > logit['b'] when last == \"a\"\n")
+    out = folder / "falsify.json"
+    code = main(["falsify", str(path), "--max-examples", "15", "--seed", "0", "--no-database", "--threads", "1",
+                 "--json", str(out)])
+    results = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    assert code == 0 and {r["verdict"] for r in results.values()} == {"survived"}
+    assert results["nec"]["tried"] == 1 and "each input's corrupted partner" in results["nec"]["note"]
+
+
 def test_check_names_a_feature_the_task_lacks(folder, capsys):
     path = folder / "lacks.circ"
     path.write_text(HEADER.format(name="lacks").replace("corrupted(last)", "corrupted(lats)") + CIRCUIT
@@ -317,3 +332,15 @@ def test_the_testing_api_pairs_inputs_as_verify_does(folder):
         assert_claim(spec, "says_a", example)
 
     holds()
+
+
+def test_the_e517_shown_in_the_docs_is_real(tmp_path, monkeypatch):
+    doc = (Path(__file__).parent.parent / "docs" / "language.md").read_text()
+    shown = re.search(r"```\n(quote_pairs\.circ:.*?)```", doc, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    Path("quote_pairs.circ").write_text('spec quote_pairs "x"\nmodel "py-sparse-small"\ntask closing_quote\n'
+                                        "ablate resample from corrupted(body_length)\n\n"
+                                        "node reader = blocks.1.attn.hook_z[head=1, 19]\nclaim necessary faithfulness <= 0.2\n")
+    resolved, diagnostics, sources = check_file(Path("quote_pairs.circ"))
+    assert resolved is None and [d.code for d in diagnostics] == ["E517"]
+    assert render_all(diagnostics, sources).startswith(shown)
