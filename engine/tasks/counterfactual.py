@@ -13,10 +13,13 @@ positions that differ.
 
 How partners are found, for any task: the input's recorded choices (:mod:`.draws`) are replayed with one
 of them changed, every other value of every choice in turn (at most :data:`MAX_ALTERNATIVES` values of a
-wider choice, picked by the seed); when no single change gives a partner, pairs of changes are tried,
-drawn by the seed, up to :data:`MAX_PAIR_REPLAYS`. A search stops early at a partner that changes no
-other feature and one position. A task may register its own pairing (``Task.counterfactual``), which is
-asked first; its partner must meet the same rule.
+wider choice, picked by the seed). A change that changes the feature often moves a position too (a
+longer word, another branch of the generator); when no single change gives a partner, the least
+misplaced of those replays are repaired, a further change at a time, each the one that brings the
+named positions closest back while keeping the feature changed (:data:`REPAIR_STARTS` replays,
+:data:`REPAIR_STEPS` changes each). A search stops early at a partner that changes no other feature and
+one position, and after :data:`MAX_REPLAYS` replays. A task may register its own pairing
+(``Task.counterfactual``), which is asked first; its partner must meet the same rule.
 """
 
 from __future__ import annotations
