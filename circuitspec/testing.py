@@ -137,8 +137,8 @@ class LoadedSpec:
             return
         for claim in per_input:
             keep = partner_filter(self.resolved.task, claim.ablation, self.settings.seed)
-            example = sample_examples(self.resolved.task, 1, f"{self.settings.seed}:warm-up", keep=keep)[0]
-            check_claim(self, claim.claim.name, example)
+            for example in sample_examples(self.resolved.task, 1, f"{self.settings.seed}:warm-up", keep=keep):
+                check_claim(self, claim.claim.name, example)
 
 
 def load_spec(path: str | Path, seed: int = 0) -> LoadedSpec:
