@@ -460,11 +460,11 @@ class Resolver:
                                      f"partners come from the spec's own task; {listed}"))
             raise _Problem(error(span, "E515", f"task {task.name!r} has no feature {feature!r}",
                                  _did_you_mean(feature, task.features) or listed))
-        rate = probe(task, feature, conditions)
-        if rate.inputs and not rate.found:
+        probed = probe(task, feature, conditions)
+        if probed.inputs and not probed.found:
             when = " meeting the claim's `when`" if conditions else ""
             positions = ", ".join(task.positions)
-            raise _Problem(error(span, "E517", f"none of {rate.inputs} inputs of {task.name!r}{when} has a partner "
+            raise _Problem(error(span, "E517", f"none of {probed.inputs} inputs of {task.name!r}{when} has a partner "
                                  f"that differs in {feature!r}",
                                  f"a partner keeps the input's length and its named positions ({positions}), which may "
                                  f"fix {feature}; choose another feature, or give the task a pairing function "

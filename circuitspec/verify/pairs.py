@@ -9,12 +9,13 @@ that a task's inputs have no partners for a feature.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from ..engine.ablation import Ablation
 from ..engine.errors import UsageError
 from ..engine.tasks import Task, TaskExample
-from ..engine.tasks.counterfactual import PartnerRate, find_partner, partner_rate
+from ..engine.tasks.counterfactual import find_partner
 from ..lang import ast
 from .examples import sample_examples
 
@@ -57,17 +58,32 @@ def partners_of(task: Task, examples: Sequence[TaskExample], feature: str, seed:
     return partners
 
 
-_PROBES: dict[tuple, tuple[Task, PartnerRate]] = {}
+@dataclass(frozen=True)
+class Probe:
+    """What ``check`` learnt about a feature's partners: inputs searched, and whether one had a partner."""
+
+    inputs: int
+    found: bool
 
 
-def probe(task: Task, feature: str, conditions: Sequence[ast.Condition] = ()) -> PartnerRate:
-    """How many of :data:`PROBE_INPUTS` seeded task inputs meeting ``conditions`` have a partner (kept per
-    task, feature and conditions: a header's ablation is probed once for the claims that share it)."""
+_PROBES: dict[tuple, tuple[Task, Probe]] = {}
+
+
+def probe(task: Task, feature: str, conditions: Sequence[ast.Condition] = ()) -> Probe:
+    """Search :data:`PROBE_INPUTS` seeded task inputs meeting ``conditions`` for a partner, stopping at the
+    first (so ``check`` pays the whole probe only for a feature that has none). Kept per task, feature and
+    conditions: a header's ablation is probed once for the claims that inherit it."""
     key = (id(task), feature, tuple(conditions))
     known = _PROBES.get(key)
     if known is not None and known[0] is task:
         return known[1]
     examples = sample_examples(task, PROBE_INPUTS, "partner-probe", conditions)
-    rate = partner_rate(task, feature, examples, "partner-probe")
-    _PROBES[key] = (task, rate)
-    return rate
+    searched, found = 0, False
+    for example in examples:
+        searched += 1
+        if find_partner(task, example, feature, "partner-probe") is not None:
+            found = True
+            break
+    result = Probe(searched, found)
+    _PROBES[key] = (task, result)
+    return result
