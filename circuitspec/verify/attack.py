@@ -7,8 +7,7 @@ tries structured parts (each attention head, each MLP layer, each residual bound
 and adversarially chosen subsets of the non-circuit nodes (:mod:`.adversary`), plus other reference
 inputs for mean/resample ablation over a task (``mean over corpus`` uses the checkpoint's stored means,
 and ``resample from corrupted(F)`` each input's own partner, which no choice of inputs changes), and
-reports the worst; each choice is judged with the real ablated
-forward. A claim attacks only what it states: ``robustness random`` leaves out the chosen subsets,
+reports the worst; each choice is judged with the real ablated forward. A claim attacks only what it states: ``robustness random`` leaves out the chosen subsets,
 ``robustness none`` every partial ablation (only other reference inputs remain).
 Necessity is attacked over reference inputs: it must hold whichever inputs the means or resamples come
 from. Minimality is re-judged on other inputs and references: every unit must still matter.
