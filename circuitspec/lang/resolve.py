@@ -35,9 +35,10 @@ from ..engine.graph import build_graph
 from ..engine.masks import Mask, MaskSpace
 from ..engine.model import ModelConfig, Transformer
 from ..engine.naming import NodeName, canonical, is_per_head, parse_node_name
-from ..engine.tasks import Task, UnknownTaskError, get_task
+from ..engine.tasks import Task, UnknownTaskError, all_tasks, get_task
 from ..engine.tokenizer import token_id
 from ..engine.zoo import UnknownModelError, load_model, resolve_model_path
+from ..verify.pairs import probe
 from . import ast
 from .diagnostics import Diagnostic, error, warning
 from .limits import FOLLOW_COST, OverBudget, WorkBudget
@@ -388,7 +389,7 @@ class Resolver:
         logits: tuple[int, ...] = ()
         try:
             if settings.ablation is not None:
-                ablation, ablation_task = self._ablation(settings.ablation)
+                ablation, ablation_task = self._ablation(settings.ablation, claim.conditions)
             body = claim.body
             if isinstance(body, ast.RoleBody):
                 subject = self._circuit_nodes(body.subject, "has no activation a role claim can read",
@@ -418,7 +419,10 @@ class Resolver:
         return ResolvedClaim(claim, claim.kind, ablation, ablation_task, settings.metric, settings.confidence, settings.samples,
                              settings.inherited, subject, logits, position, claim.coverage, claim.in_model)
 
-    def _ablation(self, ablation: ast.Ablation) -> tuple[EngineAblation, str | None]:
+    def _ablation(self, ablation: ast.Ablation, conditions: tuple[ast.Condition, ...] = ()
+                  ) -> tuple[EngineAblation, str | None]:
+        if ablation.distribution is not None and ablation.distribution.corrupted is not None:
+            return self._corrupted_ablation(ablation, conditions), self.task.name
         if ablation.method == "resample" and ablation.per_position:
             raise _Problem(error(ablation.span, "E511", "`resample ... per position` is not supported yet",
                                  "`resample from task` already reads each position from the resampled input, "
@@ -436,6 +440,36 @@ class Resolver:
                     raise _Problem(error(ablation.distribution.span, "E502", f"unknown task {task!r}",
                                          _suggestion(e))) from None
         return EngineAblation(ablation.method, ablation.per_position), task
+
+    def _corrupted_ablation(self, ablation: ast.Ablation, conditions: tuple[ast.Condition, ...]) -> EngineAblation:
+        """`resample from corrupted(FEATURE)`: the feature is the spec's task's, and some of the task's inputs
+        (those meeting the claim's `when`) have partners (a probe of a few seeded inputs, no model run)."""
+        distribution = ablation.distribution
+        feature = distribution.corrupted
+        span = distribution.feature_span or distribution.span
+        if ablation.per_position:
+            raise _Problem(error(ablation.span, "E511", "`resample from corrupted(...)` takes no `per position`",
+                                 "a partner has the input's length and named positions, so every position already "
+                                 "reads the same position of the partner; remove `per position`"))
+        task = self.task
+        if feature not in task.features:
+            owners = [t.name for t in all_tasks() if feature in t.features and t.name != task.name]
+            listed = f"{task.name}'s features: {', '.join(task.features)}"
+            if owners:
+                raise _Problem(error(span, "E516", f"{feature!r} is a feature of {', '.join(owners)}, not of {task.name!r}",
+                                     f"partners come from the spec's own task; {listed}"))
+            raise _Problem(error(span, "E515", f"task {task.name!r} has no feature {feature!r}",
+                                 _did_you_mean(feature, task.features) or listed))
+        probed = probe(task, feature, conditions)
+        if probed.inputs and not probed.found:
+            when = " meeting the claim's `when`" if conditions else ""
+            positions = ", ".join(task.positions)
+            raise _Problem(error(span, "E517", f"none of {probed.inputs} inputs of {task.name!r}{when} has a partner "
+                                 f"that differs in {feature!r}",
+                                 f"a partner keeps the input's length and its named positions ({positions}), which may "
+                                 f"fix {feature}; choose another feature, or give the task a pairing function "
+                                 f"(Task.counterfactual, docs/language.md)"))
+        return EngineAblation("resample", corrupted=feature)
 
     def _corpus_ablation(self, ablation: ast.Ablation) -> EngineAblation:
         """`mean over corpus`: a global mean, from means stored with the checkpoint (which must be there)."""
