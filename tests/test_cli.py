@@ -150,8 +150,10 @@ def test_fmt_check_then_format(tmp_path):
     spec = tmp_path / "messy.circ"
     spec.write_text('spec   m  "x"\nmodel "py-sparse-small"\ntask closing_quote\nablate zero\n'
                     "node a=blocks.0.mlp.hook_post[ 3 ]\nclaim sufficient faithfulness >= 0.90\n")
-    rc, _, err = run_cli("fmt", "--check", str(spec))
-    assert rc == 1 and "would reformat" in err
+    rc, out, _ = run_cli("fmt", "--check", str(spec))
+    assert rc == 1 and f"would reformat {spec}" in out and "1 would be reformatted" in out  # results on stdout
+    rc, out, _ = run_cli("fmt", "--check", "-q", str(spec))
+    assert rc == 1 and out.strip() == "1 would be reformatted, 0 unchanged"  # -q: the summary line only
     rc, _, _ = run_cli("fmt", str(spec))
     assert rc == 0
     assert "node a = blocks.0.mlp.hook_post[3]" in spec.read_text() and ">= 0.9\n" in spec.read_text()

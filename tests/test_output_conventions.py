@@ -156,6 +156,19 @@ def test_eval_table_on_stdout_progress_never_there(capsys):
     assert len(capsys.readouterr().out.splitlines()) == 1
 
 
+
+def test_listings_print_one_summary_line_under_quiet(capsys):
+    from circuitspec.engine.tasks import all_tasks
+
+    assert main(["tasks", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{len(all_tasks())} tasks: closing_quote, ") and len(out.splitlines()) == 1
+    assert main(["models", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "py-sparse-small (default)" in out and len(out.splitlines()) == 1
+    assert main(["models"]) == 0
+    assert "shipped models" in capsys.readouterr().out  # the table is a result: stdout
+
 # ---- [tool.circuitspec] defaults -------------------------------------------------------------------
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rich.console import Console
-
 from .outputs import check_output_file, save_output
 from .paths import circ_files
+from .reporting import Reporter
 
 NAME, HELP = "fmt", "format .circ files canonically"
 
@@ -29,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from ..lang.fmt import format_spec
     from ..lang.parser import parse_spec_or_library
 
-    console = Console(stderr=True, highlight=False)
+    say = Reporter(args)  # file lines and the summary on stdout; parse errors on stderr
     changed, broken = [], 0
     files = circ_files(args.paths)
     for path in files:
@@ -49,10 +48,11 @@ def run(args: argparse.Namespace) -> int:
     verb = "would reformat" if args.check else "reformatted"
     for path, _ in changed:
         if path not in failed:
-            console.print(f"{verb} {path}")
+            say.result(f"{verb} {path}", highlight=False, markup=False, soft_wrap=True)
     unchanged = len(files) - len(changed) - broken
     summary = f"{len(changed) - len(failed)} {'would be reformatted' if args.check else 'reformatted'}, {unchanged} unchanged"
-    console.print(summary + (f", {broken} with errors" if broken else "") + (f", {len(failed)} not written" if failed else ""))
+    say.summary(summary + (f", {broken} with errors" if broken else "") + (f", {len(failed)} not written" if failed else ""),
+                highlight=False, markup=False, soft_wrap=True)
     if broken or failed:
         return 2
     return 1 if args.check and changed else 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
 from rich.table import Table
 
 from .defaults import DEFAULT_MODEL
+from .reporting import Reporter
 
 NAME, HELP = "models", "list the shipped models"
 
@@ -26,6 +26,11 @@ def run(args: argparse.Namespace) -> int:
                            "shape": i.shape, "parameters": i.parameters, "nonzero": i.nonzero, "size_bytes": i.size_bytes}
                           for i in infos], indent=2))
         return 0
+    say = Reporter(args)
+    if say.quiet:
+        say.summary(f"{len(infos)} shipped models: {', '.join(i.name + (' (default)' if i.name == DEFAULT_MODEL else '') for i in infos)}",
+                    highlight=False, soft_wrap=True)
+        return 0
     table = Table(title="shipped models")
     for col in ("name", "shape", "parameters", "non-zero", "on disk"):
         table.add_column(col, no_wrap=col == "name")
@@ -33,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
         name = i.name + (" (default)" if i.name == DEFAULT_MODEL else "")
         table.add_row(name, i.shape, f"{i.parameters:,}", f"{i.nonzero:,} ({i.nonzero / i.parameters:.1%})",
                       f"{i.size_bytes / 1e6:.2f} MB")
-    console = Console()
-    console.print(table)
+    say.result(table)
     for i in infos:
-        console.print(f"[bold]{i.name}[/]: {i.description}", highlight=False)
+        say.result(f"[bold]{i.name}[/]: {i.description}", highlight=False)
     return 0

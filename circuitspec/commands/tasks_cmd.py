@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from rich.console import Console
 from rich.table import Table
 
 from ..engine.tasks import all_tasks
 from .argtypes import non_negative_int
+from .reporting import Reporter
 
 MAX_EXAMPLES = 10_000  # per task: more would only flood the terminal
 NAME, HELP = "tasks", "list the tasks specs can name"
@@ -28,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
                          "examples": [_example(ex) for ex in t.sample(args.examples, "cli")]} for t in tasks}
         print(json.dumps(data, indent=2))
         return 0
+    say = Reporter(args)
+    if say.quiet:
+        say.summary(f"{len(tasks)} tasks: {', '.join(t.name for t in tasks)}", highlight=False, soft_wrap=True)
+        return 0
     table = Table(title=f"{len(tasks)} tasks", show_lines=True)
     for col in ("task", "answers", "features", "positions"):
         table.add_column(col, overflow="fold")
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         for ex in t.sample(args.examples, "cli"):
             name += f"\n[dim]{ex.prefix!r} -> {ex.correct!r}[/]"
         table.add_row(name, t.answers, "\n".join(t.features), "\n".join(t.positions))
-    Console().print(table)
+    say.result(table)
     return 0
 
 
