@@ -46,6 +46,7 @@ CODES: dict[str, str] = {
     "E207": "claim without an ablation",
     "E208": "value out of range",
     "E209": "unknown robustness",
+    "E210": "unknown circuit kind",
     "E301": "invalid index",
     "E302": "node names more than one channel",
     "E303": "empty pattern",
@@ -68,6 +69,7 @@ CODES: dict[str, str] = {
     "E512": "model checkpoint corrupt or mismatched",
     "E513": "stored pretraining means missing or stale",
     "W514": "per-input claim about a node outside the circuit",
+    "E515": "edge claim about an edge outside the circuit",
     "E999": "internal error",
 }
 
@@ -90,15 +92,16 @@ HINTS: dict[str, str] = {
     "E107": "keep one of the two clauses",
     "E108": "give each claim its own label: reports name claims by it",
     "E201": "claims are `sufficient faithfulness >= T`, `necessary faithfulness <= T`, `minimal each node drop >= T`, "
-            "`NODE > T` or `logit[...] > ...`",
+            "`edge A -> B drop >= T`, `NODE > T` or `logit[...] > ...`",
     "E202": "metrics: `logit_diff`, `accuracy`, `bce`, `kl`",
     "E203": "ablations: `zero`, `mean over task`, `mean over corpus`, `resample from task`",
     "E204": "write `ablate zero`, `ablate mean over task` or `ablate resample from task`, optionally with `per position`",
-    "E205": "sufficient, minimal and `ablating ... keeps` claims compare with `>=` or `>`, necessary claims with `<=` or `<`",
+    "E205": "sufficient, minimal, edge and `ablating ... keeps` claims compare with `>=` or `>`, necessary claims with `<=` or `<`",
     "E206": "remove the clause: docs/language.md lists the clauses each kind of claim takes",
     "E207": "add `ablate ...` to the header (the default of every claim) or to this claim",
     "E208": "confidence lies strictly between 0 and 1 (e.g. `0.95`); sample counts are at least 1",
     "E209": "write `robustness adversarial` (the default), `robustness random` or `robustness none`",
+    "E210": "write `circuit nodes` (the default: every weight between kept nodes) or `circuit edges` (only the stated edges)",
     "E301": "an index is a whole number `i`, a range `a:b` with a < b, `*` or a quoted token, each listed once",
     "E302": "a node is one channel; use `group` for several",
     "E303": "patterns are written like node names, e.g. `blocks.0.mlp.hook_post[*]`: `*` is any run of characters, `?` one",
@@ -121,6 +124,7 @@ HINTS: dict[str, str] = {
     "E512": "the checkpoint does not match what it claims to be: retrain it or copy it again",
     "E513": "compute them with `circuitspec means MODEL`",
     "W514": "add the node to the circuit (a `node` or `group`), or say `in full model` to read the claim in the unablated model",
+    "E515": "an edge claim is about an edge of the circuit: add its ends (and, for an edge-level circuit, `edge A -> B`) to the spec",
     "E999": "this is a bug in circuitspec; please report it with the spec file",
 }
 
