@@ -196,6 +196,16 @@ class Mask:
                 else:
                     yield NodeName(hook, index[0])
 
+    def only_stated_edges(self, stated: Iterable[tuple[str, tuple[int, ...]]]) -> "Mask":
+        """An edge-level circuit: of the weights between kept nodes (inputs and outputs count as kept) only the
+        ``stated`` entries (weight name, index) stay. Weights touching an ablated node stay as they are: node
+        ablation already gives them the reference input, and a partial ablation that restores the node
+        restores them with it."""
+        edges = {p: ~t & self.edges[p] for p, t in self.induced().edges.items()}
+        for param, entry in stated:
+            edges[param][entry] = self.edges[param][entry]
+        return Mask(self.space, self.nodes, edges, self.cuts)
+
     def induced(self, model: Transformer | None = None) -> "Mask":
         """Keep exactly the edges between kept nodes (inputs/outputs count as kept); with ``model``,
         also only the edges that exist, i.e. non-zero weights."""

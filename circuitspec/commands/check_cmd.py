@@ -53,6 +53,20 @@ def _node_count(resolved: ResolvedSpec) -> str:
             f"paths of declared edges)")
 
 
+def _edge_count(resolved: ResolvedSpec) -> str:
+    """The circuit's edges (non-zero weights between kept nodes that it keeps) and, for an edge-level circuit
+    (`circuit edges`), how many of the weights between its nodes it ablates because no edge states them."""
+    from ..engine.discover import circuit_edge_count
+    from ..engine.masks import Mask
+
+    model = resolved.context.model
+    kept = circuit_edge_count(resolved.mask, model)
+    if not resolved.edge_level:
+        return f"{kept} edges"
+    between = circuit_edge_count(Mask(resolved.mask.space, resolved.mask.nodes, Mask.full(resolved.mask.space).edges), model)
+    return f"{kept} edges (edge-level: the {between - kept} other weights between its nodes are ablated)"
+
+
 def _claim_text(claim) -> str:
     """The claim as the formatter writes it, with the settings it inherited from the header (-v)."""
     from ..lang.fmt import format_statement
@@ -67,7 +81,6 @@ def diagnostic_json(d: Diagnostic) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.discover import circuit_edge_count
     from ..lang.diagnostics import render_all
 
     files = circ_files(args.paths)
@@ -86,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
             report.result(f"[green]ok[/] {escape(str(path))}: library (checked against a model where a spec includes it)",
                           soft_wrap=True)
         else:
-            report.result(f"[green]ok[/] {escape(str(path))}: {_node_count(resolved)}, "
-                          f"{circuit_edge_count(resolved.mask, resolved.context.model)} edges, "
+            report.result(f"[green]ok[/] {escape(str(path))}: {_node_count(resolved)}, {_edge_count(resolved)}, "
                           f"{len(resolved.claims)} claims on {resolved.spec.model} / {resolved.task.name}", soft_wrap=True)
             for claim in resolved.claims:
                 report.detail(escape(f"  {path.name}:{claim.claim.span.line} {claim.kind}: {_claim_text(claim)}"), soft_wrap=True)
