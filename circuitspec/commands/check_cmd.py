@@ -64,7 +64,8 @@ def _edge_count(resolved: ResolvedSpec) -> str:
     if not resolved.edge_level:
         return f"{kept} edges"
     between = circuit_edge_count(Mask(resolved.mask.space, resolved.mask.nodes, Mask.full(resolved.mask.space).edges), model)
-    return f"{kept} edges (edge-level: the {between - kept} other weights between its nodes are ablated)"
+    ablated = between - kept
+    return f"{kept} edges (edge-level: {ablated} more weight{'s' * (ablated != 1)} between its nodes ablated)"
 
 
 def _claim_text(claim) -> str:
