@@ -382,8 +382,9 @@ def test_check_reports_the_edges_of_an_edge_level_circuit(folder, capsys):
     path = write(folder, "check_report", CIRCUIT + PARALLEL_NODE + EDGES, "circuit edges\n")
     assert main(["check", str(path)]) == 0
     out = capsys.readouterr().out
-    # kept: W_in[0, 0], W_in[0, 1], W_out[0, 1], W_out[1, 1]; ablated: W_in[0, 7] (input and output weights not counted)
-    assert "6 nodes, 4 edges (edge-level: 1 more weight between its nodes ablated)" in out
+    # kept: W_in[0, 0], W_in[0, 1], W_out[0, 1], W_out[1, 1] (the token rows and the unembedding are stated too,
+    # and not counted as edges); ablated: W_in[0, 7], the carrier into the parallel neuron
+    assert "6 nodes, 4 edges (edge-level: 1 unstated weight between its nodes, input and logits ablated)" in out
 
 
 @pytest.mark.parametrize("body, header, code, message", [
@@ -422,3 +423,17 @@ def test_prove_does_not_encode_an_edge_level_circuit(folder):
     assert not diagnostics
     result = prove_behaviour(resolved, resolved.claims[0], RunSettings(samples=60))
     assert result.status == "not encodable" and "circuit edges" in result.note
+
+
+def test_show_draws_only_the_weights_an_edge_level_circuit_keeps(folder):
+    from circuitspec.show import ShowOptions, build_picture
+
+    body = CIRCUIT + PARALLEL_NODE + EDGES.replace("edge hook_tokens[*] -> carrier\n", "")  # 256 boxes fewer
+    notes = {}
+    for kind, header in (("nodes", ""), ("edges", "circuit edges\n")):
+        resolved, _, _ = check_file(write(folder, f"show_{kind}", body, header))
+        picture = build_picture(resolved, ShowOptions(samples=20))
+        notes[kind] = " ".join(link.note for link in picture.links if link.kind == "weight")
+    into_parallel = f"blocks.0.mlp.W_in[0, {PARALLEL}]"
+    assert into_parallel in notes["nodes"] and into_parallel not in notes["edges"]
+    assert "blocks.0.mlp.W_in[0, 0]" in notes["edges"]

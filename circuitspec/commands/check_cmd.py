@@ -55,17 +55,17 @@ def _node_count(resolved: ResolvedSpec) -> str:
 
 def _edge_count(resolved: ResolvedSpec) -> str:
     """The circuit's edges (non-zero weights between kept nodes that it keeps) and, for an edge-level circuit
-    (`circuit edges`), how many of the weights between its nodes it ablates because no edge states them."""
+    (`circuit edges`), how many non-zero weights between its nodes, or from its input and into the logits,
+    it ablates because no edge states them."""
     from ..engine.discover import circuit_edge_count
-    from ..engine.masks import Mask
 
-    model = resolved.context.model
-    kept = circuit_edge_count(resolved.mask, model)
+    mask, model = resolved.mask, resolved.context.model
+    kept = f"{circuit_edge_count(mask, model)} edges"
     if not resolved.edge_level:
-        return f"{kept} edges"
-    between = circuit_edge_count(Mask(resolved.mask.space, resolved.mask.nodes, Mask.full(resolved.mask.space).edges), model)
-    ablated = between - kept
-    return f"{kept} edges (edge-level: {ablated} more weight{'s' * (ablated != 1)} between its nodes ablated)"
+        return kept
+    between = mask.induced(model).edges
+    ablated = sum(int((t & ~mask.edges[p]).sum()) for p, t in between.items())
+    return f"{kept} (edge-level: {ablated} unstated weight{'s' * (ablated != 1)} between its nodes, input and logits ablated)"
 
 
 def _claim_text(claim) -> str:
