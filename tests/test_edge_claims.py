@@ -437,3 +437,27 @@ def test_show_draws_only_the_weights_an_edge_level_circuit_keeps(folder):
     into_parallel = f"blocks.0.mlp.W_in[0, {PARALLEL}]"
     assert into_parallel in notes["nodes"] and into_parallel not in notes["edges"]
     assert "blocks.0.mlp.W_in[0, 0]" in notes["edges"]
+
+
+def test_paths_are_not_cut_in_a_model_with_abs_topk(folder):
+    """AbsTopK makes the residual stream non-linear, so a sender's share cannot be taken out of it: edges
+    between adjacent nodes still work, paths are E511 (for edge claims and for `minimal each edge`)."""
+    import dataclasses
+
+    from test_verify_oracle import CFG
+
+    plain = hand_set_model()
+    model = Transformer(dataclasses.replace(CFG, act_topk=CFG.d_model)).eval()  # keeps every channel, but is AbsTopK
+    model.load_state_dict(plain.state_dict())
+    save_checkpoint(model, folder / "topk_model", {"description": "the oracle, with AbsTopK that keeps everything"})
+
+    def diagnostics(name, body):
+        path = folder / f"{name}.circ"
+        path.write_text(HEADER.format(name=name, ablation="mean over task").replace('"model"', '"topk_model"') + CIRCUIT + body)
+        return check_file(path)[1]
+
+    assert diagnostics("topk_adjacent", "claim edge carrier_mid -> pos drop >= 0.2\n") == []
+    far = diagnostics("topk_far", "claim edge carrier -> pos drop >= 0.2\n")
+    assert [d.code for d in far] == ["E511"] and "AbsTopK" in far[0].message
+    minimal = diagnostics("topk_minimal", "edge carrier -> pos\nclaim minimal each edge drop >= 0.2\n")
+    assert [d.code for d in minimal] == ["E511"] and "`carrier -> pos`" in minimal[0].message

@@ -313,6 +313,7 @@ class Resolver:
         self.definitions: dict[str, tuple[NodeName, ...]] = {}
         self.budget = WorkBudget()
         self.stated: set[tuple[str, tuple[int, ...]]] = set()  # weights that edges and edge patterns state
+        self.edges: list[ResolvedEdge] = []  # declared edges, in order
 
     def report(self, problem: _Problem) -> None:
         if problem.diagnostic not in self.diagnostics:  # e.g. the header's ablation, inherited by many claims
@@ -426,6 +427,14 @@ class Resolver:
                 logits = tuple(self._logit(side) for side in sides)
             elif isinstance(body, ast.EdgeBody):
                 edge = self._edge_claim(body)
+            elif isinstance(body, ast.MinimalBody) and body.unit == "edge" and _has_abs_topk(self.ctx.cfg):
+                far = next((e for e in self.edges if e.cut is not None and e.cut.paths), None)
+                if far is not None:
+                    raise _Problem(error(body.span, "E511", f"`minimal each edge` would cut the paths of `{far.source} -> "
+                                         f"{far.target}` through the residual stream, which needs the stream to be "
+                                         "linear, and this model has AbsTopK",
+                                         "declare edges between adjacent nodes: a residual channel and a node that reads "
+                                         "or writes it"))
             for cond in claim.conditions:
                 if cond.feature not in self.task.features:
                     raise _Problem(error(cond.feature_span or cond.span, "E507",
@@ -459,7 +468,7 @@ class Resolver:
             raise _Problem(error(span, "E506", f"no non-zero weights connect {body.source} to {body.target}",
                                  "in this model nothing written by the first can be read by the second; "
                                  "check the layer order and the channel indices"))
-        if cut.paths and (model.cfg.act_topk is not None or model.cfg.topk_sites):
+        if cut.paths and _has_abs_topk(model.cfg):
             raise _Problem(error(span, "E511", "cutting a path through the residual stream needs the stream to be "
                                  "linear, and this model has AbsTopK",
                                  "claim edges between adjacent nodes: a residual channel and a node that reads or writes it"))
@@ -540,7 +549,7 @@ class Resolver:
 
     def run(self) -> ResolvedSpec | None:
         nodes: dict[NodeName, None] = {}
-        edges: list[ResolvedEdge] = []
+        edges = self.edges
         for stmt in self.spec.all_statements():
             if isinstance(stmt, (ast.NodeDef, ast.GroupDef)):
                 self.define(stmt)
@@ -591,6 +600,11 @@ class Resolver:
                     "in the unablated model"))
         return ResolvedSpec(self.spec, self.file, self.ctx, self.task, dict(self.definitions), tuple(nodes),
                             tuple(edges), tuple(claims), mask, added)
+
+
+def _has_abs_topk(cfg: ModelConfig) -> bool:
+    """AbsTopK somewhere: the residual stream is not linear, so paths through it cannot be cut."""
+    return cfg.act_topk is not None or bool(cfg.topk_sites)
 
 
 def _between(first: ast.Span, last: ast.Span) -> ast.Span:
