@@ -39,7 +39,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from hypothesis import assume, reject
@@ -78,6 +78,7 @@ from .strategies import (  # noqa: F401 (re-exported: the testing API is one imp
 )
 from .verify.examples import sample_examples, satisfies
 from .verify.judge import PerInput, evaluate_per_input
+from .verify.pairs import corrupted_feature, partner_filter
 from .verify.runner import GroupData, RunSettings, make_reference
 
 
@@ -91,17 +92,18 @@ class LoadedSpec:
     settings: RunSettings = field(default_factory=RunSettings)
     _references: dict = field(default_factory=dict, repr=False)
 
-    def reference(self, claim: ResolvedClaim, batch: TaskBatch) -> Reference:
-        """What ablated parts carry for ``batch`` (one input), the same values ``verify`` uses.
+    def reference(self, claim: ResolvedClaim, batch: TaskBatch, examples: list[TaskExample] | None = None) -> Reference:
+        """What ablated parts carry for ``batch`` (the inputs ``examples``), the same values ``verify`` uses.
 
         Zeros, global means and the pretraining-corpus means do not depend on the input, and a mean per
         position depends only on the input's length: each is computed once per ablation setting (for the
         longest input the model takes, then cut to the input's length). Only ``resample`` is computed
-        for each input, since which reference position a target position reads depends on its length."""
+        for each input, since which reference position a target position reads depends on its length
+        (and, from corrupted partners, which partner it reads depends on the input)."""
         ablation = claim.ablation
         key = (ablation, claim.ablation_task)
         if ablation.kind == "resample":
-            return make_reference(self.resolved, ablation, claim.ablation_task, batch, self.settings)
+            return make_reference(self.resolved, ablation, claim.ablation_task, batch, self.settings, examples=examples)
         if key not in self._references:
             if ablation.kind == "mean" and ablation.per_position and ablation.source == "task":
                 n_ctx = self.resolved.context.model.cfg.n_ctx
@@ -133,9 +135,10 @@ class LoadedSpec:
         per_input = [c for c in self.resolved.claims if c.kind in PER_INPUT_KINDS]
         if not per_input:
             return
-        example = sample_examples(self.resolved.task, 1, f"{self.settings.seed}:warm-up")[0]
         for claim in per_input:
-            check_claim(self, claim.claim.name, example)
+            keep = partner_filter(self.resolved.task, claim.ablation, self.settings.seed)
+            for example in sample_examples(self.resolved.task, 1, f"{self.settings.seed}:warm-up", keep=keep):
+                check_claim(self, claim.claim.name, example)
 
 
 def load_spec(path: str | Path, seed: int = 0) -> LoadedSpec:
@@ -209,7 +212,7 @@ def evaluate_claim_on(spec: LoadedSpec, claim: ResolvedClaim, examples: list[Tas
     hooks = sorted({node.hook for node in claim.subject})
     full = Mask.full(resolved.mask.space)
     mask = full if claim.in_model else resolved.mask  # `in full model`: nothing ablated
-    reference = spec.reference(claim, batch)
+    reference = spec.reference(claim, batch, examples)
     logits, cache = run_conditions_with_cache(model, batch.tokens, [mask], reference, batch.answer_pos, hooks)
     activations = {h: a[0] for h, a in cache.items()}
     model_logits = logits[0]
@@ -220,13 +223,23 @@ def evaluate_claim_on(spec: LoadedSpec, claim: ResolvedClaim, examples: list[Tas
     return evaluate_per_input(claim, data)
 
 
+def in_population(spec: LoadedSpec, claim: ResolvedClaim, example: TaskExample) -> bool:
+    """Whether a claim is about ``example``: it meets the claim's `when` conditions and, under
+    ``ablate resample from corrupted(F)``, has a partner (as ``verify`` draws its inputs)."""
+    if not satisfies(example, claim.claim.conditions):
+        return False
+    keep = partner_filter(spec.resolved.task, claim.ablation, spec.settings.seed)
+    return keep is None or keep(example)
+
+
 def assert_claim(spec: LoadedSpec, name: str, example: TaskExample) -> None:
     """Fail (with the values) if the claim does not hold on this input; inputs outside the claim's
-    `when` conditions are rejected with ``hypothesis.assume`` (draw from :func:`claim_inputs` to reject
-    few). A claim ``on at least Q of inputs`` may fail on some inputs, and a search will find them: test
-    claims that hold ``on every input``."""
+    `when` conditions (or, under a corrupted-partner ablation, without a partner) are rejected with
+    ``hypothesis.assume`` (draw from :func:`claim_inputs` to reject few). A claim ``on at least Q of
+    inputs`` may fail on some inputs, and a search will find them: test claims that hold ``on every
+    input``."""
     claim = spec.claim(name)
-    assume(satisfies(example, claim.claim.conditions))
+    assume(in_population(spec, claim, example))
     result = check_claim(spec, name, example)
     if not result.holds:
         raise AssertionError(f"{spec.resolved.file}:{claim.claim.span.line}: claim {name!r} does not hold on "
@@ -240,7 +253,8 @@ CLAIM_INPUT_DRAWS = 25
 def claim_inputs(spec: LoadedSpec, name: str, context: Context | SearchStrategy[Context] | None = None
                  ) -> SearchStrategy[TaskExample]:
     """A strategy over the inputs a claim is about: the spec's task inputs (in ``context``, as
-    :func:`task_inputs` places them) that meet the claim's ``when`` conditions.
+    :func:`task_inputs` places them) that meet the claim's ``when`` conditions and, under ``ablate resample
+    from corrupted(F)``, have a counterfactual partner.
 
     ``task_inputs`` with ``assert_claim`` tests the same inputs, but rejects each one outside the ``when``
     with ``assume``, and Hypothesis fails a test (health check ``filter_too_much``) that rejects 50 inputs
@@ -255,16 +269,15 @@ def claim_inputs(spec: LoadedSpec, name: str, context: Context | SearchStrategy[
     """
     claim = spec.claim(name)
     inputs = task_inputs(spec.resolved.task, context)
-    conditions = claim.claim.conditions
-    if not conditions:
+    if not claim.claim.conditions and corrupted_feature(claim.ablation) is None:
         return inputs
-    return _meeting(inputs, conditions)
+    return _meeting(inputs, lambda example: in_population(spec, claim, example))
 
 
 @st.composite
-def _meeting(draw, inputs: SearchStrategy[TaskExample], conditions) -> TaskExample:
+def _meeting(draw, inputs: SearchStrategy[TaskExample], meets: Callable[[TaskExample], bool]) -> TaskExample:
     for _ in range(CLAIM_INPUT_DRAWS):
         example = draw(inputs)
-        if satisfies(example, conditions):
+        if meets(example):
             return example
     reject()

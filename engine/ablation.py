@@ -66,7 +66,8 @@ def matmul_sites(model: Transformer) -> dict[str, tuple[str, str, str]]:
 
 @dataclass(frozen=True)
 class Ablation:
-    """How removed parts are replaced: ``zero``, ``mean`` or ``resample``; optionally per position.
+    """How removed parts are replaced: ``zero``, ``mean`` or ``resample``; optionally per position; a
+    resample either from random task inputs or from each input's counterfactual partner (``corrupted``).
 
     ``source`` says where a mean comes from: ``"task"`` (a reference batch of task inputs, computed by
     :meth:`Reference.compute`) or ``"corpus"`` (the pretraining corpus: means stored with the checkpoint,
@@ -77,6 +78,9 @@ class Ablation:
     kind: AblationKind = "mean"
     per_position: bool = False
     source: AblationSource = "task"
+    # `resample from corrupted(FEATURE)`: each input's reference is its own counterfactual partner, an input
+    # of the task that differs in this feature (circuitspec.engine.tasks.counterfactual), not a random one
+    corrupted: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("zero", "mean", "resample"):
@@ -85,8 +89,12 @@ class Ablation:
             raise ValueError(f"unknown ablation source {self.source!r} (task, corpus)")
         if self.source == "corpus" and (self.kind != "mean" or self.per_position):
             raise ValueError("only a global mean comes from the pretraining corpus (`mean over corpus`)")
+        if self.corrupted is not None and (self.kind != "resample" or self.per_position or self.source != "task"):
+            raise ValueError("corrupted partners are resampled from the task (`resample from corrupted(FEATURE)`)")
 
     def __str__(self) -> str:
+        if self.corrupted is not None:  # the partners say more than the method: name them
+            return f"resample from corrupted({self.corrupted})"
         return self.kind + (" per position" if self.per_position and self.kind == "mean" else "")
 
 

@@ -167,3 +167,44 @@ def test_dead_nodes_are_dropped_without_changing_the_output(oracle):
     reference = found.reference
     before, after = run_conditions(model, batch.tokens, [bloated, pruned], reference, batch.answer_pos)
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_edge_count_equals_a_brute_force_count_of_weights_between_kept_nodes():
+    """Every non-zero weight entry is visited by index, its two ends looked up in the node mask by the
+    model's own naming (not by the mask space's endpoint table that circuit_edge_count uses)."""
+    from circuitspec.engine.discover import circuit_edge_count
+    from circuitspec.engine.model import ModelConfig, Transformer
+    from circuitspec.engine.masks import MaskSpace
+    from circuitspec.engine.naming import resid_hook
+
+    cfg = ModelConfig(n_layers=2, d_model=8, n_heads=2, d_head=3, d_mlp=10, n_ctx=16, d_vocab=256)
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval().requires_grad_(False)
+    for w in model.weight_matrices().values():
+        w.mul_((torch.rand_like(w) < 0.3).float())  # weight-sparse: about 30% of entries non-zero
+    space = MaskSpace.for_config(cfg)
+    gen = torch.Generator().manual_seed(1)
+    nodes = {h: torch.rand(shape, generator=gen) < 0.5 for h, shape in space.node_shapes.items()}
+    mask = Mask(space, nodes, {p: torch.ones(s, dtype=torch.bool) for p, s in space.edge_shapes.items()})
+
+    expected = 0
+    for layer in range(cfg.n_layers):
+        pre, mid, post = resid_hook(layer, 2), f"blocks.{layer}.hook_resid_mid", resid_hook(layer + 1, 2)
+        attn, mlp = model.blocks[layer].attn, model.blocks[layer].mlp
+        for kind in "QKV":
+            w = getattr(attn, f"W_{kind}")
+            for h in range(cfg.n_heads):
+                for d in range(cfg.d_model):
+                    for c in range(cfg.d_head):
+                        expected += bool(w[h, d, c] != 0 and nodes[pre][d]
+                                         and nodes[f"blocks.{layer}.attn.hook_{kind.lower()}"][h, c])
+        for h in range(cfg.n_heads):
+            for c in range(cfg.d_head):
+                for d in range(cfg.d_model):
+                    expected += bool(attn.W_O[h, c, d] != 0 and nodes[f"blocks.{layer}.attn.hook_z"][h, c] and nodes[mid][d])
+        for d in range(cfg.d_model):
+            for m in range(cfg.d_mlp):
+                expected += bool(mlp.W_in[d, m] != 0 and nodes[mid][d] and nodes[f"blocks.{layer}.mlp.hook_post"][m])
+                expected += bool(mlp.W_out[m, d] != 0 and nodes[f"blocks.{layer}.mlp.hook_post"][m] and nodes[post][d])
+    assert expected > 0
+    assert circuit_edge_count(mask, model) == expected

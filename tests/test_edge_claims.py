@@ -391,12 +391,12 @@ def test_check_reports_the_edges_of_an_edge_level_circuit(folder, capsys):
     (CIRCUIT + "claim edge pos -> carrier drop >= 0.1\n", "", "E506", "no non-zero weights connect pos to carrier"),
     (CIRCUIT + "claim edge blocks.0.attn.hook_v[head=0, 1] -> blocks.0.attn.hook_z[head=0, 1] drop >= 0.1\n", "",
      "E511", "only through a head's attention"),
-    (CIRCUIT + "claim edge carrier_mid -> blocks.0.mlp.hook_post[7] drop >= 0.1\n", "", "E515",
+    (CIRCUIT + "claim edge carrier_mid -> blocks.0.mlp.hook_post[7] drop >= 0.1\n", "", "E518",
      "blocks.0.mlp.hook_post[7] is not in the circuit"),
     (CIRCUIT.replace("node carrier_mid = blocks.0.hook_resid_mid[0]\n", "") + "claim edge carrier -> pos drop >= 0.1\n", "",
-     "E515", "pass only residual channels outside the circuit"),
+     "E518", "pass only residual channels outside the circuit"),
     (CIRCUIT + EDGES.replace("edge carrier_mid -> neg -> out\n", "") + "claim edge carrier_mid -> neg drop >= 0.1\n",
-     "circuit edges\n", "E515", "no edge statement states it"),
+     "circuit edges\n", "E518", "no edge statement states it"),
 ])
 def test_edge_claims_outside_the_circuit_or_the_model_are_diagnosed(folder, body, header, code, message):
     resolved, diagnostics, _ = check_file(write(folder, f"diag_{code}_{len(body)}", body, header))

@@ -157,6 +157,8 @@ def ablations(draw):
     method = draw(st.sampled_from(A.ABLATIONS))
     if method == "zero":
         return A.Ablation("zero")
+    if method == "resample" and draw(st.booleans()):  # each input's partner: `resample from corrupted(FEATURE)`
+        return A.Ablation(method, A.Distribution(corrupted=draw(names)))
     distribution = draw(st.builds(A.Distribution, st.none() | names) | st.just(A.Distribution(corpus=True)))
     return A.Ablation(method, distribution, draw(st.booleans()))
 

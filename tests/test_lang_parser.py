@@ -76,6 +76,8 @@ def test_defaults_when_the_header_is_silent():
     ("mean over corpus", A.Ablation("mean", A.Distribution(corpus=True))),
     ("mean over task corpus", A.Ablation("mean", A.Distribution("corpus"))),  # `corpus` is a keyword only after over/from
     ("resample from corpus", A.Ablation("resample", A.Distribution(corpus=True))),  # parses; resolve rejects it (E511)
+    ("resample from corrupted(opening_quote)", A.Ablation("resample", A.Distribution(corrupted="opening_quote"))),
+    ("resample from task corrupted", A.Ablation("resample", A.Distribution("corrupted"))),  # a keyword only after from
 ])
 def test_ablations(text, expected):
     ablation = parse_ok(HEADER + f"ablate {text}\n").ablation

@@ -173,19 +173,24 @@ Member = Union[NameRef, Ref]
 
 @dataclass(frozen=True)
 class Distribution(Node):
-    """Inputs an ablation averages or resamples over: the spec's task, another task by name, or (``corpus``)
-    the model's pretraining corpus, whose means are stored with the checkpoint."""
+    """Inputs an ablation averages or resamples over: the spec's task, another task by name, (``corpus``)
+    the model's pretraining corpus, whose means are stored with the checkpoint, or (``corrupted``) each
+    input's counterfactual partner: an input of the spec's task that differs in that feature."""
 
     task: str | None = None
     corpus: bool = False
+    corrupted: str | None = None
+    feature_span: Span | None = _aux_span()
 
     def __post_init__(self) -> None:
-        if self.corpus and self.task is not None:
-            raise ValueError("a distribution is a task or the corpus, not both")
+        if sum((self.corpus, self.task is not None, self.corrupted is not None)) > 1:
+            raise ValueError("a distribution is a task, the corpus or corrupted partners, not two of them")
 
     def __str__(self) -> str:
         if self.corpus:
             return "corpus"
+        if self.corrupted is not None:
+            return f"corrupted({self.corrupted})"
         return "task" if self.task is None else f"task {self.task}"
 
 

@@ -69,7 +69,10 @@ CODES: dict[str, str] = {
     "E512": "model checkpoint corrupt or mismatched",
     "E513": "stored pretraining means missing or stale",
     "W514": "per-input claim about a node outside the circuit",
-    "E515": "edge claim about an edge outside the circuit",
+    "E515": "unknown counterfactual feature",
+    "E516": "counterfactual feature of another task",
+    "E517": "no counterfactual partners",
+    "E518": "edge claim about an edge outside the circuit",
     "E999": "internal error",
 }
 
@@ -94,8 +97,9 @@ HINTS: dict[str, str] = {
     "E201": "claims are `sufficient faithfulness >= T`, `necessary faithfulness <= T`, `minimal each node drop >= T`, "
             "`edge A -> B drop >= T`, `NODE > T` or `logit[...] > ...`",
     "E202": "metrics: `logit_diff`, `accuracy`, `bce`, `kl`",
-    "E203": "ablations: `zero`, `mean over task`, `mean over corpus`, `resample from task`",
-    "E204": "write `ablate zero`, `ablate mean over task` or `ablate resample from task`, optionally with `per position`",
+    "E203": "ablations: `zero`, `mean over task`, `mean over corpus`, `resample from task`, `resample from corrupted(FEATURE)`",
+    "E204": "write `ablate zero`, `ablate mean over task`, `ablate resample from task` (these two optionally with `per position`) "
+            "or `ablate resample from corrupted(FEATURE)`",
     "E205": "sufficient, minimal, edge and `ablating ... keeps` claims compare with `>=` or `>`, necessary claims with `<=` or `<`",
     "E206": "remove the clause: docs/language.md lists the clauses each kind of claim takes",
     "E207": "add `ablate ...` to the header (the default of every claim) or to this claim",
@@ -124,7 +128,11 @@ HINTS: dict[str, str] = {
     "E512": "the checkpoint does not match what it claims to be: retrain it or copy it again",
     "E513": "compute them with `circuitspec means MODEL`",
     "W514": "add the node to the circuit (a `node` or `group`), or say `in full model` to read the claim in the unablated model",
-    "E515": "an edge claim is about an edge of the circuit: add its ends (and, for an edge-level circuit, `edge A -> B`) to the spec",
+    "E515": "`circuitspec tasks` lists every task's features; `corrupted(FEATURE)` names one of the spec's task",
+    "E516": "partners come from the spec's own task: name one of its features (`circuitspec tasks`)",
+    "E517": "a partner keeps the input's length and named positions; choose a feature that can change without moving "
+            "them, or give the task a pairing function (`Task.counterfactual`)",
+    "E518": "an edge claim is about an edge of the circuit: add its ends (and, for an edge-level circuit, `edge A -> B`) to the spec",
     "E999": "this is a bug in circuitspec; please report it with the spec file",
 }
 

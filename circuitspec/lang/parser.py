@@ -228,7 +228,8 @@ _FORMS = {
     "spec": 'spec NAME "description"',
     "model": 'model "py-sparse-small" (a shipped model name or a checkpoint path, in quotes)',
     "task": "task NAME, e.g. `task closing_quote`",
-    "ablate": "ablate zero | mean over task | resample from task, optionally followed by `per position`",
+    "ablate": "ablate zero | mean over task | mean over corpus | resample from task | resample from corrupted(FEATURE), "
+              "the task forms optionally followed by `per position`",
     "metric": "metric logit_diff | accuracy | bce | kl",
     "confidence": "confidence 0.95",
     "samples": "samples 1000",
@@ -623,21 +624,29 @@ class _Builder(Transformer):
             self.err(span, "E204", "`zero` takes no distribution and no `per position`", "write `ablate zero`")
         elif method.value != "zero":
             right = A.SOURCE_WORD[method.value]
-            corpus = distribution is not None and distribution.corpus
-            example = f"{method.value} {right} {'corpus' if corpus else 'task'}" + (" per position" if per_position else "")
+            named = distribution is not None and (distribution.corpus or distribution.corrupted is not None)
+            example = f"{method.value} {right} {distribution if named else 'task'}" + (" per position" if per_position else "")
             if distribution is None:
                 also = " or `mean over corpus`" if method.value == "mean" and not per_position else ""
                 self.err(span, "E204", f"`{method.value}` needs a distribution", f"write `{example}`{also}")
+            elif method.value == "mean" and distribution.corrupted is not None:
+                self.err(span, "E204", "corrupted partners are resampled, not averaged",
+                         f"write `resample from {distribution}`: each input's ablated nodes take their activations on "
+                         f"its own partner")
             elif word != right:
                 self.err(span, "E204", f"write `{method.value} {right} ...`, not `{method.value} {word} ...`",
                          f"e.g. `{example}`")
         return A.Ablation(method.value, distribution, bool(per_position), span=span, method_span=self.tspan(method))
 
     def source(self, meta, children):
-        word, what, *name = children  # `over task [NAME]` (NAME may be None) or `over corpus`
+        # `over task [NAME]` (NAME may be None), `over corpus` or `from corrupted ( FEATURE )`
+        word, what, *rest = children
         if what.value == "corpus":
             return word.value, A.Distribution(corpus=True, span=self.span(meta))
-        return word.value, A.Distribution(name[0].value if name and name[0] else None, span=self.span(meta))
+        if what.value == "corrupted":
+            feature = next(t for t in rest if isinstance(t, Token) and t.type == "NAME")
+            return word.value, A.Distribution(corrupted=feature.value, span=self.span(meta), feature_span=self.tspan(feature))
+        return word.value, A.Distribution(rest[0].value if rest and rest[0] else None, span=self.span(meta))
 
     def per_position(self, meta, children):
         return True

@@ -13,7 +13,7 @@ two kept nodes that no edge (or ``include edges matching``) states is ablated to
 An edge claim ``edge A -> B drop >= T`` is resolved to what ablating that edge removes
 (:func:`~circuitspec.engine.paths.edge_cut`: the weights between adjacent ends, the paths through the
 residual stream between the others), restricted to what the circuit carries; an edge the circuit does
-not carry is an error (E515).
+not carry is an error (E518).
 
 An edge ``a -> b`` exists when a path of non-zero weights leads from a channel of ``a`` to a channel of
 ``b`` through nothing but residual-stream channels (a write, the identity through later blocks, a read)
@@ -43,9 +43,10 @@ from ..engine.masks import Mask, MaskSpace
 from ..engine.model import ModelConfig, Transformer
 from ..engine.naming import NodeName, canonical, is_per_head, parse_node_name
 from ..engine.paths import EdgeCut, edge_cut
-from ..engine.tasks import Task, UnknownTaskError, get_task
+from ..engine.tasks import Task, UnknownTaskError, all_tasks, get_task
 from ..engine.tokenizer import token_id
 from ..engine.zoo import UnknownModelError, load_model, resolve_model_path
+from ..verify.pairs import probe
 from . import ast
 from .diagnostics import Diagnostic, error, warning
 from .limits import FOLLOW_COST, OverBudget, WorkBudget
@@ -413,7 +414,7 @@ class Resolver:
         edge = None
         try:
             if settings.ablation is not None:
-                ablation, ablation_task = self._ablation(settings.ablation)
+                ablation, ablation_task = self._ablation(settings.ablation, claim.conditions)
             body = claim.body
             if isinstance(body, ast.RoleBody):
                 subject = self._circuit_nodes(body.subject, "has no activation a role claim can read",
@@ -475,7 +476,7 @@ class Resolver:
         return cut
 
     def _edge_in_circuit(self, claim: ResolvedClaim, mask: Mask) -> ResolvedClaim | None:
-        """The claim with its edge restricted to what the circuit carries; E515 (None) when that is nothing:
+        """The claim with its edge restricted to what the circuit carries; E518 (None) when that is nothing:
         an end outside the circuit, paths through residual channels outside it, or (`circuit edges`) an
         edge that no statement states."""
         body, model = claim.claim.body, self.ctx.model
@@ -484,26 +485,29 @@ class Resolver:
                 if node.hook in (*_INPUT_HOOKS, "hook_logits"):
                     continue  # a circuit always sees its input and is read at the logits
                 if not _is_circuit_node(node, self.ctx) or not mask.contains(node):
-                    self.diagnostics.append(error(member.span, "E515", f"{node} is not in the circuit, so the edge "
+                    self.diagnostics.append(error(member.span, "E518", f"{node} is not in the circuit, so the edge "
                                                   f"{body.source} -> {body.target} is not an edge of it",
                                                   f"add {member} to the circuit (a `node`, `group` or `edge` statement)"))
                     return None
         span = _between(body.source.span, body.target.span)
         if claim.edge.within(model, Mask(mask.space, mask.nodes, Mask.full(mask.space).edges)).empty(model):
-            self.diagnostics.append(error(span, "E515", f"the paths from {body.source} to {body.target} pass only "
+            self.diagnostics.append(error(span, "E518", f"the paths from {body.source} to {body.target} pass only "
                                           "residual channels outside the circuit",
                                           f"add `edge {body.source} -> {body.target}` to the spec: an edge statement adds "
                                           "the residual channels on its paths to the circuit"))
             return None
         kept = claim.edge.within(model, mask)
         if kept.empty(model):
-            self.diagnostics.append(error(span, "E515", f"the circuit does not have the edge {body.source} -> "
+            self.diagnostics.append(error(span, "E518", f"the circuit does not have the edge {body.source} -> "
                                           f"{body.target}: it is `circuit edges`, and no edge statement states it",
                                           f"add `edge {body.source} -> {body.target}` to the spec"))
             return None
         return replace(claim, edge=kept)
 
-    def _ablation(self, ablation: ast.Ablation) -> tuple[EngineAblation, str | None]:
+    def _ablation(self, ablation: ast.Ablation, conditions: tuple[ast.Condition, ...] = ()
+                  ) -> tuple[EngineAblation, str | None]:
+        if ablation.distribution is not None and ablation.distribution.corrupted is not None:
+            return self._corrupted_ablation(ablation, conditions), self.task.name
         if ablation.method == "resample" and ablation.per_position:
             raise _Problem(error(ablation.span, "E511", "`resample ... per position` is not supported yet",
                                  "`resample from task` already reads each position from the resampled input, "
@@ -521,6 +525,36 @@ class Resolver:
                     raise _Problem(error(ablation.distribution.span, "E502", f"unknown task {task!r}",
                                          _suggestion(e))) from None
         return EngineAblation(ablation.method, ablation.per_position), task
+
+    def _corrupted_ablation(self, ablation: ast.Ablation, conditions: tuple[ast.Condition, ...]) -> EngineAblation:
+        """`resample from corrupted(FEATURE)`: the feature is the spec's task's, and some of the task's inputs
+        (those meeting the claim's `when`) have partners (a probe of a few seeded inputs, no model run)."""
+        distribution = ablation.distribution
+        feature = distribution.corrupted
+        span = distribution.feature_span or distribution.span
+        if ablation.per_position:
+            raise _Problem(error(ablation.span, "E511", "`resample from corrupted(...)` takes no `per position`",
+                                 "a partner has the input's length and named positions, so every position already "
+                                 "reads the same position of the partner; remove `per position`"))
+        task = self.task
+        if feature not in task.features:
+            owners = [t.name for t in all_tasks() if feature in t.features and t.name != task.name]
+            listed = f"{task.name}'s features: {', '.join(task.features)}"
+            if owners:
+                raise _Problem(error(span, "E516", f"{feature!r} is a feature of {', '.join(owners)}, not of {task.name!r}",
+                                     f"partners come from the spec's own task; {listed}"))
+            raise _Problem(error(span, "E515", f"task {task.name!r} has no feature {feature!r}",
+                                 _did_you_mean(feature, task.features) or listed))
+        probed = probe(task, feature, conditions)
+        if probed.inputs and not probed.found:
+            when = " meeting the claim's `when`" if conditions else ""
+            positions = ", ".join(task.positions)
+            raise _Problem(error(span, "E517", f"none of {probed.inputs} inputs of {task.name!r}{when} has a partner "
+                                 f"that differs in {feature!r}",
+                                 f"a partner keeps the input's length and its named positions ({positions}), which may "
+                                 f"fix {feature}; choose another feature, or give the task a pairing function "
+                                 f"(Task.counterfactual, docs/language.md)"))
+        return EngineAblation("resample", corrupted=feature)
 
     def _corpus_ablation(self, ablation: ast.Ablation) -> EngineAblation:
         """`mean over corpus`: a global mean, from means stored with the checkpoint (which must be there)."""

@@ -52,7 +52,7 @@ def observe(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings,
         return None
     batch = encode_examples(examples, cfg.n_ctx).to(settings.device)
     if reference is None:
-        reference = make_reference(resolved, claim.ablation, claim.ablation_task, batch, settings)
+        reference = make_reference(resolved, claim.ablation, claim.ablation_task, batch, settings, examples=examples)
     scale_hooks = [f"blocks.{layer}.{norm}.hook_scale" for layer in layers for norm in ("ln1", "ln2")] + ["ln_final.hook_scale"]
     attn_hooks = [f"blocks.{layer}.attn.{name}" for layer in layers for name in ("hook_pattern", "hook_v")]
     entering_hooks = {layer: resid_hook(layer, cfg.n_layers) for layer in layers}

@@ -6,8 +6,8 @@ keeping the circuit and ablating only *part* of the rest should still reach the 
 tries structured parts (each attention head, each MLP layer, each residual boundary), random subsets
 and adversarially chosen subsets of the non-circuit nodes (:mod:`.adversary`), plus other reference
 inputs for mean/resample ablation over a task (``mean over corpus`` uses the checkpoint's stored means,
-which no choice of inputs changes), and reports the worst; each choice is judged with the real ablated
-forward. A claim attacks only what it states: ``robustness random`` leaves out the chosen subsets,
+and ``resample from corrupted(F)`` each input's own partner, which no choice of inputs changes), and
+reports the worst; each choice is judged with the real ablated forward. A claim attacks only what it states: ``robustness random`` leaves out the chosen subsets,
 ``robustness none`` every partial ablation (only other reference inputs remain).
 Necessity is attacked over reference inputs: it must hold whichever inputs the means or resamples come
 from. Minimality is re-judged on other inputs and references: every unit must still matter.
@@ -26,6 +26,7 @@ from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..stats import faithfulness_interval, verdict_at_least, verdict_at_most
 from .adversary import adversarial_parts
 from .examples import sample_examples
+from .pairs import partner_filter
 from .judge import judge
 from .runner import RunSettings, complement, make_reference, per_example_metric, run_group, without_part
 
@@ -81,7 +82,7 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
     attacked over reference inputs: its part must stay unneeded whichever inputs the means come from."""
     model = resolved.context.model
     examples = sample_examples(resolved.task, claim.samples or resolved.spec.samples or settings.samples, settings.seed,
-                               claim.claim.conditions)
+                               claim.claim.conditions, keep=partner_filter(resolved.task, claim.ablation, settings.seed))
     batch = encode_examples(examples, model.cfg.n_ctx).to(settings.device)
     space = resolved.mask.space
     full = Mask.full(space)
@@ -99,18 +100,22 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
 
     def reference(seed: int) -> Reference:
         if seed not in references:
-            references[seed] = make_reference(resolved, claim.ablation, claim.ablation_task, batch, replace(settings, seed=seed))
+            references[seed] = make_reference(resolved, claim.ablation, claim.ablation_task, batch, replace(settings, seed=seed),
+                                              examples=examples)
         return references[seed]
 
     choices: list[tuple[str, Mask, int]] = []  # (description, condition, reference seed)
-    # zero and the stored corpus means do not depend on reference inputs: there are no others to try
-    fixed = claim.ablation.kind == "zero" or claim.ablation.source == "corpus"
+    # zero, the stored corpus means and each input's own corrupted partner do not depend on reference inputs
+    # drawn from the task: there are no others to try
+    fixed = claim.ablation.kind == "zero" or claim.ablation.source == "corpus" or claim.ablation.corrupted is not None
     reference_seeds = [settings.seed] if fixed else [settings.seed + 1 + i for i in range(3)]
     as_stated = "the claim as stated (its own reference inputs)"
     if not fixed:
         choices.append((as_stated, target, settings.seed))
     for seed in reference_seeds:
-        what = "the stored pretraining means" if claim.ablation.source == "corpus" else f"reference inputs drawn with seed {seed}"
+        what = ("the stored pretraining means" if claim.ablation.source == "corpus"
+                else "each input's corrupted partner" if claim.ablation.corrupted is not None
+                else f"reference inputs drawn with seed {seed}")
         choices.append((what, target, seed))
     if sufficient and claim.robustness != "none":  # `robustness none`: everything outside ablated at once only
         parts = {**_structured_parts(resolved), **_random_parts(resolved, trials, settings.seed)}
@@ -131,7 +136,7 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
             verdict = verdict_at_least(interval, threshold) if at_least else verdict_at_most(interval, threshold)
             outcomes.append(AttackOutcome(interval.estimate, (interval.low, interval.high), what, len(choices), verdict == "fail",
                                           inconclusive=verdict == "inconclusive"))
-    stated = next((o for o in outcomes if o.what in (as_stated, "the stored pretraining means")
+    stated = next((o for o in outcomes if o.what in (as_stated, "the stored pretraining means", "each input's corrupted partner")
                    or (fixed and o.what.startswith("reference inputs"))), None)
     # the worst failing choice if any fails, else the worst inconclusive one, else the one closest to failing
     worst = min(outcomes, key=lambda o: (not o.broken, not o.inconclusive, o.worst if at_least else -o.worst))

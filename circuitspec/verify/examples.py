@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..engine.tasks import RandomSampler, Task, TaskExample
 from ..lang import ast
@@ -24,14 +24,15 @@ def satisfies(example: TaskExample, conditions: Sequence[ast.Condition]) -> bool
 
 
 def sample_examples(task: Task, n: int, seed: int | str, conditions: Sequence[ast.Condition] = (),
-                    max_draws_per_example: int = 50) -> list[TaskExample]:
-    """Up to ``n`` examples satisfying ``conditions``, drawn from a sampler seeded by (task, seed);
-    fewer only when the conditions are rarely (or never) met within the draw budget."""
+                    max_draws_per_example: int = 50, keep: Callable[[TaskExample], bool] | None = None
+                    ) -> list[TaskExample]:
+    """Up to ``n`` examples satisfying ``conditions`` (and ``keep``, when given), drawn from a sampler
+    seeded by (task, seed); fewer only when they are rarely (or never) met within the draw budget."""
     sampler = RandomSampler(f"{task.name}:verify:{seed}")
     out: list[TaskExample] = []
     for _ in range(n * max_draws_per_example):
         example = task.example(sampler)
-        if satisfies(example, conditions):
+        if satisfies(example, conditions) and (keep is None or keep(example)):
             out.append(example)
             if len(out) == n:
                 break

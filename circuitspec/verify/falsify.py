@@ -30,11 +30,12 @@ from hypothesis.errors import NoSuchExample, Unsatisfiable
 
 from ..engine.tasks import TaskExample
 from ..lang.ast import PER_INPUT_KINDS
-from ..testing import LoadedSpec, check_claim, evaluate_claim_on, task_inputs
+from ..testing import LoadedSpec, check_claim, evaluate_claim_on, in_population, task_inputs
 from .attack import attack_claim, attack_minimal
 from .example_store import ExampleStore
-from .examples import sample_examples, satisfies
+from .examples import sample_examples
 from .judge import one_sided_bounds
+from .pairs import partner_filter
 
 
 @dataclass
@@ -54,16 +55,16 @@ class FalsifyResult:
         return asdict(self)
 
 
-def _search(spec: LoadedSpec, conditions, breaks: Callable[[TaskExample], bool], max_examples: int,
-            seed: int) -> tuple[TaskExample | None, int, bool]:
-    """(shrunk counterexample or None, inputs tried, whether any input met the conditions)."""
+def _search(spec: LoadedSpec, meets: Callable[[TaskExample], bool], breaks: Callable[[TaskExample], bool],
+            max_examples: int, seed: int) -> tuple[TaskExample | None, int, bool]:
+    """(shrunk counterexample or None, inputs tried, whether any input met the claim's conditions)."""
     tried = 0
     met = False
 
     def condition(example: TaskExample) -> bool:
         nonlocal tried, met
         tried += 1
-        if not satisfies(example, conditions):
+        if not meets(example):
             return False
         met = True
         return breaks(example)
@@ -92,7 +93,8 @@ class Draws:
 def _random_draws(spec: LoadedSpec, claim, conditions, count: int, seed: int) -> Draws:
     """Plain seeded draws from the task's sampler (``count`` meeting ``conditions``), evaluated in batches
     exactly as verify judges the claim."""
-    examples = sample_examples(spec.resolved.task, count, f"falsify-random:{seed}", conditions)
+    examples = sample_examples(spec.resolved.task, count, f"falsify-random:{seed}", conditions,
+                               keep=partner_filter(spec.resolved.task, claim.ablation, spec.settings.seed))
     worst: tuple[float, TaskExample] | None = None
     failures = 0
     for start in range(0, len(examples), RANDOM_BATCH):
@@ -118,13 +120,14 @@ def _every_input_result(spec: LoadedSpec, claim, max_examples: int, seed: int, s
     resolved = spec.resolved
     name, conditions = claim.claim.name, claim.claim.conditions
     breaks = lambda ex: not check_claim(spec, name, ex).holds  # noqa: E731
+    meets = lambda ex: in_population(spec, claim, ex)  # noqa: E731 (the `when`; a partner, under corrupted(F))
     known = store.load(resolved.file, name) if store else []
-    replayed = next((ex for ex in known if satisfies(ex, conditions) and breaks(ex)), None)
+    replayed = next((ex for ex in known if meets(ex) and breaks(ex)), None)
     drawn, random_tried = 0, 0
     if replayed is not None:
         found, tried, met = replayed, known.index(replayed) + 1, True
     else:
-        found, tried, met = _search(spec, conditions, breaks, max_examples, seed)
+        found, tried, met = _search(spec, meets, breaks, max_examples, seed)
         if found is None:  # Hypothesis shrinks what it finds; plain draws cover what it does not reach
             draws = _random_draws(spec, claim, conditions, max_examples, seed)
             found, random_tried = draws.worst, draws.drawn

@@ -127,7 +127,9 @@ def _ablation_text(claim: ResolvedClaim) -> str:
     if claim.ablation is None:
         return "none"
     text = str(claim.ablation)
-    return text if claim.ablation.kind == "zero" else f"{text} ({claim.ablation_task})"
+    if claim.ablation.kind == "zero" or claim.ablation.corrupted is not None:  # partners: always the spec's task
+        return text
+    return f"{text} ({claim.ablation_task})"
 
 
 def _contributions(m: np.ndarray, data: GroupData) -> np.ndarray:

@@ -36,6 +36,7 @@ from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from .adversary import adversarial_parts
 from .baselines import random_circuits
 from .examples import sample_examples
+from .pairs import partner_filter, partners_of
 
 
 class SelfCheckError(CircuitspecError):
@@ -215,13 +216,21 @@ def per_example_metric(name: str, logits: torch.Tensor, full: torch.Tensor, batc
 
 
 def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | None, batch: TaskBatch,
-               settings: RunSettings, cache: RunCache | None = None) -> Reference:
+                   settings: RunSettings, cache: RunCache | None = None,
+                   examples: Sequence[TaskExample] | None = None) -> Reference:
     """What removed parts carry for ``batch``: zero; the mean (or resampled activations) of reference task
-    inputs drawn with ``settings.seed``; or, for ``mean over corpus``, the checkpoint's stored pretraining
-    means (the same whatever the seed). Reference inputs run grouped by length (on a CPU).
-    ``cache``: reuse a task mean computed for another group of the same spec."""
+    inputs drawn with ``settings.seed``; for ``resample from corrupted(F)``, the activations of each input's
+    own partner (``examples``: the inputs of ``batch``, in order), position by position; or, for ``mean over
+    corpus``, the checkpoint's stored pretraining means (the same whatever the seed). Reference inputs run
+    grouped by length (on a CPU). ``cache``: reuse a task mean computed for another group of the same spec."""
     model = resolved.context.model
     lengths = batch.answer_pos + 1
+    if ablation.corrupted is not None:
+        if examples is None:
+            raise ValueError("a corrupted-partner reference needs the batch's inputs")
+        partners = partners_of(resolved.task, examples, ablation.corrupted, settings.seed)
+        ref = encode_examples(partners, model.cfg.n_ctx).to(batch.tokens.device)
+        return Reference.compute(model, ablation, batch.tokens, lengths, ref.tokens, ref.answer_pos + 1)
     if ablation.source == "corpus":
         stored = resolved.context.corpus_reference()
         return Reference({h: v.to(batch.tokens.device) for h, v in stored.values.items()}, stored.ablation)
@@ -256,12 +265,13 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
     first = claims[0]
     model = resolved.context.model
     n = group_samples(resolved, claims, settings)
-    examples = sample_examples(resolved.task, n, settings.seed, first.claim.conditions)
+    examples = sample_examples(resolved.task, n, settings.seed, first.claim.conditions,
+                               keep=partner_filter(resolved.task, first.ablation, settings.seed))
     data = GroupData(examples)
     if not examples:
         return data
     batch = encode_examples(examples, model.cfg.n_ctx).to(settings.device)
-    reference = make_reference(resolved, first.ablation, first.ablation_task, batch, settings, cache)
+    reference = make_reference(resolved, first.ablation, first.ablation_task, batch, settings, cache, examples)
     space = resolved.mask.space
     full, circuit = Mask.full(space), resolved.mask
     empty = Mask(space, Mask.empty(space).nodes, full.edges)

@@ -12,6 +12,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence, TypeVar
 
+from .draws import record, remember
+
 T = TypeVar("T")
 
 FeatureValue = int | str | bool
@@ -91,19 +93,24 @@ class Task:
     # (sampler, before, after): the same input with its open expression written after ``before`` and
     # closed by ``after``; None when the task's input cannot sit in a caller's context
     generate_in: Callable[[Sampler, str, str], TaskExample] | None = None
+    # (sampler, input, feature): a partner of the input that differs in the feature (or None), for a task
+    # that knows better than the generic search (.counterfactual) how to make one; None: the search alone
+    counterfactual: Callable[[Sampler, TaskExample, str], TaskExample | None] | None = None
 
     def example(self, sampler: Sampler) -> TaskExample:
-        example = self.generate(sampler)
-        _check_example(self, example)
-        return example
+        """One input; its choices are recorded (:func:`.draws.draws_of`), so a partner can be made from it."""
+        example, draws = record(self.generate, sampler)
+        check_example(self, example)
+        return remember(example, draws)
 
     def example_in(self, sampler: Sampler, before: str, after: str) -> TaskExample:
         """One input placed in a context: ``before`` precedes its open expression, ``after`` closes it."""
         if self.generate_in is None:
             raise ContextNotSupportedError(self.name)
-        example = self.generate_in(sampler, before, after)
-        _check_example(self, example)
-        return example
+        generate_in = self.generate_in
+        example, draws = record(lambda s: generate_in(s, before, after), sampler)
+        check_example(self, example)
+        return remember(example, draws)
 
     def sample(self, n: int, seed: int | str) -> list[TaskExample]:
         """``n`` examples drawn from a sampler seeded by (task name, seed)."""
@@ -123,7 +130,7 @@ class ContextNotSupportedError(ValueError):
         super().__init__(f"task {task!r} cannot be placed in a context; tasks that can: {names}")
 
 
-def _check_example(task: Task, example: TaskExample) -> None:
+def check_example(task: Task, example: TaskExample) -> None:
     """Generators are user code too: fail loudly on a malformed example, never silently."""
     problems = []
     if not example.prefix:
