@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ import torch.nn.functional as F
 from .masks import Mask
 from .model import ModelConfig, Transformer
 from .naming import NodeName, canonical, is_per_head, resid_hook
+
+if TYPE_CHECKING:  # ablation.py imports this module
+    from .ablation import Reference
 
 TOKENS, POSITIONS = "<tokens>", "<positions>"  # the embeddings' one-hot inputs, as in ablation.py
 _BLOCK = re.compile(r"blocks\.(\d+)\.")
@@ -323,7 +326,7 @@ def check_linear(cfg: ModelConfig) -> None:
         raise ValueError("path cuts through the residual stream are not supported for models with AbsTopK")
 
 
-def path_hooks(model: Transformer, tokens: torch.Tensor, mask: Mask, reference, k: int, condition: int,
+def path_hooks(model: Transformer, tokens: torch.Tensor, mask: Mask, reference: "Reference", k: int, condition: int,
                output_hook: Callable[[str], str]) -> tuple[dict[str, list], dict[str, list]]:
     """Hook functions applying ``mask.cuts`` to condition ``condition`` of a pass over ``k`` conditions stacked
     along the batch: (corrections, saves). Corrections run at a receiver's matrix output (or its residual hook)
