@@ -6,7 +6,9 @@ dimension and attaches one hook per hook point that, for every condition at once
 - replaces non-circuit channels (node mask False) by the reference value, and
 - at the output of each weight matrix whose edge mask is not all True, swaps the ablated edges'
   contribution for the same edges applied to the reference input:
-  ``y = x @ W - (x - r) @ (W * ~E)``, i.e. kept edges see the real input, ablated edges the reference.
+  ``y = x @ W - (x - r) @ (W * ~E)``, i.e. kept edges see the real input, ablated edges the reference;
+- for each path cut of a condition (:mod:`.paths`: an edge between nodes that are not adjacent), takes the
+  sender's share of the residual stream out of what the receiver reads and puts its reference share in.
 
 The reference (:class:`Reference`) is the activation a removed part carries instead: zero, the mean over
 a reference batch (over all positions, or per position), or the activation of a resampled reference
@@ -25,6 +27,7 @@ import torch.nn.functional as F
 from .batch import length_buckets
 from .masks import Mask, MaskSpace
 from .model import Transformer
+from .paths import path_hooks
 
 AblationKind = Literal["zero", "mean", "resample"]
 AblationSource = Literal["task", "corpus"]
@@ -288,7 +291,7 @@ def _all_true(t: torch.Tensor, memo: dict[int, bool]) -> bool:
 def _small_node_mask(mask: Mask, memo: dict[int, bool] | None = None, fraction: float | None = None) -> bool:
     memo = {} if memo is None else memo
     fraction = SUBGRAPH_MAX_FRACTION if fraction is None else fraction
-    if not all(_all_true(e, memo) for e in mask.edges.values()):
+    if mask.cuts or not all(_all_true(e, memo) for e in mask.edges.values()):
         return False
     kept = sum(int(t.sum()) for t in mask.nodes.values())
     return kept <= fraction * sum(t.numel() for t in mask.nodes.values())
@@ -431,6 +434,14 @@ def _masked_forward(model: Transformer, tokens: torch.Tensor, masks: Sequence[Ma
             else:
                 saves.setdefault(src, []).append(save)
             corrections.setdefault(dst, []).append(correct)
+        for ci, m in enumerate(chunk):  # edges between nodes that are not adjacent (paths.py)
+            if m.cuts:
+                cut_corrections, cut_saves = path_hooks(model, tokens, m, reference, k, ci,
+                                                        lambda param: sites[param][1])
+                for hook, fs in cut_corrections.items():
+                    corrections.setdefault(hook, []).extend(fs)
+                for hook, fs in cut_saves.items():
+                    saves.setdefault(hook, []).extend(fs)
         fns = {h: corrections.get(h, []) + node_masks.get(h, []) + saves.get(h, [])
                for h in {*corrections, *node_masks, *saves}}
         for hook in capture:

@@ -762,9 +762,10 @@ def _faithfulness_stderr(inputs: TaskInputs, logits: torch.Tensor) -> float:
 
 
 def circuit_edge_count(mask: Mask, model: Transformer) -> int:
-    """Non-zero weights whose two ends are kept nodes (inputs and outputs are not circuit nodes)."""
+    """Non-zero weights whose two ends are kept nodes and that the mask keeps (an edge-level circuit ablates the
+    unstated ones); inputs and outputs are not circuit nodes."""
     induced = mask.induced(model)
-    return sum(int(t.sum()) for p, t in induced.edges.items() if p not in _IO_WEIGHTS)
+    return sum(int((t & mask.edges[p]).sum()) for p, t in induced.edges.items() if p not in _IO_WEIGHTS)
 
 
 def jaccard(a: Mask, b: Mask) -> float:

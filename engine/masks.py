@@ -9,6 +9,11 @@ input and is always read at the logits.
 
 The algebra (union, intersection, complement, difference, one node removed, node-induced edges) is
 plain set algebra applied per tensor, so it obeys the usual laws; tests check them with Hypothesis.
+
+A mask may also carry path cuts (:class:`~.paths.PathCut`, ``cuts``): paths through the residual stream
+whose receiver reads the sender's reference value, which is how an edge between two nodes that are not
+adjacent is ablated. Cuts are not sets of tensor entries, so a mask with cuts takes no part in the algebra
+(``ValueError``); masks built from it by removing or adding nodes keep them.
 """
 
 from __future__ import annotations
@@ -92,7 +97,8 @@ class MaskSpace:
 class Mask:
     """Node and edge membership of a circuit; immutable (operations return new masks)."""
 
-    def __init__(self, space: MaskSpace, nodes: dict[str, torch.Tensor], edges: dict[str, torch.Tensor]) -> None:
+    def __init__(self, space: MaskSpace, nodes: dict[str, torch.Tensor], edges: dict[str, torch.Tensor],
+                 cuts: tuple = ()) -> None:
         if set(nodes) != set(space.node_shapes) or set(edges) != set(space.edge_shapes):
             raise ValueError("mask does not cover exactly the space's hook points and weights")
         for name, t in [*nodes.items(), *edges.items()]:
@@ -102,6 +108,7 @@ class Mask:
         self.space = space
         self.nodes = nodes
         self.edges = edges
+        self.cuts = tuple(cuts)
 
     # -- construction
     @classmethod
@@ -126,9 +133,14 @@ class Mask:
         return cls(space, nodes, edges)
 
     # -- algebra
+    def _no_cuts(self, *others: "Mask") -> None:
+        if any(m.cuts for m in (self, *others)):
+            raise ValueError("a mask with path cuts does not combine by set algebra")
+
     def _zip(self, other: "Mask", op) -> "Mask":
         if other.space != self.space:
             raise ValueError("masks belong to different models")
+        self._no_cuts(other)
         return Mask(self.space, {h: op(t, other.nodes[h]) for h, t in self.nodes.items()},
                     {p: op(t, other.edges[p]) for p, t in self.edges.items()})
 
@@ -142,12 +154,14 @@ class Mask:
         return self._zip(other, lambda a, b: a & ~b)
 
     def __invert__(self) -> "Mask":
+        self._no_cuts()
         return Mask(self.space, {h: ~t for h, t in self.nodes.items()}, {p: ~t for p, t in self.edges.items()})
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Mask) and other.space == self.space
                 and all(torch.equal(t, other.nodes[h]) for h, t in self.nodes.items())
-                and all(torch.equal(t, other.edges[p]) for p, t in self.edges.items()))
+                and all(torch.equal(t, other.edges[p]) for p, t in self.edges.items())
+                and len(self.cuts) == len(other.cuts) and all(a == b for a, b in zip(self.cuts, other.cuts)))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -156,7 +170,7 @@ class Mask:
         nodes = dict(self.nodes)
         nodes[hook] = nodes[hook].clone()
         nodes[hook][index] = present
-        return Mask(self.space, nodes, self.edges)
+        return Mask(self.space, nodes, self.edges, self.cuts)
 
     def without_node(self, name: NodeName) -> "Mask":
         """This circuit minus one node (the edges touching it stop mattering: see :meth:`induced`)."""
@@ -182,6 +196,16 @@ class Mask:
                 else:
                     yield NodeName(hook, index[0])
 
+    def only_stated_edges(self, stated: Iterable[tuple[str, tuple[int, ...]]]) -> "Mask":
+        """An edge-level circuit: of the weights between kept nodes (inputs and outputs count as kept) only the
+        ``stated`` entries (weight name, index) stay. Weights touching an ablated node stay as they are: node
+        ablation already gives them the reference input, and a partial ablation that restores the node
+        restores them with it."""
+        edges = {p: ~t & self.edges[p] for p, t in self.induced().edges.items()}
+        for param, entry in stated:
+            edges[param][entry] = self.edges[param][entry]
+        return Mask(self.space, self.nodes, edges, self.cuts)
+
     def induced(self, model: Transformer | None = None) -> "Mask":
         """Keep exactly the edges between kept nodes (inputs/outputs count as kept); with ``model``,
         also only the edges that exist, i.e. non-zero weights."""
@@ -196,4 +220,4 @@ class Mask:
             if param in weights:
                 keep = keep & (weights[param].detach().cpu() != 0)
             edges[param] = keep
-        return Mask(self.space, self.nodes, edges)
+        return Mask(self.space, self.nodes, edges, self.cuts)

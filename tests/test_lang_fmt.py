@@ -172,11 +172,13 @@ def members(draw, defined: list[str]):
 
 @st.composite
 def claims(draw, defined: list[str], needs_ablation: bool, labels: set[str]):
-    kind = draw(st.sampled_from(["sufficient", "necessary", "minimal", "role", "behaviour"]))
+    kind = draw(st.sampled_from(["sufficient", "necessary", "minimal", "edge", "role", "behaviour"]))
     if kind in ("sufficient", "necessary"):
         body = A.FaithfulnessBody(kind, draw(st.sampled_from(A.CLAIM_OPS[kind])), draw(numbers))
     elif kind == "minimal":
         body = A.MinimalBody(draw(st.sampled_from(["node", "edge"])), draw(st.sampled_from(A.CLAIM_OPS[kind])), draw(numbers))
+    elif kind == "edge":
+        body = A.EdgeBody(draw(members(defined)), draw(members(defined)), draw(st.sampled_from(A.CLAIM_OPS[kind])), draw(numbers))
     elif kind == "role":
         body = A.RoleBody(draw(members(defined)), draw(st.sampled_from(A.CMP_OPS)), draw(numbers))
     else:
@@ -203,7 +205,8 @@ def specs(draw) -> A.Spec:
     header += draw(st.lists(st.sampled_from([
         A.AblateStmt(draw(ablations())), A.MetricStmt(draw(st.sampled_from(A.METRICS))),
         A.ConfidenceStmt(draw(confidences)), A.SamplesStmt(draw(st.integers(1, 10**6))),
-    ]), unique_by=type, max_size=4))
+        A.CircuitStmt(draw(st.sampled_from(A.CIRCUIT_KINDS))),
+    ]), unique_by=type, max_size=5))
     has_default = any(isinstance(s, A.AblateStmt) for s in header)
     statements = list(draw(st.permutations(header)))
     defined: list[str] = []

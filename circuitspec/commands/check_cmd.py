@@ -53,6 +53,21 @@ def _node_count(resolved: ResolvedSpec) -> str:
             f"paths of declared edges)")
 
 
+def _edge_count(resolved: ResolvedSpec) -> str:
+    """The circuit's edges (non-zero weights between kept nodes that it keeps) and, for an edge-level circuit
+    (`circuit edges`), how many non-zero weights between its nodes, or from its input and into the logits,
+    it ablates because no edge states them."""
+    from ..engine.discover import circuit_edge_count
+
+    mask, model = resolved.mask, resolved.context.model
+    kept = f"{circuit_edge_count(mask, model)} edges"
+    if not resolved.edge_level:
+        return kept
+    between = mask.induced(model).edges
+    ablated = sum(int((t & ~mask.edges[p]).sum()) for p, t in between.items())
+    return f"{kept} (edge-level: {ablated} unstated weight{'s' * (ablated != 1)} between its nodes, input and logits ablated)"
+
+
 def _claim_text(claim) -> str:
     """The claim as the formatter writes it, with the settings it inherited from the header (-v)."""
     from ..lang.fmt import format_statement
@@ -67,7 +82,6 @@ def diagnostic_json(d: Diagnostic) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.discover import circuit_edge_count
     from ..lang.diagnostics import render_all
 
     files = circ_files(args.paths)
@@ -86,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
             report.result(f"[green]ok[/] {escape(str(path))}: library (checked against a model where a spec includes it)",
                           soft_wrap=True)
         else:
-            report.result(f"[green]ok[/] {escape(str(path))}: {_node_count(resolved)}, "
-                          f"{circuit_edge_count(resolved.mask, resolved.context.model)} edges, "
+            report.result(f"[green]ok[/] {escape(str(path))}: {_node_count(resolved)}, {_edge_count(resolved)}, "
                           f"{len(resolved.claims)} claims on {resolved.spec.model} / {resolved.task.name}", soft_wrap=True)
             for claim in resolved.claims:
                 report.detail(escape(f"  {path.name}:{claim.claim.span.line} {claim.kind}: {_claim_text(claim)}"), soft_wrap=True)

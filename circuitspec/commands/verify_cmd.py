@@ -138,7 +138,8 @@ def _spec_manifest(resolved) -> dict:
     return {"file": resolved.file, "spec": resolved.spec.name,
             "spec_sha256": hashlib.sha256(Path(resolved.file).read_bytes()).hexdigest(),
             "model": resolved.spec.model, "model_sha256": _weights_sha256(resolved.context.path),
-            "task": resolved.task.name, "circuit_nodes": len(resolved.nodes), "circuit_edges": resolved.mask.edge_count()}
+            "task": resolved.task.name, "circuit_nodes": len(resolved.nodes), "circuit_edges": resolved.mask.edge_count(),
+            **({"circuit": "edges"} if resolved.edge_level else {})}
 
 
 def _weights_sha256(path) -> str | None:

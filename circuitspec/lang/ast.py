@@ -26,12 +26,17 @@ ABLATIONS = ("zero", "mean", "resample")
 #: (``mean over corpus``: the pretraining distribution).
 SOURCE_WORD = {"mean": "over", "resample": "from"}
 #: Comparisons that make sense for each claim kind (role and behaviour claims allow all of CMP_OPS).
-CLAIM_OPS = {"sufficient": (">=", ">"), "necessary": ("<=", "<"), "minimal": (">=", ">"), "unneeded": (">=", ">")}
+CLAIM_OPS = {"sufficient": (">=", ">"), "necessary": ("<=", "<"), "minimal": (">=", ">"), "unneeded": (">=", ">"),
+             "edge": (">=", ">")}
 CMP_OPS = (">=", "<=", "==", "!=", ">", "<")
 #: What a sufficiency claim must survive besides everything outside ablated at once: partial ablations
 #: chosen against the circuit and random ones (the default), random ones only, or nothing more.
 ROBUSTNESS = ("adversarial", "random", "none")
 DEFAULT_ROBUSTNESS = "adversarial"
+#: What a circuit is made of (`circuit nodes|edges`): its nodes and every weight between them (the default),
+#: or its nodes and only the weights of its stated edges (an edge-level circuit).
+CIRCUIT_KINDS = ("nodes", "edges")
+DEFAULT_CIRCUIT = "nodes"
 DEFAULT_METRIC = "logit_diff"
 DEFAULT_CONFIDENCE = 0.95
 #: Where role claims read their node when no ``at position`` clause says otherwise.
@@ -246,6 +251,15 @@ class SamplesStmt(Statement):
     value: int
 
 
+@dataclass(frozen=True)
+class CircuitStmt(Statement):
+    """``circuit nodes`` or ``circuit edges``: whether the weights between kept nodes that no edge states
+    belong to the circuit (nodes) or are ablated with the rest (edges)."""
+
+    kind: str
+    kind_span: Span | None = _aux_span()
+
+
 # ---- circuit -------------------------------------------------------------------------------------
 
 
@@ -377,7 +391,19 @@ class UnneededBody(Node):
     threshold: float
 
 
-ClaimBody = Union[FaithfulnessBody, MinimalBody, RoleBody, BehaviourBody, AgreementBody, UnneededBody]
+@dataclass(frozen=True)
+class EdgeBody(Node):
+    """``edge a -> b drop >= 0.1``: ablating only the edge from a to b (the rest of the circuit intact) costs at
+    least this much faithfulness; the edge carries the effect."""
+
+    source: Member
+    target: Member
+    op: str
+    threshold: Number
+    kind_span: Span | None = _aux_span()
+
+
+ClaimBody = Union[FaithfulnessBody, MinimalBody, RoleBody, BehaviourBody, AgreementBody, UnneededBody, EdgeBody]
 
 
 @dataclass(frozen=True)
@@ -420,7 +446,7 @@ class Claim(Statement):
 
     @property
     def kind(self) -> str:
-        """``sufficient``, ``necessary``, ``minimal``, ``unneeded``, ``role``, ``behaviour`` or ``agreement``."""
+        """``sufficient``, ``necessary``, ``minimal``, ``unneeded``, ``edge``, ``role``, ``behaviour`` or ``agreement``."""
         body = self.body
         if isinstance(body, FaithfulnessBody):
             return body.kind
@@ -430,6 +456,8 @@ class Claim(Statement):
             return "agreement"
         if isinstance(body, UnneededBody):
             return "unneeded"
+        if isinstance(body, EdgeBody):
+            return "edge"
         return "role" if isinstance(body, RoleBody) else "behaviour"
 
     @property
@@ -439,10 +467,10 @@ class Claim(Statement):
 
 
 AnyStatement = Union[
-    SpecHeader, ModelStmt, TaskStmt, AblateStmt, MetricStmt, ConfidenceStmt, SamplesStmt,
+    SpecHeader, ModelStmt, TaskStmt, AblateStmt, MetricStmt, ConfidenceStmt, SamplesStmt, CircuitStmt,
     NodeDef, GroupDef, EdgePath, IncludeFile, IncludeNodes, IncludeEdges, Claim,
 ]
-HEADER_TYPES = (SpecHeader, ModelStmt, TaskStmt, AblateStmt, MetricStmt, ConfidenceStmt, SamplesStmt)
+HEADER_TYPES = (SpecHeader, ModelStmt, TaskStmt, AblateStmt, MetricStmt, ConfidenceStmt, SamplesStmt, CircuitStmt)
 #: What an included file may contain: shared parts of circuits, nothing that makes a spec.
 LIBRARY_TYPES = (NodeDef, GroupDef, EdgePath, IncludeFile, IncludeNodes, IncludeEdges)
 
@@ -520,6 +548,12 @@ class Spec:
     def samples(self) -> int | None:
         stmt = self._first(SamplesStmt)
         return stmt.value if stmt else None
+
+    @property
+    def circuit(self) -> str:
+        """``nodes`` (the default) or ``edges``: see :class:`CircuitStmt`."""
+        stmt = self._first(CircuitStmt)
+        return stmt.kind if stmt else DEFAULT_CIRCUIT
 
     def all_statements(self) -> Iterator[AnyStatement]:
         """Statements of the included files (in inclusion order), then this file's."""

@@ -46,6 +46,7 @@ CODES: dict[str, str] = {
     "E207": "claim without an ablation",
     "E208": "value out of range",
     "E209": "unknown robustness",
+    "E210": "unknown circuit kind",
     "E301": "invalid index",
     "E302": "node names more than one channel",
     "E303": "empty pattern",
@@ -71,6 +72,7 @@ CODES: dict[str, str] = {
     "E515": "unknown counterfactual feature",
     "E516": "counterfactual feature of another task",
     "E517": "no counterfactual partners",
+    "E518": "edge claim about an edge outside the circuit",
     "E999": "internal error",
 }
 
@@ -93,16 +95,17 @@ HINTS: dict[str, str] = {
     "E107": "keep one of the two clauses",
     "E108": "give each claim its own label: reports name claims by it",
     "E201": "claims are `sufficient faithfulness >= T`, `necessary faithfulness <= T`, `minimal each node drop >= T`, "
-            "`NODE > T` or `logit[...] > ...`",
+            "`edge A -> B drop >= T`, `NODE > T` or `logit[...] > ...`",
     "E202": "metrics: `logit_diff`, `accuracy`, `bce`, `kl`",
     "E203": "ablations: `zero`, `mean over task`, `mean over corpus`, `resample from task`, `resample from corrupted(FEATURE)`",
     "E204": "write `ablate zero`, `ablate mean over task`, `ablate resample from task` (these two optionally with `per position`) "
             "or `ablate resample from corrupted(FEATURE)`",
-    "E205": "sufficient, minimal and `ablating ... keeps` claims compare with `>=` or `>`, necessary claims with `<=` or `<`",
+    "E205": "sufficient, minimal, edge and `ablating ... keeps` claims compare with `>=` or `>`, necessary claims with `<=` or `<`",
     "E206": "remove the clause: docs/language.md lists the clauses each kind of claim takes",
     "E207": "add `ablate ...` to the header (the default of every claim) or to this claim",
     "E208": "confidence lies strictly between 0 and 1 (e.g. `0.95`); sample counts are at least 1",
     "E209": "write `robustness adversarial` (the default), `robustness random` or `robustness none`",
+    "E210": "write `circuit nodes` (the default: every weight between kept nodes) or `circuit edges` (only the stated edges)",
     "E301": "an index is a whole number `i`, a range `a:b` with a < b, `*` or a quoted token, each listed once",
     "E302": "a node is one channel; use `group` for several",
     "E303": "patterns are written like node names, e.g. `blocks.0.mlp.hook_post[*]`: `*` is any run of characters, `?` one",
@@ -129,6 +132,7 @@ HINTS: dict[str, str] = {
     "E516": "partners come from the spec's own task: name one of its features (`circuitspec tasks`)",
     "E517": "a partner keeps the input's length and named positions; choose a feature that can change without moving "
             "them, or give the task a pairing function (`Task.counterfactual`)",
+    "E518": "an edge claim is about an edge of the circuit: add its ends (and, for an edge-level circuit, `edge A -> B`) to the spec",
     "E999": "this is a bug in circuitspec; please report it with the spec file",
 }
 

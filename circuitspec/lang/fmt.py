@@ -108,6 +108,9 @@ def _body(body: A.ClaimBody) -> str:
         return str(body)
     if isinstance(body, A.UnneededBody):
         return f"ablating {' '.join(_member(body.part))} keeps faithfulness {body.op} {number(body.threshold)}"
+    if isinstance(body, A.EdgeBody):
+        ends = f"{' '.join(_member(body.source))} -> {' '.join(_member(body.target))}"
+        return f"edge {ends} drop {body.op} {number(body.threshold)}"
     right = str(body.right) if isinstance(body.right, A.Logit) else number(body.right)
     return f"{body.left} {body.op} {right}"
 
@@ -153,6 +156,8 @@ def _atoms(s: A.AnyStatement) -> list[str]:
         return ["confidence", number(s.value)]
     if isinstance(s, A.SamplesStmt):
         return ["samples", str(s.value)]
+    if isinstance(s, A.CircuitStmt):
+        return ["circuit", s.kind]
     if isinstance(s, A.NodeDef):
         return _described(["node", s.name, "="] + _ref(s.ref), s.description)
     if isinstance(s, A.GroupDef):

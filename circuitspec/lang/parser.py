@@ -233,13 +233,15 @@ _FORMS = {
     "metric": "metric logit_diff | accuracy | bce | kl",
     "confidence": "confidence 0.95",
     "samples": "samples 1000",
+    "circuit": "circuit nodes | circuit edges (the circuit is its nodes and every weight between them, or only its stated edges)",
     "node": 'node NAME = HOOK[INDEX] "description", e.g. `node opener = blocks.0.mlp.hook_post[113]`',
     "group": "group NAME = HOOK[3, 17, 40:48] or group NAME = {a, b, HOOK[INDEX]}",
     "edge": "edge a -> b -> c, with names or HOOK[INDEX] references",
     "include": 'include "common.circ", include nodes matching "GLOB" or include edges matching "GLOB" -> "GLOB"',
     "claim": (
         "claim [LABEL:] BODY [CLAUSES], where BODY is `sufficient faithfulness >= T`, "
-        "`necessary faithfulness <= T`, `minimal each node drop >= T`, `NODE > T`, `logit['a'] > logit['b']`, `agrees with model` or `ablating PART keeps faithfulness >= T` "
+        "`necessary faithfulness <= T`, `minimal each node drop >= T`, `edge A -> B drop >= T`, `NODE > T`, `logit['a'] > logit['b']`, `agrees with model` or "
+        "`ablating PART keeps faithfulness >= T` "
         "and the clauses are when, at position, on every input / on at least q of inputs, in full model, ablate, metric, confidence, samples, robustness"
     ),
 }
@@ -588,6 +590,13 @@ class _Builder(Transformer):
     def samples_stmt(self, meta, children):
         return A.SamplesStmt(self.whole(children[0], "samples", 1), span=self.span(meta))
 
+    def circuit_stmt(self, meta, children):
+        token = children[0]
+        if token.value not in A.CIRCUIT_KINDS:
+            self.err(self.tspan(token), "E210", f"unknown circuit kind `{token.value}`",
+                     _suggest(token.value, A.CIRCUIT_KINDS, "circuit kinds"))
+        return A.CircuitStmt(token.value, span=self.span(meta), kind_span=self.tspan(token))
+
     def metric(self, token: Token) -> str:
         if token.value not in A.METRICS:
             self.err(self.tspan(token), "E202", f"unknown metric `{token.value}`", _suggest(token.value, A.METRICS, "metrics"))
@@ -771,7 +780,8 @@ class _Builder(Transformer):
                                    "removing a part leaves the behaviour intact, write `ablating PART keeps faithfulness >= T`",
                       "minimal": "removing any one part must cost at least this much faithfulness",
                       "unneeded": "removing the part must leave at least this much faithfulness; to claim that "
-                                  "it matters, use `necessary` on a circuit of it"}[kind])
+                                  "it matters, use `necessary` on a circuit of it",
+                      "edge": "removing the edge must cost at least this much faithfulness"}[kind])
         return claim
 
     def faithfulness_body(self, meta, children):
@@ -813,6 +823,13 @@ class _Builder(Transformer):
             self.err(self.tspan(word), "E201", f"unknown claim kind `{word.value} ... keeps faithfulness`",
                      "a part that is not needed is claimed as `ablating PART keeps faithfulness >= T`")
         return A.UnneededBody(part, op.value, self.threshold(number), span=self.span(meta))
+
+    def edge_body(self, meta, children):
+        word, source, target, op, number = children
+        if word.value != "edge":  # read as a name, so that nodes and claims may still be called `edge`
+            self.err(self.tspan(word), "E201", f"unknown claim kind `{word.value} A -> B`",
+                     "an edge claim is written `edge A -> B drop >= T`")
+        return A.EdgeBody(source, target, op.value, self.threshold(number), span=self.span(meta), kind_span=self.tspan(word))
 
     def agreement_body(self, meta, children):
         word = children[0]
@@ -883,7 +900,8 @@ class _Builder(Transformer):
 # ---- stage 4: whole-file checks and includes -----------------------------------------------------
 
 _HEADER_WORDS = {A.SpecHeader: "spec", A.ModelStmt: "model", A.TaskStmt: "task", A.AblateStmt: "ablate",
-                 A.MetricStmt: "metric", A.ConfidenceStmt: "confidence", A.SamplesStmt: "samples"}
+                 A.MetricStmt: "metric", A.ConfidenceStmt: "confidence", A.SamplesStmt: "samples",
+                 A.CircuitStmt: "circuit"}
 _REQUIRED = (A.SpecHeader, A.ModelStmt, A.TaskStmt)
 _DEFINED_IN_BROKEN = re.compile(r"^[ \t\f]*(?:node|group)[ \t\f]+([A-Za-z_][A-Za-z0-9_]*)", re.M)
 
@@ -895,12 +913,13 @@ def _first_line(text: str, width: int = 200) -> str:
 
 
 def _uses(statement) -> list[A.NameRef]:
-    """Names a statement refers to (edges, group members, role claim subjects)."""
+    """Names a statement refers to (edges, group members, the nodes a claim is about)."""
     if isinstance(statement, A.GroupDef | A.EdgePath):
         return [m for m in statement.members if isinstance(m, A.NameRef)]
-    if isinstance(statement, A.Claim) and isinstance(statement.body, A.RoleBody):
-        subject = statement.body.subject
-        return [subject] if isinstance(subject, A.NameRef) else []
+    if isinstance(statement, A.Claim):
+        body = statement.body
+        members = {A.RoleBody: lambda: [body.subject], A.EdgeBody: lambda: [body.source, body.target]}.get(type(body))
+        return [m for m in members() if isinstance(m, A.NameRef)] if members else []
     return []
 
 

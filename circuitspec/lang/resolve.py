@@ -6,7 +6,14 @@ features and positions claims refer to. Every problem is a Diagnostic at the spa
 
 The compiled mask ablates nodes: a channel outside the circuit carries its reference value (zero, mean
 or resampled) and every weight stays, so nothing outside the circuit carries information about the
-input. Declared edges select weights only for ``minimal each edge`` claims, which remove them one by one.
+input. Declared edges select weights only for ``minimal each edge`` claims, which remove them one by one,
+unless the spec says ``circuit edges``: then the circuit is its stated edges, and every weight between
+two kept nodes that no edge (or ``include edges matching``) states is ablated too.
+
+An edge claim ``edge A -> B drop >= T`` is resolved to what ablating that edge removes
+(:func:`~circuitspec.engine.paths.edge_cut`: the weights between adjacent ends, the paths through the
+residual stream between the others), restricted to what the circuit carries; an edge the circuit does
+not carry is an error (E518).
 
 An edge ``a -> b`` exists when a path of non-zero weights leads from a channel of ``a`` to a channel of
 ``b`` through nothing but residual-stream channels (a write, the identity through later blocks, a read)
@@ -21,7 +28,7 @@ from __future__ import annotations
 
 import difflib
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
@@ -35,6 +42,7 @@ from ..engine.graph import build_graph
 from ..engine.masks import Mask, MaskSpace
 from ..engine.model import ModelConfig, Transformer
 from ..engine.naming import NodeName, canonical, is_per_head, parse_node_name
+from ..engine.paths import EdgeCut, edge_cut
 from ..engine.tasks import Task, UnknownTaskError, all_tasks, get_task
 from ..engine.tokenizer import token_id
 from ..engine.zoo import UnknownModelError, load_model, resolve_model_path
@@ -118,6 +126,7 @@ class ResolvedEdge:
     weights: tuple[tuple[str, tuple[int, ...]], ...]  # (parameter, entry) on the connecting paths
     through: tuple[NodeName, ...]  # residual channels the paths use (they join the circuit)
     span: ast.Span
+    cut: EdgeCut | None = None  # what ablating it removes from the circuit (``minimal each edge``); None: nothing
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,7 @@ class ResolvedClaim:
     position: str = ast.DEFAULT_POSITION
     coverage: float | None = None  # per-input claims: `on at least q of inputs`; None = `on every input`
     in_model: bool = False  # per-input claims: read in the full model (`in full model`), not the circuit alone
+    edge: EdgeCut | None = None  # edge claims: what ablating the edge removes from the circuit
 
     @property
     def robustness(self) -> str:
@@ -152,8 +162,14 @@ class ResolvedSpec:
     nodes: tuple[NodeName, ...]  # the circuit: every channel it keeps
     edges: tuple[ResolvedEdge, ...]
     claims: tuple[ResolvedClaim, ...]
-    mask: Mask  # nodes (+ residual channels on declared edges); every edge kept (node ablation)
+    mask: Mask  # nodes (+ residual channels on declared edges); every edge kept (node ablation), or with
+    # `circuit edges` only the stated ones between kept nodes
     added: tuple[NodeName, ...] = ()  # of ``nodes``, the residual channels only declared edges' paths brought in
+
+    @property
+    def edge_level(self) -> bool:
+        """`circuit edges`: the circuit is its stated edges, not every weight between its nodes."""
+        return self.spec.circuit == "edges"
 
 
 # ---- references ----------------------------------------------------------------------------------
@@ -297,6 +313,8 @@ class Resolver:
         self.diagnostics: list[Diagnostic] = []
         self.definitions: dict[str, tuple[NodeName, ...]] = {}
         self.budget = WorkBudget()
+        self.stated: set[tuple[str, tuple[int, ...]]] = set()  # weights that edges and edge patterns state
+        self.edges: list[ResolvedEdge] = []  # declared edges, in order
 
     def report(self, problem: _Problem) -> None:
         if problem.diagnostic not in self.diagnostics:  # e.g. the header's ablation, inherited by many claims
@@ -336,14 +354,16 @@ class Resolver:
                 self.report(p)
                 continue
             reached, weights, through = connecting_paths(self.ctx, {str(n) for n in src}, {str(n) for n in dst}, self.budget)
-            span = ast.Span(a.span.file, a.span.line, a.span.col, b.span.end_line, b.span.end_col)
+            span = _between(a.span, b.span)
             if not reached:
                 self.diagnostics.append(error(span, "E506", f"no non-zero weights connect {a} to {b}",
                                               "in this model nothing written by the first can be read by the second; "
                                               "check the layer order and the channel indices"))
                 continue
             through_names = tuple(sorted((parse_node_name(n) for n in through), key=str))
-            out.append(ResolvedEdge(str(a), str(b), tuple(sorted(weights)), through_names, span))
+            self.stated |= weights
+            out.append(ResolvedEdge(str(a), str(b), tuple(sorted(weights)), through_names, span,
+                                    edge_cut(self.ctx.model, src, dst)))
         return out
 
     def pattern_nodes(self, stmt: ast.IncludeNodes) -> list[NodeName]:
@@ -364,8 +384,12 @@ class Resolver:
         self.budget.spend(len(weights) + len(sources) + len(targets))
         sources = {u for u in sources if src_re.fullmatch(u)}
         targets = {v for v in targets if dst_re.fullmatch(v)}
-        ends = {n for u, v in weights if u in sources and v in targets for n in (u, v)}
+        matched = [(u, v) for u, v in weights if u in sources and v in targets]
+        ends = {n for pair in matched for n in pair}
         self.budget.spend(FOLLOW_COST * len(ends))  # each is parsed and looked up below
+        for u, v in matched:
+            data = self.ctx.graph.edges[u, v]
+            self.stated.add((data["param"], data["entry"]))
         if not ends:
             self.diagnostics.append(error(stmt.span, "E303", f"no weight of the model connects {stmt.source!r} to {stmt.target!r}",
                                           "check both patterns against node names such as 'blocks.0.mlp.hook_post[*]'; "
@@ -387,6 +411,7 @@ class Resolver:
         ablation, ablation_task = None, None
         subject: tuple[NodeName, ...] = ()
         logits: tuple[int, ...] = ()
+        edge = None
         try:
             if settings.ablation is not None:
                 ablation, ablation_task = self._ablation(settings.ablation, claim.conditions)
@@ -401,6 +426,16 @@ class Resolver:
             elif isinstance(body, ast.BehaviourBody):
                 sides = [body.left] + ([body.right] if isinstance(body.right, ast.Logit) else [])
                 logits = tuple(self._logit(side) for side in sides)
+            elif isinstance(body, ast.EdgeBody):
+                edge = self._edge_claim(body)
+            elif isinstance(body, ast.MinimalBody) and body.unit == "edge" and _has_abs_topk(self.ctx.cfg):
+                far = next((e for e in self.edges if e.cut is not None and e.cut.paths), None)
+                if far is not None:
+                    raise _Problem(error(body.span, "E511", f"`minimal each edge` would cut the paths of `{far.source} -> "
+                                         f"{far.target}` through the residual stream, which needs the stream to be "
+                                         "linear, and this model has AbsTopK",
+                                         "declare edges between adjacent nodes: a residual channel and a node that reads "
+                                         "or writes it"))
             for cond in claim.conditions:
                 if cond.feature not in self.task.features:
                     raise _Problem(error(cond.feature_span or cond.span, "E507",
@@ -417,7 +452,57 @@ class Resolver:
             self.report(p)
             return None
         return ResolvedClaim(claim, claim.kind, ablation, ablation_task, settings.metric, settings.confidence, settings.samples,
-                             settings.inherited, subject, logits, position, claim.coverage, claim.in_model)
+                             settings.inherited, subject, logits, position, claim.coverage, claim.in_model, edge)
+
+    def _edge_claim(self, body: ast.EdgeBody) -> EdgeCut:
+        """What ablating the claimed edge removes from the model (restricted to the circuit later, by
+        :meth:`_edge_in_circuit`): E506 when nothing joins the ends, E511 when only attention does or the
+        paths cross AbsTopK."""
+        model = self.ctx.model
+        cut = edge_cut(model, self.member_nodes(body.source), self.member_nodes(body.target))
+        span = _between(body.source.span, body.target.span)
+        if cut.empty(model):
+            if cut.through_attention:
+                raise _Problem(error(span, "E511", f"{body.source} and {body.target} are joined only through a head's "
+                                     "attention, which has no weights to ablate",
+                                     "claim the edge into the head's q, k or v channels, or out of its z channels"))
+            raise _Problem(error(span, "E506", f"no non-zero weights connect {body.source} to {body.target}",
+                                 "in this model nothing written by the first can be read by the second; "
+                                 "check the layer order and the channel indices"))
+        if cut.paths and _has_abs_topk(model.cfg):
+            raise _Problem(error(span, "E511", "cutting a path through the residual stream needs the stream to be "
+                                 "linear, and this model has AbsTopK",
+                                 "claim edges between adjacent nodes: a residual channel and a node that reads or writes it"))
+        return cut
+
+    def _edge_in_circuit(self, claim: ResolvedClaim, mask: Mask) -> ResolvedClaim | None:
+        """The claim with its edge restricted to what the circuit carries; E518 (None) when that is nothing:
+        an end outside the circuit, paths through residual channels outside it, or (`circuit edges`) an
+        edge that no statement states."""
+        body, model = claim.claim.body, self.ctx.model
+        for member in (body.source, body.target):
+            for node in self.member_nodes(member):
+                if node.hook in (*_INPUT_HOOKS, "hook_logits"):
+                    continue  # a circuit always sees its input and is read at the logits
+                if not _is_circuit_node(node, self.ctx) or not mask.contains(node):
+                    self.diagnostics.append(error(member.span, "E518", f"{node} is not in the circuit, so the edge "
+                                                  f"{body.source} -> {body.target} is not an edge of it",
+                                                  f"add {member} to the circuit (a `node`, `group` or `edge` statement)"))
+                    return None
+        span = _between(body.source.span, body.target.span)
+        if claim.edge.within(model, Mask(mask.space, mask.nodes, Mask.full(mask.space).edges)).empty(model):
+            self.diagnostics.append(error(span, "E518", f"the paths from {body.source} to {body.target} pass only "
+                                          "residual channels outside the circuit",
+                                          f"add `edge {body.source} -> {body.target}` to the spec: an edge statement adds "
+                                          "the residual channels on its paths to the circuit"))
+            return None
+        kept = claim.edge.within(model, mask)
+        if kept.empty(model):
+            self.diagnostics.append(error(span, "E518", f"the circuit does not have the edge {body.source} -> "
+                                          f"{body.target}: it is `circuit edges`, and no edge statement states it",
+                                          f"add `edge {body.source} -> {body.target}` to the spec"))
+            return None
+        return replace(claim, edge=kept)
 
     def _ablation(self, ablation: ast.Ablation, conditions: tuple[ast.Condition, ...] = ()
                   ) -> tuple[EngineAblation, str | None]:
@@ -498,7 +583,7 @@ class Resolver:
 
     def run(self) -> ResolvedSpec | None:
         nodes: dict[NodeName, None] = {}
-        edges: list[ResolvedEdge] = []
+        edges = self.edges
         for stmt in self.spec.all_statements():
             if isinstance(stmt, (ast.NodeDef, ast.GroupDef)):
                 self.define(stmt)
@@ -531,6 +616,13 @@ class Resolver:
             nodes.update(dict.fromkeys(edge.through))
         added = tuple(n for n in nodes if n not in declared)
         mask = Mask.from_nodes(self.ctx.space, nodes)  # node ablation: every weight kept, removed nodes carry the reference
+        if self.spec.circuit == "edges":  # the circuit is its stated edges: the other weights between its nodes go too
+            mask = mask.only_stated_edges(self.stated)
+        model = self.ctx.model
+        edges = [replace(e, cut=e.cut.within(model, mask) if e.cut is not None else None) for e in edges]
+        claims = [c if c.kind != "edge" else self._edge_in_circuit(c, mask) for c in claims]
+        if any(d.is_error for d in self.diagnostics):
+            return None
         for claim in claims:
             outside = [n for n in claim.subject if not mask.contains(n)]
             if claim.kind == "role" and outside and not claim.in_model:
@@ -542,6 +634,16 @@ class Resolver:
                     "in the unablated model"))
         return ResolvedSpec(self.spec, self.file, self.ctx, self.task, dict(self.definitions), tuple(nodes),
                             tuple(edges), tuple(claims), mask, added)
+
+
+def _has_abs_topk(cfg: ModelConfig) -> bool:
+    """AbsTopK somewhere: the residual stream is not linear, so paths through it cannot be cut."""
+    return cfg.act_topk is not None or bool(cfg.topk_sites)
+
+
+def _between(first: ast.Span, last: ast.Span) -> ast.Span:
+    """From the start of ``first`` to the end of ``last`` (the two ends of an edge)."""
+    return ast.Span(first.file, first.line, first.col, last.end_line, last.end_col)
 
 
 def _suggestion(e: UnknownTaskError) -> str:

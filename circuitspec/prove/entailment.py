@@ -141,6 +141,8 @@ def _refuting_input(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunS
 
 def _not_encodable(resolved: ResolvedSpec, claim: ResolvedClaim) -> str:
     cfg = resolved.context.cfg
+    if resolved.edge_level:
+        return "an edge-level circuit (`circuit edges`) is not encoded: the encoding keeps every weight between kept nodes"
     if cfg.act_topk is not None or cfg.topk_sites:
         return "activation sparsity (AbsTopK) is not encoded"
     if cfg.act_fn != "relu":

@@ -40,7 +40,7 @@ def build_picture(resolved: ResolvedSpec, options: ShowOptions = ShowOptions(),
     progress("measuring connections")
     node_unit = {str(m): u.id for u in units for m in u.members}
     graph = resolved.context.graph
-    all_weights = weight_links(graph, units, node_unit)
+    all_weights = weight_links(graph, units, node_unit, resolved.mask.edges if resolved.edge_level else None)
     drawn = select_weight_links(all_weights, options.max_edges)
     links = (structural_links(graph, units, node_unit) + drawn
              + declared_links(resolved, builder.member_nodes, node_unit))

@@ -2,7 +2,8 @@
 
 Three kinds (see :class:`~.picture.Link`):
 
-- ``weight``: the non-zero weights between kept channels (engine/graph.py's ``weight`` edges), summed
+- ``weight``: the non-zero weights between kept channels that the circuit keeps (engine/graph.py's ``weight``
+  edges; an edge-level circuit keeps only its stated ones), summed
   per pair of boxes. A coarse circuit has thousands of such pairs, so only the strongest ``max_edges``
   are drawn; every box first keeps its strongest incoming and outgoing connection, so nothing that is
   connected looks disconnected, and the picture says how many were left out.
@@ -44,13 +45,17 @@ def _fmt(x: float) -> str:
     return f"{x:+.3g}"
 
 
-def weight_links(graph: nx.DiGraph, units: list[Unit], node_unit: dict[str, str]) -> list[Link]:
-    """Every pair of boxes joined by non-zero weights, with the sum of |w| and the strongest entries."""
+def weight_links(graph: nx.DiGraph, units: list[Unit], node_unit: dict[str, str], kept=None) -> list[Link]:
+    """Every pair of boxes joined by non-zero weights, with the sum of |w| and the strongest entries.
+    ``kept``: the circuit's edge masks (weight name -> bool), so that an edge-level circuit draws only the
+    weights it keeps."""
     pairs: dict[tuple[str, str], _Pair] = {}
     for unit in units:
         for member in unit.members:
             for _, v, data in graph.out_edges(str(member), data=True):
                 if data["kind"] != "weight" or v not in node_unit:
+                    continue
+                if kept is not None and not bool(kept[data["param"]][data["entry"]]):
                     continue
                 pair = pairs.setdefault((unit.id, node_unit[v]), _Pair())
                 w = data["weight"]

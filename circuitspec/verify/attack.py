@@ -28,7 +28,7 @@ from .adversary import adversarial_parts
 from .examples import sample_examples
 from .pairs import partner_filter
 from .judge import judge
-from .runner import RunSettings, make_reference, per_example_metric, run_group, without_part
+from .runner import RunSettings, complement, make_reference, per_example_metric, run_group, without_part
 
 
 @dataclass
@@ -94,7 +94,7 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
     elif claim.kind == "unneeded":
         target = without_part(claim, space)
     else:
-        target = Mask(space, (~resolved.mask).nodes, full.edges)
+        target = complement(resolved)
     threshold = float(claim.claim.body.threshold)
     references: dict[int, Reference] = {}
 
@@ -146,7 +146,7 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
 
 
 def attack_minimal(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings, rounds: int = 3) -> AttackOutcome:
-    """Re-run a ``minimal`` claim on fresh inputs and reference inputs; the worst unit across rounds."""
+    """Re-run a ``minimal`` (or edge) claim on fresh inputs and reference inputs; the worst unit across rounds."""
     worst: AttackOutcome | None = None
     for i in range(1, rounds + 1):
         round_settings = replace(settings, seed=settings.seed + i)

@@ -9,7 +9,8 @@ can escape it where uniform draws find it; with both, falsify is never weaker th
 (what the draws find is reported as drawn: it is not shrunk). A claim made ``on at least Q of inputs``
 allows failing inputs, so a search cannot refute it: it is judged on the share of random draws it holds
 on, as verify judges it.
-sufficient, necessary, minimal and "not needed" claims are attacked over ablation choices instead (:mod:`.attack`). A
+sufficient, necessary, minimal and "not needed" claims are attacked over ablation choices instead (:mod:`.attack`;
+edge claims, like minimal ones, are re-judged on fresh inputs and references). A
 failure is shrunk to a minimal snippet. Counterexamples are stored as readable JSON (one file per spec
 and claim under ``.circuitspec/examples/``, :mod:`.example_store`) and replayed before any search on the
 next run, so CI keeps failing on a known counterexample until the spec, or the model, changes. (Hypothesis' own example
@@ -180,7 +181,7 @@ def _coverage_result(spec: LoadedSpec, claim, max_examples: int, seed: int) -> F
 
 def falsify_spec(spec: LoadedSpec, max_examples: int, seed: int, store: ExampleStore | None) -> list[FalsifyResult]:
     """Falsification results for every claim of a spec: per-input claims (role, behaviour, agreement) by
-    search and random draws, sufficient / necessary / minimal / unneeded claims by ablation choices."""
+    search and random draws, sufficient / necessary / minimal / unneeded / edge claims by ablation choices."""
     resolved = spec.resolved
     results = []
     for claim in resolved.claims:
@@ -203,6 +204,8 @@ def _broken_note(claim, outcome) -> str:
     threshold = float(claim.claim.body.threshold)
     if claim.kind == "minimal":
         return "a unit stops mattering on other inputs"
+    if claim.kind == "edge":
+        return "the edge stops carrying the effect on other inputs"
     if outcome.as_stated_broken and claim.kind == "unneeded":
         return (f"ablating the part leaves F = {outcome.as_stated:.3g} (against >= {threshold:g}) with the claim's own "
                 f"reference inputs: the part is needed")
@@ -218,22 +221,23 @@ def _broken_note(claim, outcome) -> str:
 
 
 def _attack_result(resolved, claim, spec: LoadedSpec) -> FalsifyResult:
-    attack = attack_minimal if claim.kind == "minimal" else attack_claim
+    drop = claim.kind in ("minimal", "edge")  # judged on what removing a part costs, re-judged on fresh inputs
+    attack = attack_minimal if drop else attack_claim
     outcome = attack(resolved, claim, spec.settings)
     verdict = "falsified" if outcome.broken else "inconclusive" if outcome.inconclusive else "survived"
     result = FalsifyResult(resolved.file, claim.claim.span.line, claim.claim.name, claim.kind, outcome.tried, verdict)
-    found = {"ablation choice": outcome.what, "drop" if claim.kind == "minimal" else "faithfulness": round(outcome.worst, 6),
+    found = {"ablation choice": outcome.what, "drop" if drop else "faithfulness": round(outcome.worst, 6),
              "interval": [round(x, 6) for x in outcome.interval]}
     if outcome.broken:
         result.counterexample = found
         result.note = _broken_note(claim, outcome)
     elif outcome.inconclusive:
         result.counterexample = found
-        measure = "drop" if claim.kind == "minimal" else "F"
+        measure = "drop" if drop else "F"
         result.note = (f"neither broken nor shown to hold: {measure} = {outcome.worst:.3g} "
                        f"[{outcome.interval[0]:.3g}, {outcome.interval[1]:.3g}] straddles {float(claim.claim.body.threshold):g} "
                        f"({outcome.what}); more inputs (--samples) would decide it")
     else:
-        measure = "drop" if claim.kind == "minimal" else "F"
+        measure = "drop" if drop else "F"
         result.note = f"worst of {outcome.tried} choices: {measure} = {outcome.worst:.3g} ({outcome.what})"
     return result

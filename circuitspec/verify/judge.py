@@ -8,6 +8,7 @@
 - necessary: F(model with only the circuit ablated) <= t with the interval's upper end, and ablating it
   hurts more than ablating a typical random same-size circuit (binomial test on the median).
 - minimal: for every unit u, F(C) - F(C without u) >= t; one-sided bootstrap tests, Holm-corrected.
+- edge: F(C) - F(C without the edge) >= t, the same test for the one edge the claim names.
 - role / behaviour / agreement: evaluated per input in the circuit-alone run (or the full model's, `in full
   model`; an agreement claim compares the circuit-alone run's preferred answer with the full model's).
   The statistic is the share of inputs on which it holds, with one-sided exact Clopper-Pearson bounds
@@ -111,6 +112,8 @@ def judge(resolved: ResolvedSpec, claim: ResolvedClaim, data: GroupData, setting
         _minimal_claim(result, claim, body, data, settings)
     elif claim.kind == "unneeded":
         _unneeded_claim(result, claim, body, data, settings)
+    elif claim.kind == "edge":
+        _edge_claim(result, resolved, claim, body, data, settings)
     else:
         _per_example_claim(result, claim, body, data)
     return result
@@ -249,20 +252,12 @@ def _minimal_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.MinimalB
     if not data.knockouts:
         result.note = f"the spec has no {body.unit} units to remove (name nodes with `node`/`group`, or declare edges)"
         return
-    m_full, m_empty, m_circuit = data.metric["full"], data.metric["empty"], data.metric["circuit"]
-    idx = bootstrap_indices(len(m_full), settings.resamples, settings.seed)
-    den = (m_full - m_empty)[idx].mean(1)
     alpha = 1 - claim.confidence
     units, p_values = [], []
     for unit, m_without in data.knockouts.items():
-        drop = faithfulness(m_circuit, m_full, m_empty) - faithfulness(m_without, m_full, m_empty)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            boot = ((m_circuit - m_without)[idx].mean(1)) / den
-        tail = (1 - claim.confidence) / 2
-        finite = boot[np.isfinite(boot)]
-        low, high = (float(np.quantile(finite, tail)), float(np.quantile(finite, 1 - tail))) if finite.size else (math.nan, math.nan)
-        units.append({"unit": unit, "drop": drop, "ci": [low, high]})
-        p_values.append(bootstrap_p_at_least(boot, threshold))
+        drop, interval, p = _drop(m_without, data, claim, settings, threshold)
+        units.append({"unit": unit, "drop": drop, "ci": interval})
+        p_values.append(p)
     for unit, p in zip(units, holm(p_values)):
         unit["p_holm"] = p
         unit["verdict"] = "pass" if p <= alpha else "fail" if unit["ci"][1] < threshold else "inconclusive"
@@ -275,6 +270,43 @@ def _minimal_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.MinimalB
     if result.verdict != "pass":
         bad = [u["unit"] for u in units if u["verdict"] != "pass"]
         result.note = f"not shown to matter: {', '.join(bad)}"
+
+
+def _drop(m_without: np.ndarray, data: GroupData, claim: ResolvedClaim, settings: RunSettings,
+          threshold: float) -> tuple[float, list[float], float]:
+    """What removing a part costs: F(C) - F(C without it), its bootstrap interval at the claim's confidence
+    (paired draws over the inputs, the denominator redrawn with them), and the one-sided bootstrap p-value of
+    "the cost is at least ``threshold``"."""
+    m_full, m_empty, m_circuit = data.metric["full"], data.metric["empty"], data.metric["circuit"]
+    idx = bootstrap_indices(len(m_full), settings.resamples, settings.seed)
+    den = (m_full - m_empty)[idx].mean(1)
+    drop = faithfulness(m_circuit, m_full, m_empty) - faithfulness(m_without, m_full, m_empty)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot = ((m_circuit - m_without)[idx].mean(1)) / den
+    tail = (1 - claim.confidence) / 2
+    finite = boot[np.isfinite(boot)]
+    low, high = (float(np.quantile(finite, tail)), float(np.quantile(finite, 1 - tail))) if finite.size else (math.nan, math.nan)
+    return drop, [low, high], bootstrap_p_at_least(boot, threshold)
+
+
+def _edge_claim(result: ClaimResult, resolved: ResolvedSpec, claim: ResolvedClaim, body: ast.EdgeBody,
+                data: GroupData, settings: RunSettings) -> None:
+    """What ablating the one edge costs, judged like a unit of a minimal claim (one test, so nothing to
+    correct); ``units`` holds that edge with what its ablation removed: ``weights`` (entries between
+    adjacent ends) and ``paths`` (sender channel, residual channel, receiver channel) through the stream."""
+    threshold = float(body.threshold)
+    m_without = data.edges[claim.claim.name]
+    drop, interval, p = _drop(m_without, data, claim, settings, threshold)
+    result.spread = quantiles(_contributions(data.metric["circuit"], data) - _contributions(m_without, data))
+    verdict = "pass" if p <= 1 - claim.confidence else "fail" if interval[1] < threshold else "inconclusive"
+    result.statistic, result.ci, result.threshold, result.op, result.verdict = drop, interval, threshold, body.op, verdict
+    result.units = [{"unit": f"{body.source} -> {body.target}", "drop": drop, "ci": interval, "p": p, "verdict": verdict,
+                     "weights": claim.edge.weights(), "paths": claim.edge.path_count(resolved.context.model, resolved.mask)}]
+    if math.isnan(drop):
+        result.verdict, result.note = "inconclusive", UNDEFINED_FAITHFULNESS
+    elif verdict != "pass":
+        result.note = (f"ablating the edge costs F = {_g(drop)} [{_g(interval[0])}, {_g(interval[1])}]: "
+                       f"not shown to carry at least {_g(threshold)}")
 
 
 @dataclass

@@ -6,7 +6,7 @@ batched pass over all the conditions they need:
 - ``full``: nothing ablated (the model itself)          - ``empty``: every node ablated
 - ``circuit``: everything outside the circuit ablated   - ``complement``: only the circuit ablated
 - one knockout per unit for ``minimal`` claims            - random same-size circuits (and their
-  complements) for ``sufficient`` / ``necessary`` claims
+  complements) for ``sufficient`` / ``necessary`` claims  - the circuit without its edge, per edge claim
 - random partial ablations for ``sufficient`` claims: the circuit kept, and each node outside it kept
   present with probability p (the rest ablated), since effects outside a circuit can cancel only when
   all of them are ablated together.
@@ -29,6 +29,7 @@ from ..engine.errors import CircuitspecError
 from ..engine.masks import Mask
 from ..engine.metrics import METRICS
 from ..engine.naming import resid_hook
+from ..engine.paths import cut_edge
 from ..engine.tasks import TaskExample, get_task
 from ..lang.ast import PER_INPUT_KINDS
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
@@ -70,6 +71,7 @@ class GroupData:
     baseline_complements: list[np.ndarray] = field(default_factory=list)
     knockouts: dict[str, np.ndarray] = field(default_factory=dict)  # unit -> metric without it
     unneeded: dict[str, np.ndarray] = field(default_factory=dict)  # claim name -> metric of the model without its part
+    edges: dict[str, np.ndarray] = field(default_factory=dict)  # claim name -> metric of the circuit without its edge
     partials: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (keep fraction, metric), random partial ablations
     chosen: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (what, metric), partial ablations chosen against the circuit
     circuit_logits: torch.Tensor | None = None  # [n, V] at the answer position
@@ -149,8 +151,10 @@ def group_key(claim: ResolvedClaim) -> tuple:
 def minimal_units(resolved: ResolvedSpec, unit: str) -> dict[str, Mask]:
     """What a ``minimal each node|edge`` claim removes one at a time, as circuit masks without it.
 
-    Nodes: each named definition (a ``node`` or a ``group`` as a whole); edges: each declared edge
-    (its connecting weights). Residual channels that edges pulled in are not units of their own.
+    Nodes: each named definition (a ``node`` or a ``group`` as a whole); edges: each declared edge,
+    ablated as an edge claim ablates it (:func:`~circuitspec.engine.paths.cut_edge`; an edge joined only
+    through attention has nothing to ablate and is no unit). Residual channels that edges pulled in are
+    not units of their own.
     """
     circuit = resolved.mask
     units: dict[str, Mask] = {}
@@ -161,19 +165,28 @@ def minimal_units(resolved: ResolvedSpec, unit: str) -> dict[str, Mask]:
                 mask = mask.without_node(node)
             units[name] = mask
     else:
+        model = resolved.context.model
         for edge in resolved.edges:
-            if not edge.weights:
-                continue
-            edges = {p: t.clone() for p, t in circuit.edges.items()}
-            for param, entry in edge.weights:
-                edges[param][entry] = False
-            units[f"{edge.source} -> {edge.target}"] = Mask(circuit.space, circuit.nodes, edges)
+            if edge.cut is not None and not edge.cut.empty(model):
+                units[f"{edge.source} -> {edge.target}"] = cut_edge(circuit, edge.cut)
     return units
 
 
 def without_part(claim: ResolvedClaim, space) -> Mask:
     """What an ``ablating PART keeps faithfulness`` claim runs: the whole model, every edge kept, but the part."""
     return Mask(space, (~Mask.from_nodes(space, claim.subject)).nodes, Mask.full(space).edges)
+
+
+def complement(resolved: ResolvedSpec) -> Mask:
+    """What a ``necessary`` claim runs: only the circuit ablated. For a node-level circuit its nodes, every
+    weight kept; for an edge-level one (`circuit edges`) its edges, the weights it keeps between its nodes,
+    every node kept."""
+    circuit, space = resolved.mask, resolved.mask.space
+    full = Mask.full(space)
+    if not resolved.edge_level:
+        return Mask(space, (~circuit).nodes, full.edges)
+    between = circuit.induced()
+    return Mask(space, full.nodes, {p: ~(t & circuit.edges[p]) for p, t in between.edges.items()})
 
 
 def partial_ablations(circuit: Mask, count: int, seed: int,
@@ -306,7 +319,7 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         return data
     masks: dict[str, Mask] = {"full": full, "empty": empty, "circuit": circuit}
     if "necessary" in kinds:
-        masks["complement"] = Mask(space, (~circuit).nodes, full.edges)
+        masks["complement"] = complement(resolved)
     baselines = []
     if kinds & {"sufficient", "necessary"}:
         baselines = _random_circuits(resolved, space, circuit.node_count(), settings, cache)
@@ -334,6 +347,8 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
                 masks[f"knockout:{unit}"] = mask
         elif claim.kind == "unneeded":  # the whole model but the part
             masks[f"unneeded:{claim.claim.name}"] = without_part(claim, space)
+        elif claim.kind == "edge":  # the circuit but the edge
+            masks[f"edge:{claim.claim.name}"] = cut_edge(circuit, claim.edge)
     # The full model does not depend on the ablation: a group on the inputs of another group of the spec
     # reuses its logits, which that group's self-check compared with a plain forward.
     key = _batch_key(batch)
@@ -376,6 +391,8 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
             data.chosen.append((chosen[unit], value))
         elif kind == "unneeded":
             data.unneeded[unit] = value
+        elif kind == "edge":
+            data.edges[unit] = value
         else:
             data.metric[name] = value
     data.circuit_logits = by_name["circuit"]
