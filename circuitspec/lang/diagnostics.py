@@ -68,6 +68,7 @@ CODES: dict[str, str] = {
     "E512": "model checkpoint corrupt or mismatched",
     "E513": "stored pretraining means missing or stale",
     "W514": "per-input claim about a node outside the circuit",
+    "E515": "token literal is not one token of the model's tokenizer",
     "E999": "internal error",
 }
 
@@ -115,12 +116,14 @@ HINTS: dict[str, str] = {
     "E506": "no path of non-zero weights joins the two; check the layer order and the channel indices",
     "E507": "`circuitspec tasks` lists every task's features",
     "E508": "`circuitspec tasks` lists every task's positions",
-    "E509": "a token literal is one byte: one ASCII character, or an escape like `'\\n'`",
+    "E509": "token literals index hook_logits and hook_tokens",
     "E510": "circuit nodes are residual, q/k/v/z and MLP channels; logits, tokens and patterns appear only in edges and claims",
     "E511": "docs/language.md lists the ablations the engine supports",
     "E512": "the checkpoint does not match what it claims to be: retrain it or copy it again",
     "E513": "compute them with `circuitspec means MODEL`",
     "W514": "add the node to the circuit (a `node` or `group`), or say `in full model` to read the claim in the unablated model",
+    "E515": "a token literal is one token of the model's tokenizer (of a byte-level model: one ASCII character, or an escape "
+            "like `'\\n'`); a token id works too",
     "E999": "this is a bug in circuitspec; please report it with the spec file",
 }
 

@@ -24,12 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.ablation import Ablation, Reference, plain_answer_logits, run_conditions_with_cache
-from ..engine.batch import TaskBatch, encode_examples
+from ..engine.batch import TaskBatch, encode_for
 from ..engine.errors import CircuitspecError
 from ..engine.masks import Mask
 from ..engine.metrics import METRICS
 from ..engine.naming import resid_hook
+from ..engine.task_tokens import token_position
 from ..engine.tasks import TaskExample, get_task
+from ..engine.tokenizer import BYTES, Tokenizer
 from ..lang.ast import PER_INPUT_KINDS
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from .adversary import adversarial_parts
@@ -76,6 +78,7 @@ class GroupData:
     activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (circuit run)
     model_logits: torch.Tensor | None = None  # [n, V]: the full model, for `in full model` and agreement claims
     model_activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (full model)
+    tokenizer: Tokenizer = BYTES  # the model's: maps the examples' answers and named positions to tokens
 
 
 #: Groups of per-input claims run the full model and the all-ablated one only for the self-check, on this
@@ -222,7 +225,7 @@ def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | 
                batch.tokens.shape[1] if ablation.per_position else None)
         if key in cache.references:
             return cache.references[key]
-    ref = encode_examples(sample_examples(task, count, f"{settings.seed}:reference"), model.cfg.n_ctx).to(batch.tokens.device)
+    ref = encode_for(model, sample_examples(task, count, f"{settings.seed}:reference"), task.name).to(batch.tokens.device)
     reference = Reference.compute(model, ablation, batch.tokens, lengths, ref.tokens, ref.answer_pos + 1, by_length=True)
     if key is not None:
         cache.references[key] = reference
@@ -244,10 +247,10 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
     model = resolved.context.model
     n = group_samples(resolved, claims, settings)
     examples = sample_examples(resolved.task, n, settings.seed, first.claim.conditions)
-    data = GroupData(examples)
+    data = GroupData(examples, tokenizer=model.tokenizer)
     if not examples:
         return data
-    batch = encode_examples(examples, model.cfg.n_ctx).to(settings.device)
+    batch = encode_for(model, examples, resolved.task.name).to(settings.device)
     reference = make_reference(resolved, first.ablation, first.ablation_task, batch, settings, cache)
     space = resolved.mask.space
     full, circuit = Mask.full(space), resolved.mask
@@ -422,9 +425,10 @@ def self_check(resolved: ResolvedSpec, batch: TaskBatch, reference: Reference, l
 
 
 def activation_at(data: GroupData, node, position: str, in_model: bool = False) -> np.ndarray:
-    """Per-example activation of one node at a named task position (circuit run, or the full model's)."""
+    """Per-example activation of one node at a named task position (circuit run, or the full model's): at
+    the token that holds the position's character."""
     act = (data.model_activations if in_model else data.activations)[node.hook]
-    pos = torch.tensor([ex.positions[position] for ex in data.examples], device=act.device)
+    pos = torch.tensor([token_position(ex, position, data.tokenizer) for ex in data.examples], device=act.device)
     rows = act[torch.arange(act.shape[0], device=act.device), pos]
     value = rows[:, node.head, node.index] if node.head is not None else rows[:, node.index]
     return value.cpu().numpy().astype(np.float64)
