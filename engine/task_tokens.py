@@ -54,8 +54,8 @@ def answer_id(example: TaskExample, answer: str, prefix_tokens: list[int], token
         tail = example.prefix[-SHOWN_PREFIX:]
         shown = " ".join(tokenizer.token_repr(t) for t in together[max(0, len(prefix_tokens) - 2):])
         raise AnswerTokenError(f"{where}: after the prefix {'...' if tail != example.prefix else ''}{tail!r} the answer "
-                               f"{answer!r} does not stay one token under {tokenizer.describe()}: the two end in {shown}",
-                               hint=hint)
+                               f"{answer!r} merges with the text before it under {tokenizer.describe()} (together they "
+                               f"end in {shown})", hint=hint)
     return token
 
 

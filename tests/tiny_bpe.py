@@ -93,12 +93,9 @@ def resize_vocab(directory: Path, vocab: int = VOCAB, seed: int = 0) -> Path:
         if key not in state:
             continue
         value = state[key]
-        grown = torch.randn((vocab, *value.shape[1:]), generator=gen) * value.std()
-        grown[:old] = value
-        if key == "bigram_table":
-            wide = torch.randn(vocab, vocab, generator=gen) * value.std()
-            wide[:old, :old] = value
-            grown = wide
+        shape = (vocab, vocab) if key == "bigram_table" else (vocab, *value.shape[1:])
+        grown = torch.randn(shape, generator=gen) * value.std()
+        grown[tuple(slice(0, n) for n in value.shape)] = value
         state[key] = grown.contiguous()
     config["vocab_size"] = vocab
     (directory / "beeg_config.json").write_text(json.dumps(config))
