@@ -101,7 +101,7 @@ def save_checkpoint(model: Transformer, out_dir: Path | str, manifest: dict[str,
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model_table(model.cfg), "layout": layout}
     write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     full_manifest = {**manifest, "weights_sha256": hashlib.sha256(weights).hexdigest()}
-    if model.tokenizer is not BYTES:  # its files go beside the weights, before the manifest that names them
+    if model.tokenizer != BYTES:  # its files go beside the weights, before the manifest that names them
         write_tokenizer_files(model.tokenizer, out)
         full_manifest[MANIFEST_KEY] = spec_of(model.tokenizer).to_manifest()
     write_text(out / MANIFEST_FILE, json.dumps(full_manifest, indent=2, sort_keys=True) + "\n")

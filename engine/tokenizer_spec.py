@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .atomic import write_bytes
-from .bpe import FILES, BpeTokenizer
+from .bpe import ENCODER_FILE, FILES, VOCAB_FILE, BpeTokenizer
 from .errors import ModelError
 from .tokenizer import BYTES, Tokenizer
 
@@ -78,7 +78,7 @@ class TokenizerSpec:
 def spec_of(tokenizer: Tokenizer) -> TokenizerSpec:
     if isinstance(tokenizer, BpeTokenizer):
         return TokenizerSpec(BPE_KIND, tokenizer.name, tokenizer.pattern, dict(tokenizer.special_tokens))
-    if tokenizer is BYTES or tokenizer == BYTES:
+    if tokenizer == BYTES:
         return TokenizerSpec()
     raise TypeError(f"a checkpoint cannot record the tokenizer {tokenizer!r}")
 
@@ -86,8 +86,8 @@ def spec_of(tokenizer: Tokenizer) -> TokenizerSpec:
 def write_tokenizer_files(tokenizer: Tokenizer, directory: Path) -> None:
     """A BPE's files into ``directory`` (each written atomically); nothing for bytes."""
     if isinstance(tokenizer, BpeTokenizer):
-        write_bytes(directory / FILES[0], tokenizer.vocab_bpe)
-        write_bytes(directory / FILES[1], tokenizer.encoder_json)
+        write_bytes(directory / VOCAB_FILE, tokenizer.vocab_bpe)
+        write_bytes(directory / ENCODER_FILE, tokenizer.encoder_json)
 
 
 # The tokenizers circuit_sparsity configs name. tinypython_2k: the release's 2,048-token Python BPE;

@@ -290,3 +290,21 @@ def test_an_unknown_tokenizer_name_cannot_be_read(tmp_path, capsys):
     source = write_reference_model(tmp_path / "source", tokenizer_name="cl100k_base")
     assert main(["convert", "--from", "circuit-sparsity", str(source), "-o", str(tmp_path / "out")]) == 3
     assert "tokenizer_name 'cl100k_base' is not a tokenizer circuitspec knows" in capsys.readouterr().err
+
+
+def test_show_names_tokens_in_the_models_tokenizer(models, capsys):
+    spec = models.root / "show.circ"
+    spec.write_text(SPEC.format(model="converted").split("\ngroup")[0]
+                    + "\ngroup out = blocks.1.hook_resid_post[0:4]\nclaim logit['read'] > logit[')'] on at least 0.01 of inputs\n")
+    picture = models.root / "show.svg"
+    assert main(["show", str(spec), "-o", str(picture), "--samples", "20", "--threads", "1"]) == 0
+    svg = picture.read_text()
+    assert 'logit <tspan class="mono">&#x27;read&#x27;</tspan>' in svg  # the box of logit 260: the token `read`
+
+
+def test_corpus_means_stay_byte_level(models):
+    from circuitspec.engine.corpus_means import compute_corpus_means
+    from circuitspec.engine.errors import UsageError
+
+    with pytest.raises(UsageError, match="byte windows, and this model reads the tinypython_2k tokenizer"):
+        compute_corpus_means(load_checkpoint(models.converted))
