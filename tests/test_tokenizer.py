@@ -25,7 +25,7 @@ from circuitspec.engine.tokenizer import BYTES, NotOneTokenError, decode, encode
 from circuitspec.engine.tokenizer_spec import TINYPYTHON_2K_PATTERN, TokenizerSpec
 from circuitspec.engine.zoo import load_model
 from circuitspec.verify.runner import make_reference
-from tiny_bpe import ENDOFTEXT, MERGES, gpt2_byte_chars, write_bpe, write_reference_model
+from tiny_bpe import ENDOFTEXT, MERGES, gpt2_byte_chars, reference_encode, write_bpe, write_reference_model
 
 # ---- bytes: today's behaviour ---------------------------------------------------------------------------
 
@@ -58,11 +58,16 @@ def test_byte_batches_are_what_they_were():
 
 
 @pytest.fixture(scope="module")
-def bpe(tmp_path_factory) -> BpeTokenizer:
+def bpe_files(tmp_path_factory) -> SimpleNamespace:
+    """The tiny BPE's folder, and its ids (token bytes -> id) as tests/tiny_bpe.py wrote them."""
     directory = tmp_path_factory.mktemp("tokenizer")
-    write_bpe(directory)
+    return SimpleNamespace(directory=directory, ids=write_bpe(directory))
+
+
+@pytest.fixture(scope="module")
+def bpe(bpe_files) -> BpeTokenizer:
     return TokenizerSpec.from_manifest({"kind": "bpe", "name": "tinypython_2k", "pattern": TINYPYTHON_2K_PATTERN,
-                                        "special_tokens": {"<|endoftext|>": ENDOFTEXT}}, "manifest.json").load(directory, 2048)
+                                        "special_tokens": {"<|endoftext|>": ENDOFTEXT}}, "manifest.json").load(bpe_files.directory, 2048)
 
 
 def test_the_data_gym_files_give_gpt2s_ids(bpe):
@@ -79,9 +84,10 @@ def test_the_data_gym_files_give_gpt2s_ids(bpe):
 
 
 @given(st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=60))
-def test_encode_decode_round_trips_and_offsets_tile_the_text(bpe, text):
+def test_encode_decode_round_trips_and_offsets_tile_the_text(bpe, bpe_files, text):
     tokens = bpe.encode(text)
     assert bpe.decode(tokens) == text
+    assert tokens == reference_encode(text, bpe_files.ids, TINYPYTHON_2K_PATTERN)  # GPT-2's merge loop gives the same ids
     starts = bpe.token_starts(text)
     assert len(starts) == len(tokens) and starts == sorted(starts)
     ends = starts[1:] + [len(text)]

@@ -101,3 +101,21 @@ def resize_vocab(directory: Path, vocab: int = VOCAB, seed: int = 0) -> Path:
     (directory / "beeg_config.json").write_text(json.dumps(config))
     save_file(state, str(directory / "final_model.safetensors"))
     return directory
+
+
+def reference_encode(text: str, ids: dict[bytes, int], pattern: str) -> list[int]:
+    """GPT-2's merge loop, written out: split by ``pattern``, then in each piece merge the adjacent pair
+    whose merged token has the lowest id until none is a token (an independent check of tiktoken's ids)."""
+    import regex
+
+    out = []
+    for piece in regex.findall(pattern, text):
+        parts = [bytes([b]) for b in piece.encode("utf-8")]
+        while len(parts) > 1:
+            ranked = [(ids.get(parts[i] + parts[i + 1], 1 << 30), i) for i in range(len(parts) - 1)]
+            rank, i = min(ranked)
+            if rank == 1 << 30:
+                break
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        out += [ids[p] for p in parts]
+    return out
