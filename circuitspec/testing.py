@@ -48,7 +48,7 @@ from hypothesis.strategies import SearchStrategy
 
 from .commands.check_cmd import check_file
 from .engine.ablation import Reference, plain_answer_logits, run_conditions_with_cache
-from .engine.batch import TaskBatch, encode_examples
+from .engine.batch import TaskBatch, encode_for
 from .engine.masks import Mask
 from .engine.tasks import TaskExample
 from .lang.ast import PER_INPUT_KINDS
@@ -208,7 +208,7 @@ def evaluate_claim_on(spec: LoadedSpec, claim: ResolvedClaim, examples: list[Tas
     unablated model for a claim made `in full model`; an agreement claim compares the two."""
     resolved = spec.resolved
     model = resolved.context.model
-    batch = encode_examples(examples, model.cfg.n_ctx).to(spec.settings.device)
+    batch = encode_for(model, examples, resolved.task.name).to(spec.settings.device)
     hooks = sorted({node.hook for node in claim.subject})
     full = Mask.full(resolved.mask.space)
     mask = full if claim.in_model else resolved.mask  # `in full model`: nothing ablated
@@ -219,7 +219,7 @@ def evaluate_claim_on(spec: LoadedSpec, claim: ResolvedClaim, examples: list[Tas
     if claim.kind == "agreement":
         model_logits = plain_answer_logits(model, batch.tokens, batch.answer_pos)  # as verify's per-input groups
     data = GroupData(examples, circuit_logits=logits[0], activations=activations, model_logits=model_logits,
-                     model_activations=activations)
+                     model_activations=activations, tokenizer=model.tokenizer)
     return evaluate_per_input(claim, data)
 
 

@@ -1,4 +1,5 @@
-"""Turn task examples into padded token tensors with the answer position of each row."""
+"""Turn task examples into padded token tensors with the answer position of each row, through the
+model's tokenizer (:mod:`.task_tokens` says how text maps to tokens)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Sequence
 import torch
 
 from .errors import UsageError
+from .task_tokens import tokenize_example
 from .tasks.base import TaskExample
-from .tokenizer import encode, token_id
+from .tokenizer import BYTES, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -23,8 +25,11 @@ class TaskBatch:
         return TaskBatch(*(t.to(device) for t in (self.tokens, self.answer_pos, self.correct, self.wrong)))
 
 
-def encode_examples(examples: Sequence[TaskExample], n_ctx: int) -> TaskBatch:
-    rows = [encode(ex.prefix) for ex in examples]
+def encode_examples(examples: Sequence[TaskExample], n_ctx: int, tokenizer: Tokenizer = BYTES, task: str = "") -> TaskBatch:
+    """``tokenizer``: the model's (``model.tokenizer``; see :func:`encode_for`); ``task`` names the task in
+    an error about its answers."""
+    tokenized = [tokenize_example(ex, tokenizer, task) for ex in examples]
+    rows = [t.tokens for t in tokenized]
     too_long = [len(r) for r in rows if len(r) > n_ctx]
     if too_long:
         raise UsageError(f"{len(too_long)} task prefixes are longer than the model's context ({max(too_long)} > n_ctx={n_ctx})",
@@ -36,9 +41,14 @@ def encode_examples(examples: Sequence[TaskExample], n_ctx: int) -> TaskBatch:
     return TaskBatch(
         tokens=tokens,
         answer_pos=torch.tensor([len(r) - 1 for r in rows]),
-        correct=torch.tensor([token_id(ex.correct) for ex in examples]),
-        wrong=torch.tensor([token_id(ex.wrong) for ex in examples]),
+        correct=torch.tensor([t.correct for t in tokenized]),
+        wrong=torch.tensor([t.wrong for t in tokenized]),
     )
+
+
+def encode_for(model, examples: Sequence[TaskExample], task: str = "") -> TaskBatch:
+    """``examples`` as ``model`` reads them: its tokenizer, its context (on the CPU)."""
+    return encode_examples(examples, model.cfg.n_ctx, model.tokenizer, task)
 
 
 def answer_logits(logits: torch.Tensor, answer_pos: torch.Tensor) -> torch.Tensor:

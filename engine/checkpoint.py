@@ -16,6 +16,10 @@ claiming a billion channels stops here); the safetensors header holds exactly th
 names, with their dtypes and shapes; sparse indices are sorted, distinct and in range; every value is
 finite. Each failure is a ModelError (exit 3) that says which file is wrong and what to do.
 
+A model whose manifest records a BPE tokenizer (:mod:`.tokenizer_spec`) has its files, ``vocab.bpe`` and
+``encoder.json``, beside the weights; loading reads them into ``model.tokenizer`` (a ModelError names any
+that is missing). Without such an entry the model is byte-level.
+
 A fourth, optional file, ``corpus_means.safetensors``, holds the model's pretraining means (what
 ``ablate mean over corpus`` uses); :mod:`.corpus_means` writes, reads and validates it.
 """
@@ -38,6 +42,8 @@ from .atomic import write_bytes, write_text
 from .config import check_field_types, describe_value
 from .errors import ModelError
 from .model import ModelConfig, Transformer
+from .tokenizer import BYTES
+from .tokenizer_spec import MANIFEST_KEY, TokenizerSpec, spec_of, write_tokenizer_files
 
 FORMAT = "circuitspec-checkpoint"
 FORMAT_VERSION = 1
@@ -95,6 +101,9 @@ def save_checkpoint(model: Transformer, out_dir: Path | str, manifest: dict[str,
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model_table(model.cfg), "layout": layout}
     write_text(out / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     full_manifest = {**manifest, "weights_sha256": hashlib.sha256(weights).hexdigest()}
+    if model.tokenizer != BYTES:  # its files go beside the weights, before the manifest that names them
+        write_tokenizer_files(model.tokenizer, out)
+        full_manifest[MANIFEST_KEY] = spec_of(model.tokenizer).to_manifest()
     write_text(out / MANIFEST_FILE, json.dumps(full_manifest, indent=2, sort_keys=True) + "\n")
     return out
 
@@ -280,6 +289,7 @@ def load_checkpoint(ckpt_dir: Path | str, device: str | torch.device = "cpu") ->
         raise ModelError(f"{path / CONFIG_FILE}: the model config implies a model of {need:,} bytes, more than a "
                          f"{size:,}-byte weights file can describe (at most {MAX_EXPANSION}x its size, or {MIN_MODEL_BYTES >> 20} MiB)",
                          hint=CORRUPT)
+    tokenizer = TokenizerSpec.from_manifest(manifest.get(MANIFEST_KEY), path / MANIFEST_FILE).load(path, cfg.d_vocab)
     shapes = parameter_shapes(cfg)
     state = unpack_state(_read_tensors(weights, config["layout"], shapes), config["layout"], shapes, weights)
     try:
@@ -289,6 +299,7 @@ def load_checkpoint(ckpt_dir: Path | str, device: str | torch.device = "cpu") ->
         raise ModelError(f"{path}: cannot build the model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     model.eval()
     model.checkpoint_dir, model.weights_sha256 = path.resolve(), expected
+    model.tokenizer = tokenizer
     return model.to(device)
 
 

@@ -19,6 +19,9 @@ The reference computes the same function as ``Transformer`` with ``norm_weight``
 float32's machine epsilon (``torch.nn.RMSNorm`` with eps unset), biases, ``act_fn``, the sink, AbsTopK
 at the configured sites (k = int(afrac x width)), the bigram table and ``final_logits_bias`` (as
 ``b_U``). :func:`hook_name_map` maps its recorded activations onto our hook names.
+
+The weights do not say what their token ids mean: :func:`tokenizer_spec` reads the tokenizer the config
+names, whose files the release ships apart from the weights (``load_model`` and ``convert`` read them).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from safetensors.torch import load_file
 from .checkpoint import parameter_shapes
 from .errors import ModelError
 from .model import ModelConfig, Transformer
+from .tokenizer_spec import TokenizerSpec, spec_for_reference
 
 CONFIG_FILE = "beeg_config.json"
 WEIGHT_FILES = ("final_model.safetensors", "final_model.pt")
@@ -47,7 +51,7 @@ UNSUPPORTED_SITES = ("resid_post_attn", "resid_post_mlp")
 
 # Config keys whose value cannot change what a trained model computes in eval mode: training settings
 # (dropout, grad_checkpointing, debug_nans), speed switches (flash, enable_sparse_kernels; the reference
-# loader overwrites flash anyway), the tokenizer's name (recorded in the manifest, not used), whether
+# loader overwrites flash anyway), the tokenizer's name (not the model's function: see tokenizer_spec), whether
 # the bigram table was trained, and the LayerNorm bias switch (RMSNorm has none).
 IGNORED_KEYS = ("dropout", "grad_checkpointing", "debug_nans", "flash", "enable_sparse_kernels", "tokenizer_name",
                 "learnable_bigram_table", "ln_bias")
@@ -277,6 +281,13 @@ def load_circuit_sparsity(path: Path | str, drop_keys: tuple[str, ...] = ()) -> 
     info = {"source_format": "circuit-sparsity", "source_config": raw, "source_weights": weights.name,
             "dropped_config_keys": sorted(k for k in raw if k in drop_keys), "tokenizer_name": settings["tokenizer_name"]}
     return model, info
+
+
+def tokenizer_spec(path: Path | str) -> TokenizerSpec:
+    """The tokenizer a circuit_sparsity directory's config names (``tokenizer_name``; its files, ``vocab.bpe``
+    and ``encoder.json``, are expected beside it); ModelError for a name circuitspec does not know."""
+    path = Path(path)
+    return spec_for_reference(_read_config(path).get("tokenizer_name"), path / CONFIG_FILE)
 
 
 def hook_name_map(n_layers: int) -> dict[str, str]:

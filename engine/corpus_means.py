@@ -205,6 +205,9 @@ def compute_corpus_means(model: Transformer, corpus: Corpus | None = None, *, co
     """
     if windows < 2:
         raise UsageError(f"corpus means need at least 2 windows, got {windows}")
+    if model.tokenizer.name != "bytes":  # the windows are byte ids: another tokenizer would read them as other tokens
+        raise UsageError(f"corpus means are computed over byte windows, and this model reads {model.tokenizer.describe()}",
+                         hint="pretraining means exist only for byte-level models; use `ablate mean over task`")
     width = min(width or DEFAULT_WIDTH, model.cfg.n_ctx)
     corpus = corpus if corpus is not None else load_corpus(corpus_config)
     tokens = corpus_windows(corpus, windows, width, seed)

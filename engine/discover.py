@@ -55,7 +55,7 @@ from typing import Callable, Iterator, Literal
 import torch
 
 from .ablation import Ablation, Reference, run_conditions
-from .batch import TaskBatch, answer_logits, encode_examples
+from .batch import TaskBatch, answer_logits, encode_for
 from .errors import UsageError
 from .masks import Mask, MaskSpace
 from .metrics import binary_cross_entropy, logit_diff
@@ -162,7 +162,7 @@ class TaskInputs:
                chunk: int = 64) -> "TaskInputs":
         examples = sorted(task.sample(n, seed), key=lambda e: len(e.prefix))
         device = model.device
-        chunks = [encode_examples(examples[i : i + chunk], model.cfg.n_ctx).to(device) for i in range(0, n, chunk)]
+        chunks = [encode_for(model, examples[i : i + chunk], task.name).to(device) for i in range(0, n, chunk)]
         with torch.no_grad():
             full = torch.cat([answer_logits(model(c.tokens), c.answer_pos) for c in chunks])
         inputs = cls(examples, chunks, torch.cat([c.correct for c in chunks]), torch.cat([c.wrong for c in chunks]),
@@ -205,7 +205,7 @@ def reference_for(model: Transformer, task: Task, ablation: str, n: int, seed: s
         from .corpus_means import corpus_reference  # stored means, read from the model's checkpoint folder
 
         return corpus_reference(model)
-    batch = encode_examples(task.sample(n, seed), model.cfg.n_ctx).to(model.device)
+    batch = encode_for(model, task.sample(n, seed), task.name).to(model.device)
     lengths = batch.answer_pos + 1
     return Reference.compute(model, Ablation(ablation), batch.tokens, lengths, batch.tokens, lengths)
 

@@ -19,7 +19,6 @@ import torch
 
 from .model import Transformer
 from .naming import NodeName, resid_hook
-from .tokenizer import token_repr
 
 
 def _resid(boundary: int, n_layers: int, i: int) -> str:
@@ -46,7 +45,7 @@ def build_graph(model: Transformer) -> nx.DiGraph:
         add_nodes((NodeName(f"blocks.{layer}.hook_resid_mid", i) for i in range(D)), "resid", layer)
         add_nodes((NodeName(f"blocks.{layer}.mlp.hook_post", n) for n in range(cfg.d_mlp)), "mlp", layer)
     g.add_nodes_from(
-        (str(NodeName("hook_logits", v)), {"kind": "logits", "layer": None, "token": token_repr(v)})
+        (str(NodeName("hook_logits", v)), {"kind": "logits", "layer": None, "token": model.tokenizer.token_repr(v)})
         for v in range(cfg.d_vocab)
     )
 

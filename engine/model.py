@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hooks import HookedModule, HookPoint
-from .tokenizer import VOCAB_SIZE
+from .tokenizer import BYTES, VOCAB_SIZE, Tokenizer
 
 # AbsTopK sites of ``ModelConfig.topk_sites``, where in a block each one acts (the hook that records the
 # result): attn_in / mlp_in the norm outputs (``ln1``/``ln2.hook_normalized``), q / k / v the projections
@@ -264,7 +264,7 @@ class Unembed(nn.Module):
 
 
 class Transformer(HookedModule):
-    """tokens [batch, pos] (byte ids) -> logits [batch, pos, d_vocab]."""
+    """tokens [batch, pos] (ids of ``tokenizer``) -> logits [batch, pos, d_vocab]."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -282,6 +282,9 @@ class Transformer(HookedModule):
         # found, and the weights file's SHA-256, so that such data can be checked to belong to them.
         self.checkpoint_dir: Path | None = None
         self.weights_sha256: str | None = None
+        # What its token ids mean (tokenizer.py): bytes unless the checkpoint records another tokenizer;
+        # every stage that turns text into ids or ids into names asks this.
+        self.tokenizer: Tokenizer = BYTES
         self.reset_parameters()
         self.setup_hooks()
 

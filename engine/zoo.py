@@ -51,13 +51,16 @@ def is_circuit_sparsity_dir(path: Path) -> bool:
 
 
 def load_model(ref: str | None = None, device: str | torch.device = "cpu") -> Transformer:
-    """A shipped model or checkpoint directory; a circuit_sparsity directory is converted in memory, with
-    the same strict checks as `circuitspec convert` (which also writes the result, and its weights hash)."""
+    """A shipped model or checkpoint directory, with its tokenizer (``model.tokenizer``); a circuit_sparsity
+    directory is converted in memory, with the same strict checks as `circuitspec convert` (which also writes
+    the result, and its weights hash), and must hold its tokenizer's files."""
     path = resolve_model_path(ref)
     if is_circuit_sparsity_dir(path):
-        from .convert_circuit_sparsity import load_circuit_sparsity  # only for such directories
+        from .convert_circuit_sparsity import load_circuit_sparsity, tokenizer_spec  # only for such directories
 
-        return load_circuit_sparsity(path)[0].to(device)
+        model = load_circuit_sparsity(path)[0]
+        model.tokenizer = tokenizer_spec(path).load(path, model.cfg.d_vocab)  # its BPE files must be there
+        return model.to(device)
     return load_checkpoint(path, device)
 
 

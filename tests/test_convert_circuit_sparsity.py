@@ -24,6 +24,7 @@ from circuitspec.engine.masks import Mask, MaskSpace
 from circuitspec.engine.model import ModelConfig, Transformer
 from circuitspec.engine.subgraph import run_circuit
 from circuitspec.prove.entailment import _not_encodable
+from tiny_bpe import resize_vocab, write_bpe
 
 # The fixtures live beside the repository (../shared/fixtures/circuit_sparsity: made with the reference
 # code, whose licence keeps it out of this repository); CIRCUITSPEC_CS_FIXTURES names another place.
@@ -215,15 +216,26 @@ def test_the_original_directory_as_a_model_path_says_how_to_convert_it():
     assert "circuitspec convert --from circuit-sparsity" in error.value.hint
 
 
+def with_tiny_bpe(path: Path) -> Path:
+    """A copied fixture given 2,048 tokens and a tiny tinypython_2k BPE (tests/tiny_bpe.py): the fixtures hold
+    no tokenizer files, and their 200 ids could not hold the real one's."""
+    write_bpe(resize_vocab(path))
+    return path
+
+
 def test_the_original_directory_is_a_model_path_of_every_command(tmp_path, capsys):
-    """load_model (and so every command) converts such a directory in memory, as strictly as `convert`."""
+    """load_model (and so every command) converts such a directory in memory, as strictly as `convert`, and
+    reads its tokenizer from the files beside it."""
     from circuitspec.engine.zoo import load_model
 
+    with pytest.raises(ModelError, match="tokenizer files vocab.bpe and encoder.json are missing"):
+        load_model(str(fixture("B")))  # what its token ids mean is not in the fixture
+    direct = with_tiny_bpe(copy_fixture("B", tmp_path / "direct"))
     ids, logits, _ = reference_run("B")
     with torch.no_grad():
-        assert torch.equal(load_model(str(fixture("B")))(ids), load_circuit_sparsity(fixture("B"))[0](ids))
+        assert torch.equal(load_model(str(direct))(ids), load_circuit_sparsity(direct)[0](ids))
     spec = tmp_path / "direct.circ"
-    spec.write_text(f'spec direct "read as it is"\nmodel "{fixture("B")}"\ntask bracket_nesting\nablate mean over task\n\n'
+    spec.write_text(f'spec direct "read as it is"\nmodel "{direct}"\ntask bracket_type\nablate mean over task\n\n'
                     "group head = blocks.1.attn.hook_z[head=1, *]\n\nclaim necessary faithfulness <= 5\n")
     out = tmp_path / "direct.json"
     assert main(["check", str(spec)]) == 0
@@ -231,7 +243,7 @@ def test_the_original_directory_is_a_model_path_of_every_command(tmp_path, capsy
     assert rc in (0, 1) and "self-check" not in capsys.readouterr().err
     assert json.loads(out.read_text())["manifest"]["specs"][0]["model_sha256"] is None  # no manifest to take it from
     broken = edit_state(copy_fixture("B", tmp_path / "B"), lambda s: s.pop("transformer.wpe.weight"))
-    spec.write_text(spec.read_text().replace(str(fixture("B")), str(broken)))
+    spec.write_text(spec.read_text().replace(str(direct), str(broken)))
     assert main(["check", str(spec)]) == 3  # the converter's strictness holds here too
 
 
@@ -346,19 +358,25 @@ def run_cli(*args, cwd=None):
 
 
 def test_convert_then_check_and_verify_through_the_cli(tmp_path, capsys):
-    out = tmp_path / "converted"
+    out = tmp_path / "without_tokenizer"
     rc, _, err = run_cli("convert", "--from", "circuit-sparsity", str(fixture("A")), "-o", str(out))
-    assert rc == 0, err
+    assert rc == 0 and "warning:" in err and "vocab.bpe or encoder.json" in err, err  # written, but not usable yet
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["converted_from"]["source_config"]["vocab_size"] == 200 and "convert --from" in manifest["command"]
-    converted, direct = load_checkpoint(out), load_circuit_sparsity(fixture("A"))[0]
-    ids, _, _ = reference_run("A")
-    with torch.no_grad():
-        assert torch.equal(converted(ids), direct(ids))
-    assert main(["convert", "--from", "circuit-sparsity", str(fixture("B")), "-o", str(tmp_path / "b")]) == 0
+    assert manifest["tokenizer"]["name"] == "tinypython_2k"
+    with pytest.raises(ModelError, match="tokenizer files vocab.bpe and encoder.json are missing"):
+        load_checkpoint(out)
+    for name, source in (("converted", with_tiny_bpe(copy_fixture("A", tmp_path / "A"))),
+                         ("b", with_tiny_bpe(copy_fixture("B", tmp_path / "B")))):
+        assert main(["convert", "--from", "circuit-sparsity", str(source), "-o", str(tmp_path / name)]) == 0
+        converted, direct = load_checkpoint(tmp_path / name), load_circuit_sparsity(source)[0]
+        ids, _, _ = reference_run(source.name)
+        with torch.no_grad():
+            assert torch.equal(converted(ids), direct(ids))
+        assert (tmp_path / name / "vocab.bpe").read_bytes() == (source / "vocab.bpe").read_bytes()
     for model in ("converted", "b"):  # B: verify's self-checks on AbsTopK, the sink and the bigram table
         spec = tmp_path / f"{model}.circ"
-        spec.write_text(f'spec converted "a circuit_sparsity model, converted"\nmodel "{model}"\ntask bracket_nesting\n'
+        spec.write_text(f'spec converted "a circuit_sparsity model, converted"\nmodel "{model}"\ntask bracket_type\n'
                         "ablate mean over task\n\ngroup head = blocks.1.attn.hook_z[head=1, *]\n\n"
                         "claim necessary faithfulness <= 5\n")
         assert main(["check", str(spec)]) == 0

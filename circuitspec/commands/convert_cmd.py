@@ -6,6 +6,10 @@ used and every config key known (--drop-config-key KEY drops a key that only mat
 .pt files are read with torch.load(weights_only=True), which never runs pickled code. docs/models.md
 lists what maps to what.
 
+The model's tokenizer (the config's tokenizer_name, e.g. tinypython_2k) is recorded in OUT's manifest,
+and its files, vocab.bpe and encoder.json, are checked and copied into OUT when DIR holds them; without
+them OUT is written, with a warning, and commands refuse it until the files are copied into it.
+
 Exit 0: written; 2: bad arguments or an output folder that is not empty; 3: the input cannot be converted.
 """
 
@@ -40,21 +44,32 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..engine.checkpoint import save_checkpoint
-    from ..engine.convert_circuit_sparsity import load_circuit_sparsity
+    from ..engine.convert_circuit_sparsity import load_circuit_sparsity, tokenizer_spec
+    from ..engine.tokenizer_spec import MANIFEST_KEY, missing_files
 
     out = args.out
     if out.is_dir() and any(out.iterdir()):
         raise UsageError(f"{out}: not empty", hint="name a new or empty folder for the converted checkpoint")
     model, info = load_circuit_sparsity(args.source, tuple(args.drop_config_key))
     cfg = model.cfg
+    tokenizer = tokenizer_spec(args.source)
+    missing = missing_files(Path(args.source))
+    if not missing:  # checked here; save_checkpoint copies them
+        model.tokenizer = tokenizer.load(args.source, cfg.d_vocab)
     manifest = {
         "name": args.name or out.name,
         "description": f"converted from a circuit_sparsity checkpoint ({args.source})",
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "converted_from": {**info, "path": str(args.source)},
         "torch": torch.__version__,
+        MANIFEST_KEY: tokenizer.to_manifest(),
     }
     save_checkpoint(model, out, manifest)
+    say = Reporter(args)
+    if missing:
+        say.err.print(f"[yellow]warning:[/] {escape(str(args.source))} has no {escape(' or '.join(missing))}: the "
+                      f"{escape(tokenizer.name)} tokenizer's files, which the model needs; copy them into {escape(str(out))} "
+                      "before using it", soft_wrap=True, highlight=False)
     shape = f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, d_mlp {cfg.d_mlp}, vocabulary {cfg.d_vocab}"
-    Reporter(args).summary(f"wrote {escape(str(out))} ({escape(shape)})", soft_wrap=True)
+    say.summary(f"wrote {escape(str(out))} ({escape(shape)}, tokenizer {escape(tokenizer.name)})", soft_wrap=True)
     return 0

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..engine.ablation import run_conditions, run_conditions_with_cache
-from ..engine.batch import answer_logits, encode_examples
+from ..engine.batch import answer_logits, encode_for
 from ..engine.discover import empty_mask, reference_for
 from ..engine.masks import Mask
 from ..engine.metrics import logit_diff
@@ -51,7 +51,7 @@ def measure_nodes(model: Transformer, task: Task, mask: Mask, ablation: str, sam
                   reference: str = "task") -> NodeStats:
     """``reference``: where the mean comes from, ``"task"`` or ``"corpus"`` (as in :func:`~..engine.discover.discover`)."""
     examples = task.sample(samples, f"{seed}:measure")
-    batch = encode_examples(examples, model.cfg.n_ctx).to(model.device)
+    batch = encode_for(model, examples, task.name).to(model.device)
     reference_value = reference_for(model, task, ablation, samples, f"{seed}:measure-reference", reference)
     nodes = list(mask.node_names())
     hooks = sorted({n.hook for n in nodes})

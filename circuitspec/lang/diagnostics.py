@@ -73,6 +73,7 @@ CODES: dict[str, str] = {
     "E516": "counterfactual feature of another task",
     "E517": "no counterfactual partners",
     "E518": "edge claim about an edge outside the circuit",
+    "E519": "token literal is not one token of the model's tokenizer",
     "E999": "internal error",
 }
 
@@ -122,7 +123,7 @@ HINTS: dict[str, str] = {
     "E506": "no path of non-zero weights joins the two; check the layer order and the channel indices",
     "E507": "`circuitspec tasks` lists every task's features",
     "E508": "`circuitspec tasks` lists every task's positions",
-    "E509": "a token literal is one byte: one ASCII character, or an escape like `'\\n'`",
+    "E509": "token literals index hook_logits and hook_tokens",
     "E510": "circuit nodes are residual, q/k/v/z and MLP channels; logits, tokens and patterns appear only in edges and claims",
     "E511": "docs/language.md lists the ablations the engine supports",
     "E512": "the checkpoint does not match what it claims to be: retrain it or copy it again",
@@ -133,6 +134,8 @@ HINTS: dict[str, str] = {
     "E517": "a partner keeps the input's length and named positions; choose a feature that can change without moving "
             "them, or give the task a pairing function (`Task.counterfactual`)",
     "E518": "an edge claim is about an edge of the circuit: add its ends (and, for an edge-level circuit, `edge A -> B`) to the spec",
+    "E519": "a token literal is one token of the model's tokenizer (of a byte-level model: one ASCII character, or an escape "
+            "like `'\\n'`); a token id works too",
     "E999": "this is a bug in circuitspec; please report it with the spec file",
 }
 

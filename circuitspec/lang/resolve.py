@@ -44,7 +44,7 @@ from ..engine.model import ModelConfig, Transformer
 from ..engine.naming import NodeName, canonical, is_per_head, parse_node_name
 from ..engine.paths import EdgeCut, edge_cut
 from ..engine.tasks import Task, UnknownTaskError, all_tasks, get_task
-from ..engine.tokenizer import token_id
+from ..engine.tokenizer import NotOneTokenError
 from ..engine.zoo import UnknownModelError, load_model, resolve_model_path
 from ..verify.pairs import probe
 from . import ast
@@ -235,18 +235,26 @@ def expand_ref(ref: ast.Ref, ctx: ModelContext) -> list[NodeName]:
     channels: list[int] = []
     for sel in ref.channels:
         if isinstance(sel, ast.TokenLiteral) and hook in ("hook_logits", "hook_tokens"):
-            channels.append(_token(sel, span_of(sel)))
+            channels.append(_token(sel, span_of(sel), ctx))
         else:
             channels.extend(_selector_values(sel, size, what, span_of))
     return [canonical(NodeName(hook, c, h), cfg.n_layers) for h in heads for c in channels]
 
 
-def _token(literal: ast.TokenLiteral, span) -> int:
+def _token(literal: ast.TokenLiteral, span, ctx: ModelContext) -> int:
+    """The id of a token written as a string, in the model's tokenizer: the string must be one token."""
+    tokenizer = ctx.model.tokenizer
     try:
-        return token_id(literal.text)
-    except ValueError:
-        raise _Problem(error(span, "E509", f"{literal.text!r} is not a single-byte token",
-                             "the model's vocabulary is bytes: one ASCII character, or an escape like '\\n'")) from None
+        return tokenizer.token_id(literal.text)
+    except NotOneTokenError as e:
+        pieces = f"{len(e.pieces)} tokens: {' '.join(e.pieces)}" if e.pieces else "no token"
+        if tokenizer.name == "bytes":
+            hint = "the model's vocabulary is bytes: one ASCII character, or an escape like '\\n'"
+        else:
+            hint = (f"write a string that is one token of {tokenizer.name} on its own, or the token's id (`logit[N]`); "
+                    f"ids 0..{tokenizer.vocab_size - 1}")
+        raise _Problem(error(span, "E519", f"{literal.text!r} is not one token of the model's vocabulary "
+                             f"({tokenizer.name}: {pieces})", hint)) from None
 
 
 def _is_circuit_node(name: NodeName, ctx: ModelContext) -> bool:
@@ -575,7 +583,7 @@ class Resolver:
     def _logit(self, logit: ast.Logit) -> int:
         token = logit.token
         if isinstance(token, ast.TokenLiteral):
-            return _token(token, token.span if token.span is not ast.NOWHERE else logit.span)
+            return _token(token, token.span if token.span is not ast.NOWHERE else logit.span, self.ctx)
         if not 0 <= token.value < self.ctx.cfg.d_vocab:
             raise _Problem(error(logit.span, "E504", f"token id {token.value} is out of range",
                                  f"valid token ids: 0..{self.ctx.cfg.d_vocab - 1}"))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import z3
 
-from ..engine.tokenizer import token_repr
+from ..engine.tokenizer import BYTES, Tokenizer
 from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..verify.examples import COMPARISONS, satisfies
@@ -53,15 +53,16 @@ def _run_tag(claim: ResolvedClaim) -> str:
     return f"{claim.ablation}|{claim.ablation_task}"
 
 
-def encode(claim: ResolvedClaim) -> z3.BoolRef:
-    """The claim's consequent as a Z3 formula over activation and logit variables."""
+def encode(claim: ResolvedClaim, tokenizer: Tokenizer = BYTES) -> z3.BoolRef:
+    """The claim's consequent as a Z3 formula over activation and logit variables (logits named in the
+    model's ``tokenizer``)."""
     body = claim.claim.body
     tag = _run_tag(claim)
     if claim.kind == "role":
         return z3.And([COMPARISONS[body.op](z3.Real(f"{node}@{claim.position}|{tag}"), z3.RealVal(float(body.threshold)))
                        for node in claim.subject])
-    left = z3.Real(f"logit[{token_repr(claim.logits[0])}]|{tag}")
-    right = z3.Real(f"logit[{token_repr(claim.logits[1])}]|{tag}") if len(claim.logits) > 1 else z3.RealVal(float(body.right))
+    left = z3.Real(f"logit[{tokenizer.token_repr(claim.logits[0])}]|{tag}")
+    right = z3.Real(f"logit[{tokenizer.token_repr(claim.logits[1])}]|{tag}") if len(claim.logits) > 1 else z3.RealVal(float(body.right))
     return COMPARISONS[body.op](left, right)
 
 
@@ -76,7 +77,7 @@ def check_consistency(resolved: ResolvedSpec, samples: int = 500, seed: int = 0)
         solver.set("core.minimize", True)
         for i, claim in enumerate(claims):
             if satisfies(example, claim.claim.conditions):
-                solver.assert_and_track(encode(claim), z3.Bool(f"claim_{i}"))
+                solver.assert_and_track(encode(claim, resolved.context.model.tokenizer), z3.Bool(f"claim_{i}"))
         if solver.check() != z3.unsat:
             continue
         core = frozenset(int(str(label).removeprefix("claim_")) for label in solver.unsat_core())

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..engine.ablation import run_conditions_with_cache
-from ..engine.batch import encode_examples
+from ..engine.batch import encode_for
 from ..engine.naming import resid_hook
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..verify.examples import sample_examples
@@ -50,7 +50,7 @@ def observe(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings,
     examples = sample_examples(resolved.task, samples, seed, conditions)
     if not examples:
         return None
-    batch = encode_examples(examples, cfg.n_ctx).to(settings.device)
+    batch = encode_for(model, examples, resolved.task.name).to(settings.device)
     if reference is None:
         reference = make_reference(resolved, claim.ablation, claim.ablation_task, batch, settings, examples=examples)
     scale_hooks = [f"blocks.{layer}.{norm}.hook_scale" for layer in layers for norm in ("ln1", "ln2")] + ["ln_final.hook_scale"]

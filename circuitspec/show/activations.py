@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..engine.batch import encode_examples
+from ..engine.batch import encode_for
 from ..engine.errors import UsageError
 from ..engine.naming import NodeName
 from ..engine.tasks import Task, TaskExample
@@ -115,7 +115,7 @@ def measure(resolved: ResolvedSpec, examples: list[TaskExample], nodes: list[Nod
         split = Split(None, (), ("all inputs",), (n,), n, seed)
 
     model = resolved.context.model
-    batch = encode_examples(examples, model.cfg.n_ctx).to(device)
+    batch = encode_for(model, examples, resolved.task.name).to(device)
     hooks = sorted({node.hook for node in nodes})
     rows = torch.arange(len(examples), device=device)
     with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from ..engine.tokenizer import token_id
+from ..engine.batch import encode_for
 from ..lang.resolve import ResolvedSpec
 from .activations import choose_feature, measure, sample
 from .edges import declared_links, select_weight_links, structural_links, weight_links
@@ -26,7 +26,8 @@ class ShowOptions:
 def build_picture(resolved: ResolvedSpec, options: ShowOptions = ShowOptions(),
                   progress: Callable[[str], None] = lambda message: None) -> Picture:
     examples = sample(resolved.task, options.samples, options.seed)
-    answer_tokens = sorted({token_id(t) for ex in examples for t in (ex.correct, ex.wrong)})
+    answers = encode_for(resolved.context.model, examples, resolved.task.name)  # the answers' ids, checked
+    answer_tokens = sorted(set(answers.correct.tolist()) | set(answers.wrong.tolist()))
     builder = UnitBuilder(resolved, answer_tokens, options.expand)
     units, nodes = builder.build()
 

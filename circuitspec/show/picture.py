@@ -80,6 +80,7 @@ class Unit:
     description: str | None  # the spec's description string (user text: escape when drawing)
     origin: str  # how the nodes came into the circuit, for the tooltip
     stats: UnitStats | None = None
+    token: str = ""  # a token or logit box of one token: how the token reads, in the model's tokenizer
 
     @property
     def collapsed(self) -> bool:

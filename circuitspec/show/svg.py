@@ -14,7 +14,6 @@ from .layout import BOX_W, ROW_H, Box, Layout, Wire
 from .legend import LegendItem
 from .picture import KIND_TITLES, Picture, Unit
 from .text import fit
-from .units import token_label
 
 SVG_NS = "http://www.w3.org/2000/svg"  # the namespace name (never fetched); only standalone files declare it
 SANS = "'Helvetica Neue', Helvetica, Arial, 'Liberation Sans', 'DejaVu Sans', sans-serif"
@@ -87,8 +86,8 @@ def title_parts(unit: Unit) -> tuple[str, str]:
         return " · ".join(unit.names), ""
     first = unit.members[0]
     if unit.kind in ("tokens", "logits"):
-        return ("logit ", token_label(first)) if unit.kind == "logits" else \
-            ("other tokens", "") if unit.collapsed else ("token ", token_label(first))
+        return ("logit ", unit.token) if unit.kind == "logits" else \
+            ("other tokens", "") if unit.collapsed else ("token ", unit.token)
     if unit.kind == "positions":
         return ("positions", "") if unit.collapsed else (f"position {first.index}", "")
     one, many = _NOUN[unit.kind]

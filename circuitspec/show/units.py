@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.naming import NodeName, resid_hook
-from ..engine.tokenizer import token_repr
 from ..lang import ast
 from ..lang.resolve import OUTPUT, ResolvedSpec, Resolver, expand_ref
 from .picture import Column, Unit
@@ -211,6 +210,13 @@ class UnitBuilder:
         head = f"head={first.head}, " if first.head is not None else ""
         return f"{first.hook}[{head}{compact([m.index for m in members], self._size(first.hook))}]"
 
+    def _token(self, members: list[NodeName]) -> str:
+        """``hook_logits[34]`` -> ``'"'`` (byte-level): how a lone token reads in a box title."""
+        first = members[0]
+        if len(members) > 1 or first.hook not in ("hook_logits", "hook_tokens"):
+            return ""
+        return self.ctx.model.tokenizer.token_repr(first.index)
+
     def build(self) -> tuple[list[Unit], list[NodeName]]:
         """Units sorted by column then position in it, and every node they contain (for measuring)."""
         nodes = self.input_nodes() + self.circuit_nodes() + self.logit_nodes(self.declared_targets_logits())
@@ -236,7 +242,7 @@ class UnitBuilder:
             units.append(Unit(
                 id=f"u{i}", kind=kind_of(members[0].name), column=key[0], members=tuple(m.name for m in members),
                 label=self._label([m.name for m in members]), names=names, description=self.describe(names),
-                origin=_origin_text(members)))
+                origin=_origin_text(members), token=self._token([m.name for m in members])))
         return units, [n.name for n in nodes]
 
 
@@ -248,9 +254,3 @@ def _origin_text(members: list[_Node]) -> str:
     if len(counts) == 1:
         return next(iter(counts))
     return "; ".join(f"{n} by {origin}" for origin, n in counts.items())
-
-
-def token_label(node: NodeName) -> str:
-    """``hook_logits[34]`` -> ``'"'``: how a token reads in a box title."""
-    return token_repr(node.index) if node.hook in ("hook_logits", "hook_tokens") else f"position {node.index}"
-

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..engine.ablation import Reference, run_conditions
-from ..engine.batch import encode_examples
+from ..engine.batch import encode_for
 from ..engine.masks import Mask
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..stats import faithfulness_interval, verdict_at_least, verdict_at_most
@@ -83,7 +83,7 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
     model = resolved.context.model
     examples = sample_examples(resolved.task, claim.samples or resolved.spec.samples or settings.samples, settings.seed,
                                claim.claim.conditions, keep=partner_filter(resolved.task, claim.ablation, settings.seed))
-    batch = encode_examples(examples, model.cfg.n_ctx).to(settings.device)
+    batch = encode_for(model, examples, resolved.task.name).to(settings.device)
     space = resolved.mask.space
     full = Mask.full(space)
     empty = Mask(space, Mask.empty(space).nodes, full.edges)

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.tokenizer import token_id, token_repr
 from ..lang import ast
 from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
@@ -334,7 +333,7 @@ def evaluate_per_input(claim: ResolvedClaim, data: GroupData) -> PerInput:
     right = logits[:, claim.logits[1]] if len(claim.logits) > 1 else np.full_like(left, float(body.right))
     holds = np.array([compare(a, body.op, b) for a, b in zip(left, right)])
     margins = _margin((left - right)[:, None], body.op, 0.0)[:, 0]
-    names = [f"logit[{token_repr(t)}]" for t in claim.logits]
+    names = [f"logit[{data.tokenizer.token_repr(t)}]" for t in claim.logits]
     right_name = names[1] if len(names) > 1 else "value"
     return PerInput(holds, margins, [{names[0]: float(a), right_name: float(b)} for a, b in zip(left, right)])
 
@@ -343,8 +342,8 @@ def _agreement(data: GroupData) -> PerInput:
     """Whether the circuit alone prefers the answer the full model prefers, of the task's two answers
     (a tie counts as neither). Margin: the circuit's logit difference signed towards the model's choice."""
     rows = np.arange(len(data.examples))
-    correct = np.array([token_id(ex.correct) for ex in data.examples])
-    wrong = np.array([token_id(ex.wrong) for ex in data.examples])
+    correct = np.array([data.tokenizer.token_id(ex.correct) for ex in data.examples])
+    wrong = np.array([data.tokenizer.token_id(ex.wrong) for ex in data.examples])
     circuit, model = (lg.cpu().numpy().astype(np.float64) for lg in (data.circuit_logits, data.model_logits))
     circuit_diff = circuit[rows, correct] - circuit[rows, wrong]
     model_diff = model[rows, correct] - model[rows, wrong]

@@ -24,13 +24,15 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.ablation import Ablation, Reference, plain_answer_logits, run_conditions_with_cache
-from ..engine.batch import TaskBatch, encode_examples
+from ..engine.batch import TaskBatch, encode_for
 from ..engine.errors import CircuitspecError
 from ..engine.masks import Mask
 from ..engine.metrics import METRICS
 from ..engine.naming import resid_hook
 from ..engine.paths import cut_edge
+from ..engine.task_tokens import token_position
 from ..engine.tasks import TaskExample, get_task
+from ..engine.tokenizer import BYTES, Tokenizer
 from ..lang.ast import PER_INPUT_KINDS
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from .adversary import adversarial_parts
@@ -79,6 +81,7 @@ class GroupData:
     activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (circuit run)
     model_logits: torch.Tensor | None = None  # [n, V]: the full model, for `in full model` and agreement claims
     model_activations: dict[str, torch.Tensor] = field(default_factory=dict)  # hook -> [n, T, *channels] (full model)
+    tokenizer: Tokenizer = BYTES  # the model's: maps the examples' answers and named positions to tokens
 
 
 #: Groups of per-input claims run the full model and the all-ablated one only for the self-check, on this
@@ -229,7 +232,7 @@ def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | 
         if examples is None:
             raise ValueError("a corrupted-partner reference needs the batch's inputs")
         partners = partners_of(resolved.task, examples, ablation.corrupted, settings.seed)
-        ref = encode_examples(partners, model.cfg.n_ctx).to(batch.tokens.device)
+        ref = encode_for(model, partners, resolved.task.name).to(batch.tokens.device)
         return Reference.compute(model, ablation, batch.tokens, lengths, ref.tokens, ref.answer_pos + 1)
     if ablation.source == "corpus":
         stored = resolved.context.corpus_reference()
@@ -244,7 +247,7 @@ def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | 
                batch.tokens.shape[1] if ablation.per_position else None)
         if key in cache.references:
             return cache.references[key]
-    ref = encode_examples(sample_examples(task, count, f"{settings.seed}:reference"), model.cfg.n_ctx).to(batch.tokens.device)
+    ref = encode_for(model, sample_examples(task, count, f"{settings.seed}:reference"), task.name).to(batch.tokens.device)
     reference = Reference.compute(model, ablation, batch.tokens, lengths, ref.tokens, ref.answer_pos + 1, by_length=True)
     if key is not None:
         cache.references[key] = reference
@@ -267,10 +270,10 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
     n = group_samples(resolved, claims, settings)
     examples = sample_examples(resolved.task, n, settings.seed, first.claim.conditions,
                                keep=partner_filter(resolved.task, first.ablation, settings.seed))
-    data = GroupData(examples)
+    data = GroupData(examples, tokenizer=model.tokenizer)
     if not examples:
         return data
-    batch = encode_examples(examples, model.cfg.n_ctx).to(settings.device)
+    batch = encode_for(model, examples, resolved.task.name).to(settings.device)
     reference = make_reference(resolved, first.ablation, first.ablation_task, batch, settings, cache, examples)
     space = resolved.mask.space
     full, circuit = Mask.full(space), resolved.mask
@@ -449,9 +452,10 @@ def self_check(resolved: ResolvedSpec, batch: TaskBatch, reference: Reference, l
 
 
 def activation_at(data: GroupData, node, position: str, in_model: bool = False) -> np.ndarray:
-    """Per-example activation of one node at a named task position (circuit run, or the full model's)."""
+    """Per-example activation of one node at a named task position (circuit run, or the full model's): at
+    the token that holds the position's character."""
     act = (data.model_activations if in_model else data.activations)[node.hook]
-    pos = torch.tensor([ex.positions[position] for ex in data.examples], device=act.device)
+    pos = torch.tensor([token_position(ex, position, data.tokenizer) for ex in data.examples], device=act.device)
     rows = act[torch.arange(act.shape[0], device=act.device), pos]
     value = rows[:, node.head, node.index] if node.head is not None else rows[:, node.index]
     return value.cpu().numpy().astype(np.float64)

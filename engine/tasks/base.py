@@ -55,8 +55,10 @@ class TaskExample:
     """One problem: after reading ``prefix`` the model should prefer ``correct`` over ``wrong``.
 
     ``suffix`` continues the snippet after the correct answer so that ``full_text`` is plain valid
-    Python, which is what training mixes into the corpus. ``positions`` name character (== token)
-    indices into ``prefix``; ``"answer"`` (the last index, where the answer is read) is always there.
+    Python, which is what training mixes into the corpus. ``positions`` name character indices into
+    ``prefix``; ``"answer"`` (the last index, where the answer is read) is always there. A model reads
+    them through its tokenizer (engine/task_tokens.py): each answer must be one of its tokens (with
+    bytes: one character), a position is the token that holds its character.
     """
 
     prefix: str
@@ -137,8 +139,8 @@ def check_example(task: Task, example: TaskExample) -> None:
         problems.append("empty prefix")
     if not example.prefix.isascii() or not (example.correct + example.wrong + example.suffix).isascii():
         problems.append("non-ASCII text (positions are byte indices)")
-    if len(example.correct) != 1 or len(example.wrong) != 1:
-        problems.append("answers must be single characters")
+    if not example.correct or not example.wrong:  # one token each: checked against the model's tokenizer
+        problems.append("empty answer")
     if example.correct == example.wrong:
         problems.append("correct and wrong answers are equal")
     if example.positions.get("answer") != len(example.prefix) - 1:
