@@ -169,6 +169,34 @@ def test_listings_print_one_summary_line_under_quiet(capsys):
     assert main(["models"]) == 0
     assert "shipped models" in capsys.readouterr().out  # the table is a result: stdout
 
+
+def test_piped_progress_is_a_line_per_finished_unit(capsys):
+    """A live bar shows nothing in a log: when stderr is not a terminal each finished unit gets a line."""
+    assert main(["eval", "py-sparse-small", "-n", "10", "--tasks", "for_in", "closing_quote"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["evaluating for_in: 1/2", "evaluating closing_quote: 2/2"]
+    assert main(["eval", "py-sparse-small", "-n", "10", "--tasks", "for_in", "-q"]) == 0
+    assert capsys.readouterr().err == ""  # -q: nothing but errors
+
+
+def test_line_progress_prints_tenths_of_a_counter_and_each_advance():
+    import io
+
+    from rich.console import Console
+
+    from circuitspec.commands.reporting import LineProgress
+
+    buffer = io.StringIO()
+    progress = LineProgress(Console(file=buffer, width=200))
+    bar = progress.add_task("search", total=150)
+    for step in range(151):
+        progress.update(bar, completed=step)
+    lines = buffer.getvalue().splitlines()
+    assert len(lines) == 10 and lines[-1] == "search: 150/150"
+    other = progress.add_task("groups", total=3)
+    progress.advance(other)
+    assert buffer.getvalue().splitlines()[-1] == "groups: 1/3"
+
 # ---- [tool.circuitspec] defaults -------------------------------------------------------------------
 
 

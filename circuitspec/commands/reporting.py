@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import time
 from typing import Iterator
 
 from rich.console import Console
@@ -86,18 +87,81 @@ class Reporter:
         if self.verbose:
             self.out.print(*objects, **kwargs)
 
-    def progress(self, *columns, **kwargs) -> Progress:
-        """A transient progress display on stderr (none under -q)."""
+    def progress(self, *columns, **kwargs) -> "Progress | LineProgress":
+        """A transient progress display on stderr (none under -q); when stderr is not a terminal (a CI log,
+        ``2> file``), where a live bar shows nothing, a line per finished unit instead (:class:`LineProgress`)."""
+        if not self.quiet and not self.err.is_terminal:
+            return LineProgress(self.err)
         return Progress(*columns, console=self.err, transient=True, disable=self.quiet, **kwargs)
 
     @contextlib.contextmanager
     def status(self, text: str) -> Iterator[object]:
-        """A spinner on stderr (none under -q); yields an object with ``update(text)`` either way."""
+        """A spinner on stderr (none under -q); yields an object with ``update(text)`` either way. When stderr
+        is not a terminal, the text as a line, and a line with the time taken when the work is done."""
         if self.quiet:
             yield _Silent()
             return
+        if not self.err.is_terminal:
+            started = time.perf_counter()
+            self.err.print(f"{text} ...", markup=False, highlight=False, soft_wrap=True)
+            yield _Silent()
+            self.err.print(f"{text}: done in {time.perf_counter() - started:.1f} s", markup=False, highlight=False,
+                           soft_wrap=True)
+            return
         with self.err.status(text) as status:
             yield status
+
+
+class LineProgress:
+    """The part of rich's Progress the commands use, printing plain lines for a log: one per finished unit
+    (``advance``) and one per change of description; updates that only move a counter print at each tenth
+    of the total, so an optimisation of hundreds of steps writes about ten lines, not hundreds."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._tasks: dict[int, dict] = {}
+
+    def __enter__(self) -> "LineProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None, **fields) -> int:
+        handle = len(self._tasks)
+        self._tasks[handle] = {"description": description, "total": total, "completed": 0, "tenth": 0}
+        return handle
+
+    def update(self, handle: int, *, description: str | None = None, completed: float | None = None,
+               total: float | None = None, advance: float | None = None, **fields) -> None:
+        task = self._tasks[handle]
+        described = description is not None and description != task["description"]
+        if description is not None:
+            task["description"] = description
+        if total is not None:
+            task["total"] = total
+        before = task["completed"]
+        if completed is not None:
+            task["completed"] = completed
+        if advance:
+            task["completed"] += advance
+        if described:
+            task["tenth"] = 0
+        moved = task["completed"] != before
+        if moved and advance:
+            self._line(task)
+        elif moved and task["total"]:
+            tenth = int(10 * task["completed"] / task["total"])
+            if tenth > task["tenth"] or task["completed"] >= task["total"]:
+                task["tenth"] = tenth
+                self._line(task)
+
+    def advance(self, handle: int, advance: float = 1) -> None:
+        self.update(handle, advance=advance)
+
+    def _line(self, task: dict) -> None:
+        done = f"{task['completed']:g}/{task['total']:g}" if task["total"] else f"{task['completed']:g}"
+        self.console.print(f"{task['description']}: {done}", markup=False, highlight=False, soft_wrap=True)
 
 
 class _Silent:
