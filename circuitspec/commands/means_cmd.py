@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 
-from rich.console import Console
 from rich.markup import escape
 
 from .argtypes import bounded, seed
 from .defaults import DEFAULT_WINDOWS
 from .outputs import check_output_dir
+from .reporting import Reporter
 
 MAX_WINDOWS = 1_000_000  # corpus windows: about 1000 times the default
 NAME, HELP = "means", "compute and store a checkpoint's pretraining means (for `ablate mean over corpus`)"
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.corpus_means import corpus_reference, describe, means_path, write_corpus_means
     from ..engine.zoo import load_model, resolve_model_path
 
-    console = Console(highlight=False)
+    say = Reporter(args)  # ok / wrote lines on stdout, the spinner and notes on stderr
     paths = [resolve_model_path(ref) for ref in args.models]
     if not args.check:  # each checkpoint folder is written to: checked before any averaging
         for path in paths:
@@ -48,15 +48,15 @@ def run(args: argparse.Namespace) -> int:
         model = load_model(str(path))
         if args.check:
             corpus_reference(model, path)  # raises a ModelError saying what is wrong and how to fix it
-            console.print(f"[green]ok[/] {escape(describe(means_path(path)))}", soft_wrap=True)
+            say.summary(f"[green]ok[/] {escape(describe(means_path(path)))}", soft_wrap=True, highlight=False)
             continue
-        with Console(stderr=True).status(f"{ref}: averaging over {args.windows} corpus windows"):
+        with say.status(f"{ref}: averaging over {args.windows} corpus windows"):
             written, means = write_corpus_means(path, model, corpus_root=args.corpus_root, windows=args.windows, seed=args.seed)
         corpus = means.info["corpus"]
         if corpus.get("is_training_corpus") is False:
-            console.print(f"[yellow]note:[/] {escape(ref)} was trained on another corpus than {escape(corpus['root'])} (another "
+            say.err.print(f"[yellow]note:[/] {escape(ref)} was trained on another corpus than {escape(corpus['root'])} (another "
                           "Python version?); the stored means are what verdicts use from now on, wherever they run",
-                          soft_wrap=True)
+                          soft_wrap=True, highlight=False)
         corpus_reference(model, path)  # what was written reads back and validates
-        console.print(f"wrote {escape(describe(written))}", soft_wrap=True)
+        say.summary(f"wrote {escape(describe(written))}", soft_wrap=True, highlight=False)
     return 0

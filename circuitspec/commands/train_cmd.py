@@ -9,7 +9,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..engine.errors import UsageError
@@ -17,6 +16,7 @@ from .argtypes import MAX_STEPS, positive_int
 from .defaults import STATE_DIR
 from .common import add_device_argument, resolve_device
 from .outputs import output_dir
+from .reporting import Reporter
 
 NAME, HELP = "train", "train a model from a config file"
 
@@ -48,11 +48,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and (args.out / STATE_DIR).exists():
         raise UsageError(f"{args.out} already holds a training run", hint="pass --resume to continue it, or choose another --out")
     device = resolve_device(args.device)
-    console = Console(stderr=True)
-    console.print(f"training [bold]{cfg.name}[/] on {device}: {cfg.train.steps} steps, density -> {cfg.sparsity.target_density}")
+    say = Reporter(args)  # -q: only the closing `wrote` line (on stdout) and errors
+    console = say.err
+    if not say.quiet:
+        console.print(f"training [bold]{cfg.name}[/] on {device}: {cfg.train.steps} steps, density -> {cfg.sparsity.target_density}")
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-    with Progress(*columns, console=console) as progress:
+    with Progress(*columns, console=console, disable=say.quiet) as progress:
         bar = progress.add_task("train", total=cfg.train.steps, status="")
 
         def on_progress(state, stats):
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
                             status=f"loss {stats['loss']:.3f} density {stats['density']:.3f} {tok_s:,.0f} tok/s")
 
         def on_eval(record):
+            if say.quiet:
+                return
             accs = " ".join(f"{k}={v:.2f}" for k, v in record["task_accuracy"].items())
             progress.console.print(f"step {record['step']}: val_loss {record['val_loss']:.3f}  {accs}")
 
@@ -68,5 +72,5 @@ def run(args: argparse.Namespace) -> int:
                             on_message=lambda line: progress.console.print(line, markup=False, highlight=False, soft_wrap=True),
                             manifest_extra={"command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
                                             "git_revision": git_revision()})
-    console.print(f"wrote {args.out} ({manifest['train_tokens_per_second']:,} tok/s)")
+    say.summary(f"wrote {args.out} ({manifest['train_tokens_per_second']:,} tok/s)", highlight=False, soft_wrap=True)
     return 0
