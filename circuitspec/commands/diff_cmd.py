@@ -142,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
                 result.verdicts.append({"name": name, "old": before[name], "new": after[name]})
                 worse |= SEVERITY[after[name]] < SEVERITY[before[name]]
     _print(say, result)
-    if args.json and not save_output(args.json, json.dumps(asdict(result), indent=2) + "\n", "the JSON comparison"):
+    from ..schemas import header
+
+    report = {**header("diff"), **asdict(result)}
+    if args.json and not save_output(args.json, json.dumps(report, indent=2) + "\n", "the JSON comparison"):
         return 2
     return 1 if worse else 0
 

@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     report.summary(f"{specs}: " + (", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to prove"),
                    soft_wrap=True)
     if args.json:
-        if not save_output(args.json, json.dumps(reports, indent=2, sort_keys=True) + "\n", "the JSON report"):
+        from ..schemas import finite  # a share measured on no inputs is null, not NaN (not JSON)
+
+        if not save_output(args.json, json.dumps(finite(reports), indent=2, sort_keys=True) + "\n", "the JSON report"):
             exit_code = max(exit_code, 2)
     return exit_code
 

@@ -52,7 +52,10 @@ class FalsifyResult:
     random_tried: int = 0  # plain seeded draws from the task's sampler tried before the search
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The result as JSON data: a figure that is not a finite number (an attack's undefined F) is null."""
+        from ..schemas import finite
+
+        return finite(asdict(self))
 
 
 def _search(spec: LoadedSpec, meets: Callable[[TaskExample], bool], breaks: Callable[[TaskExample], bool],
