@@ -22,6 +22,7 @@ from circuitspec.engine.checkpoint import save_checkpoint
 from circuitspec.engine.model import ModelConfig, Transformer
 from circuitspec.engine.tasks import Task, TaskExample, register_task, unregister_task
 from circuitspec.engine.tokenizer import token_id
+from circuitspec.schemas import validate
 
 CFG = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_head=4, d_mlp=8, n_ctx=16)
 A, B = token_id("a"), token_id("b")
@@ -94,7 +95,9 @@ def write(folder, name, body, ablation="mean over task"):
 def verify(folder, path, *extra):
     out = folder / f"{path.stem}.json"
     code = main(["verify", str(path), "--json", str(out), "--samples", "60", "--baselines", "40", *extra])
-    return code, {c["name"] if not c["name"].startswith("line ") else c["kind"]: c for c in json.loads(out.read_text())["claims"]}
+    data = json.loads(out.read_text())
+    validate("verify", data)
+    return code, {c["name"] if not c["name"].startswith("line ") else c["kind"]: c for c in data["claims"]}
 
 
 TRUE_CLAIMS = CIRCUIT + """edge carrier -> pos -> out -> logits
