@@ -210,6 +210,17 @@ def test_too_few_baselines_is_inconclusive_not_a_fail(folder):
     assert "0 of 5" in claim["note"] and "too few" in claim["note"]
 
 
+def test_minimal_each_node_and_each_edge_in_one_group_judge_their_own_units(folder):
+    """Both claims share a batch of inputs (same ablation, conditions, samples, metric); each is judged on
+    its own units only: the named nodes, or the declared edges (they once got both, and the Holm
+    correction over all of them)."""
+    body = CIRCUIT + ("edge carrier_mid -> pos -> out\nclaim nodes: minimal each node drop >= 0.2\n"
+                      "claim edges: minimal each edge drop >= 0.2\n")
+    _, claims = verify(folder, write(folder, "both_minimal", body))
+    assert [u["unit"] for u in claims["nodes"]["units"]] == ["carrier", "carrier_mid", "pos", "neg", "out"]
+    assert [u["unit"] for u in claims["edges"]["units"]] == ["carrier_mid -> pos", "pos -> out"]
+
+
 def test_a_part_that_is_not_needed_and_one_that_is(folder, tmp_path):
     """The decoy neurons (2..7) never reach the answer: ablating them keeps everything. Ablating the carrier
     channel leaves the mean, which favours neither answer: F = 0."""
