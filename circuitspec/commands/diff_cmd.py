@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from ..engine.errors import UsageError
+from ..schemas import header
 from .argtypes import seed
 from .outputs import output_file, save_output
 from .reporting import Reporter, writes_to_stdout
@@ -142,8 +143,6 @@ def run(args: argparse.Namespace) -> int:
                 result.verdicts.append({"name": name, "old": before[name], "new": after[name]})
                 worse |= SEVERITY[after[name]] < SEVERITY[before[name]]
     _print(say, result)
-    from ..schemas import header
-
     report = {**header("diff"), **asdict(result)}
     if args.json and not save_output(args.json, json.dumps(report, indent=2) + "\n", "the JSON comparison"):
         return 2

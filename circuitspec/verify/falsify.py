@@ -30,6 +30,7 @@ from hypothesis.errors import NoSuchExample, Unsatisfiable
 
 from ..engine.tasks import TaskExample
 from ..lang.ast import PER_INPUT_KINDS
+from ..schemas import finite
 from ..testing import LoadedSpec, check_claim, evaluate_claim_on, in_population, task_inputs
 from .attack import attack_claim, attack_minimal
 from .example_store import ExampleStore
@@ -53,8 +54,6 @@ class FalsifyResult:
 
     def to_json(self) -> dict:
         """The result as JSON data: a figure that is not a finite number (an attack's undefined F) is null."""
-        from ..schemas import finite
-
         return finite(asdict(self))
 
 
