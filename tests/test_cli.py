@@ -10,6 +10,7 @@ import pytest
 from circuitspec.cli import main
 from circuitspec.engine.tasks import task_names
 from circuitspec.engine.zoo import DEFAULT_MODEL, shipped_names
+from circuitspec.schemas import validate
 
 
 def run_cli(*args):
@@ -21,6 +22,7 @@ def test_tasks_lists_every_task_as_json():
     code, out, err = run_cli("tasks", "--json", "--examples", "1")
     assert code == 0, err
     data = json.loads(out)
+    validate("tasks", data)
     assert list(data) == task_names()
     assert len(data) >= 8
     for required in ("closing_quote", "bracket_nesting", "var_type"):
@@ -36,6 +38,7 @@ def test_tasks_table(capsys):
 def test_models_lists_the_shipped_models(capsys):
     assert main(["models", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
+    validate("models", data)
     names = [m["name"] for m in data]
     assert DEFAULT_MODEL in names and "py-dense-small" in names
     sparse = next(m for m in data if m["name"] == DEFAULT_MODEL)
@@ -47,6 +50,7 @@ def test_eval_default_model_writes_json(tmp_path):
     code, stdout, err = run_cli("eval", "--json", str(out), "-n", "200", "--tasks", "closing_quote", "for_in")
     assert code == 0, err
     data = json.loads(out.read_text())
+    validate("eval", data)
     assert set(data) == {"closing_quote", "for_in"}
     for score in data.values():
         assert {"accuracy", "logit_diff", "bce", "n"} <= set(score) and score["n"] == 200
@@ -137,6 +141,7 @@ def test_check_reports_every_error_with_position_and_json(tmp_path):
     assert rc == 2 and f"{spec}:5:" in err and f"{spec}:6:" in err and "did you mean" in err and "^" in err
     rc, out, _ = run_cli("check", "--json", str(spec))
     data = json.loads(out)
+    validate("check", data)
     assert rc == 2 and [d["code"] for d in data] == ["E504", "E503"]
     assert set(data[0]) == {"file", "line", "col", "end", "severity", "code", "message", "hint"}
 
@@ -172,6 +177,7 @@ def test_verify_a_shipped_spec_end_to_end(tmp_path):
     rc, stdout, err = run_cli("verify", "specs/quote_head.circ", "--samples", "40", "--baselines", "10",
                               "--json", str(out), "--junit", str(junit))
     data = json.loads(out.read_text())
+    validate("verify", data)
     verdicts = [c["verdict"] for c in data["claims"]]
     assert rc == (0 if set(verdicts) == {"pass"} else 1), err
     assert verdicts[0] == "pass"  # mean-ablating block 1 head 1 destroys the behaviour

@@ -35,6 +35,7 @@ from circuitspec.engine.tasks.counterfactual import PartnerRuleError, closeness,
 from circuitspec.engine.tasks.draws import ReplaySampler, draws_of
 from circuitspec.engine.tokenizer import token_id
 from circuitspec.lang import format_spec, parse_spec, render_all
+from circuitspec.schemas import validate
 from circuitspec.testing import assert_claim, claim_inputs, in_population, load_spec
 from circuitspec.verify.pairs import NoPartnerError, partners_of
 
@@ -254,7 +255,9 @@ def verify(folder, name, body, *extra):
     out = folder / f"{name}.json"
     code = main(["verify", str(path), "--json", str(out), "--samples", "40", "--baselines", "30",
                  "--partial-ablations", "2", "--threads", "1", *extra])
-    claims = {c["name"] if not c["name"].startswith("line ") else c["kind"]: c for c in json.loads(out.read_text())["claims"]}
+    data = json.loads(out.read_text())
+    validate("verify", data)
+    claims = {c["name"] if not c["name"].startswith("line ") else c["kind"]: c for c in data["claims"]}
     return code, claims
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from circuitspec.cli import main
 from circuitspec.commands.diff_cmd import compact
+from circuitspec.schemas import validate
 from circuitspec.engine.checkpoint import save_checkpoint
 from circuitspec.engine.tasks import register_task, unregister_task
 from test_verify_oracle import CIRCUIT, HEADER, TASK, hand_set_model
@@ -29,7 +30,9 @@ def write(folder, name, body):
 def diff(folder, a, b, *extra):
     out = folder / f"{a.stem}-{b.stem}.json"
     code = main(["diff", str(a), str(b), "--json", str(out), *extra])
-    return code, json.loads(out.read_text())
+    data = json.loads(out.read_text())
+    validate("diff", data)
+    return code, data
 
 
 def test_a_circuit_and_its_variant(folder, capsys):

@@ -19,6 +19,7 @@ from circuitspec.engine.naming import NodeName
 from circuitspec.engine.tasks import get_task, register_task, unregister_task
 from circuitspec.lang import format_spec, parse_spec
 from circuitspec.lang.resolve import resolve
+from circuitspec.schemas import validate
 from test_verify_oracle import TASK, hand_set_model
 from test_verify_partial import with_writers
 
@@ -71,6 +72,7 @@ def test_discover_command_writes_a_spec_that_verifies(tmp_path, capsys):
     assert code == 0, printed.err
     assert "zero ablation would choose" in printed.out and "Jaccard" in printed.out  # results on stdout
     data = json.loads(report.read_text())
+    validate("discover", data)
     assert data["discovery"]["reached"] and data["comparison"]["ablation"] == "zero"
     assert all(v == "pass" for v in data["claims"].values()) and data["claims"]
     assert main(["verify", str(out)]) == 0

@@ -28,6 +28,7 @@ from circuitspec.engine.paths import edge_cut, cut_edge, sender_site, stream_hoo
 from circuitspec.engine.tasks import register_task, unregister_task
 from circuitspec.engine.tokenizer import token_id
 from circuitspec.lang import format_spec, parse_spec
+from circuitspec.schemas import validate
 from test_verify_oracle import HEADER, TASK, hand_set_model
 
 # ---- the engine against brute force --------------------------------------------------------------
@@ -299,6 +300,7 @@ def verify(folder, path, *extra):
     out = folder / f"{path.stem}.json"
     code = main(["verify", str(path), "--json", str(out), *ARGS, *extra])
     data = json.loads(out.read_text())
+    validate("verify", data)
     return code, {c["name"] if not c["name"].startswith("line ") else c["kind"]: c for c in data["claims"]}, data
 
 
@@ -409,7 +411,9 @@ def test_falsify_rejudges_edge_claims_on_fresh_inputs(folder):
     out = folder / "falsify.json"
     code = main(["falsify", str(write(folder, "falsify_edges", body)), "--samples", "60", "--no-database", "--threads", "1",
                  "--json", str(out)])
-    results = {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    data = json.loads(out.read_text())
+    validate("falsify", data)
+    results = {r["name"]: r for r in data["results"]}
     assert code == 1 and results["carries"]["verdict"] == "survived" and results["idle"]["verdict"] == "falsified"
     assert "drop" in results["idle"]["counterexample"]
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from circuitspec.cli import main
+from circuitspec.schemas import validate
 
 BACKWARDS = "claim backwards: logit[\"'\"] > logit['\"'] when opening_quote == '\"'\n"
 
@@ -22,7 +23,9 @@ def run(tmp_path, path, *args):
     out = tmp_path / "falsify.json"
     database = [] if "--no-database" in args else ["--database", str(tmp_path / "db")]  # the two contradict: exit 2
     code = main(["falsify", str(path), "--seed", "0", "--max-examples", "40", "--samples", "30", *database, "--json", str(out), *args])
-    return code, {r["name"]: r for r in json.loads(out.read_text())["results"]}
+    data = json.loads(out.read_text())
+    validate("falsify", data)
+    return code, {r["name"]: r for r in data["results"]}
 
 
 def test_a_false_claim_is_falsified_shrunk_and_replayed(tmp_path):
@@ -61,6 +64,7 @@ def test_verify_with_falsify_fails_a_claim_the_search_breaks(tmp_path, monkeypat
     code = main(["verify", str(path), "--falsify", "--max-examples", "30", "--samples", "30", "--baselines", "10",
                  "--json", str(out)])
     data = json.loads(out.read_text())
+    validate("verify", data)
     backwards = next(c for c in data["claims"] if c["name"] == "backwards")
     assert code == 1 and backwards["verdict"] == "fail" and backwards["counterexample"]["input"]
     assert any(f["name"] == "backwards" and f["verdict"] == "falsified" for f in data["manifest"]["falsification"])
@@ -149,7 +153,9 @@ def test_verify_with_falsify_fails_a_sufficiency_the_attack_breaks(tmp_path, ora
     out = tmp_path / "v.json"
     code = main(["verify", str(spec), "--falsify", "--max-examples", "20", "--samples", "60", "--baselines", "10",
                  "--seed", "0", "--json", str(out)])
-    claim = json.loads(out.read_text())["claims"][0]
+    data = json.loads(out.read_text())
+    validate("verify", data)
+    claim = data["claims"][0]
     assert code == 1 and claim["verdict"] == "fail" and claim["counterexample"]["ablation choice"].startswith("ablating")
     captured = capsys.readouterr()
     assert "counterexample: ablating" in captured.out + captured.err

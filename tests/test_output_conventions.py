@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from circuitspec.cli import main
+from circuitspec.schemas import validate
 from test_verify_oracle import CIRCUIT, HEADER, TASK, hand_set_model
 
 SPEC_NAME = "a_spec_with_a_rather_long_name_for_eighty_columns"  # its file:line must survive 80 columns
@@ -90,6 +91,7 @@ def test_quiet_prints_only_the_summary_line_and_verbose_a_note_per_claim(oracle,
 def test_json_on_stdout_moves_the_report_to_stderr(oracle, capsys):
     assert main(["verify", str(oracle), *FAST, "--json", "-"]) == 1
     out, err = capsys.readouterr()
+    validate("verify", json.loads(out))
     assert [c["verdict"] for c in json.loads(out)["claims"]] == ["pass", "pass", "fail"]
     assert "claims" in err and "2 pass, 1 fail" in err
 

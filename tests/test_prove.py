@@ -1,5 +1,7 @@
 """Z3 consistency of a spec's per-input claims: contradictions come back as unsat cores of claim lines."""
 
+import json
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from circuitspec.cli import main
 from circuitspec.lang import parse_spec
 from circuitspec.lang.resolve import resolve
 from circuitspec.prove.consistency import check_consistency
+from circuitspec.schemas import validate
 
 HEADER = 'spec p "x"\nmodel "py-sparse-small"\ntask closing_quote\nablate mean over task\nnode reader = blocks.1.attn.hook_z[head=1, 19]\n'
 
@@ -54,6 +57,9 @@ def test_prove_command_exit_codes(tmp_path, capsys):
     bad = tmp_path / "bad.circ"
     bad.write_text(HEADER + "claim a: logit['x'] > logit['y']\nclaim b: logit['y'] > logit['x']\n")
     assert main(["prove", str(bad), "--json", str(tmp_path / "r.json")]) == 1
+    data = json.loads((tmp_path / "r.json").read_text())
+    validate("prove", data)
+    assert [c["line"] for c in data[0]["consistency"]["inconsistencies"][0]["claims"]] == [6, 7]
     out = capsys.readouterr().out  # results on stdout
     assert "cannot all hold" in out and "bad.circ:6" in out and "bad.circ:7" in out
 

@@ -22,6 +22,7 @@ from circuitspec.engine.checkpoint import save_checkpoint
 from circuitspec.engine.model import ModelConfig, Transformer
 from circuitspec.engine.tasks import Task, TaskExample, register_task, unregister_task
 from circuitspec.engine.tokenizer import token_id
+from circuitspec.schemas import validate
 
 CFG = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_head=4, d_mlp=8, n_ctx=16)
 A, B = token_id("a"), token_id("b")
@@ -94,7 +95,9 @@ def write(folder, name, body, ablation="mean over task"):
 def verify(folder, path, *extra):
     out = folder / f"{path.stem}.json"
     code = main(["verify", str(path), "--json", str(out), "--samples", "60", "--baselines", "40", *extra])
-    return code, {c["name"] if not c["name"].startswith("line ") else c["kind"]: c for c in json.loads(out.read_text())["claims"]}
+    data = json.loads(out.read_text())
+    validate("verify", data)
+    return code, {c["name"] if not c["name"].startswith("line ") else c["kind"]: c for c in data["claims"]}
 
 
 TRUE_CLAIMS = CIRCUIT + """edge carrier -> pos -> out -> logits
@@ -205,6 +208,17 @@ def test_too_few_baselines_is_inconclusive_not_a_fail(folder):
     claim = json.loads(out.read_text())["claims"][0]
     assert code == 1 and claim["verdict"] == "inconclusive", claim
     assert "0 of 5" in claim["note"] and "too few" in claim["note"]
+
+
+def test_minimal_each_node_and_each_edge_in_one_group_judge_their_own_units(folder):
+    """Both claims share a batch of inputs (same ablation, conditions, samples, metric); each is judged on
+    its own units only: the named nodes, or the declared edges (they once got both, and the Holm
+    correction over all of them)."""
+    body = CIRCUIT + ("edge carrier_mid -> pos -> out\nclaim nodes: minimal each node drop >= 0.2\n"
+                      "claim edges: minimal each edge drop >= 0.2\n")
+    _, claims = verify(folder, write(folder, "both_minimal", body))
+    assert [u["unit"] for u in claims["nodes"]["units"]] == ["carrier", "carrier_mid", "pos", "neg", "out"]
+    assert [u["unit"] for u in claims["edges"]["units"]] == ["carrier_mid -> pos", "pos -> out"]
 
 
 def test_a_part_that_is_not_needed_and_one_that_is(folder, tmp_path):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from rich.markup import escape
 
 from ..engine.errors import UsageError
+from ..schemas import header
 from .argtypes import seed
 from .outputs import output_file, save_output
 from .reporting import Reporter, writes_to_stdout
@@ -142,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
                 result.verdicts.append({"name": name, "old": before[name], "new": after[name]})
                 worse |= SEVERITY[after[name]] < SEVERITY[before[name]]
     _print(say, result)
-    if args.json and not save_output(args.json, json.dumps(asdict(result), indent=2) + "\n", "the JSON comparison"):
+    report = {**header("diff"), **asdict(result)}
+    if args.json and not save_output(args.json, json.dumps(report, indent=2) + "\n", "the JSON comparison"):
         return 2
     return 1 if worse else 0
 

@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from ..engine.errors import UsageError
+from ..schemas import finite, header
 from . import defaults
 from .argtypes import MAX_SAMPLES, MAX_STEPS, bounded, finite_float, positive_int, seed
 from .common import add_device_argument, resolve_device
@@ -213,6 +214,10 @@ def _weaker_robustness_if_needed(text: str, results: list, args: argparse.Namesp
 
 
 def _write_json(path: Path | None, report: dict) -> bool:
-    """Whether the report went where asked (save_output keeps it elsewhere otherwise)."""
-    return path is None or save_output(path, json.dumps(report, indent=2, sort_keys=True, default=str) + "\n", "the JSON report")
+    """Whether the report went where asked (save_output keeps it elsewhere otherwise). A figure that is not a
+    finite number (the faithfulness of an empty circuit) is written as null: NaN is not JSON."""
+    if path is None:
+        return True
+    text = json.dumps(finite({**header("discover"), **report}), indent=2, sort_keys=True, default=str)
+    return save_output(path, text + "\n", "the JSON report")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from ..schemas import header
 from ..verify.example_store import DEFAULT_ROOT, ExampleStore
 from . import defaults
 from .argtypes import MAX_SAMPLES, positive_int, seed
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if any(r.verdict != "survived" for r in results):
         exit_code = max(exit_code, 1)
     if args.json:
-        text = json.dumps({"seed": args.seed, "max_examples": args.max_examples,
+        text = json.dumps({**header("falsify"), "seed": args.seed, "max_examples": args.max_examples,
                            "results": [r.to_json() for r in results]}, indent=2, sort_keys=True) + "\n"
         if not save_output(args.json, text, "the JSON report"):
             exit_code = max(exit_code, 2)

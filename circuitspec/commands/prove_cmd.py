@@ -28,6 +28,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from ..schemas import finite
 from .argtypes import MAX_SAMPLES, MAX_TIMEOUT_S, finite_float, positive_int
 from .outputs import output_file, save_output
 from .reporting import Reporter, writes_to_stdout
@@ -81,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     report.summary(f"{specs}: " + (", ".join(f"{n} {status}" for status, n in counts.items()) or "nothing to prove"),
                    soft_wrap=True)
     if args.json:
-        if not save_output(args.json, json.dumps(reports, indent=2, sort_keys=True) + "\n", "the JSON report"):
+        # finite: a share measured on no inputs is null, not NaN (which is not JSON)
+        if not save_output(args.json, json.dumps(finite(reports), indent=2, sort_keys=True) + "\n", "the JSON report"):
             exit_code = max(exit_code, 2)
     return exit_code
 

@@ -30,6 +30,7 @@ from hypothesis.errors import NoSuchExample, Unsatisfiable
 
 from ..engine.tasks import TaskExample
 from ..lang.ast import PER_INPUT_KINDS
+from ..schemas import finite
 from ..testing import LoadedSpec, check_claim, evaluate_claim_on, in_population, task_inputs
 from .attack import attack_claim, attack_minimal
 from .example_store import ExampleStore
@@ -52,7 +53,8 @@ class FalsifyResult:
     random_tried: int = 0  # plain seeded draws from the task's sampler tried before the search
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The result as JSON data: a figure that is not a finite number (an attack's undefined F) is null."""
+        return finite(asdict(self))
 
 
 def _search(spec: LoadedSpec, meets: Callable[[TaskExample], bool], breaks: Callable[[TaskExample], bool],

@@ -248,12 +248,13 @@ def _minimal_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.MinimalB
                    settings: RunSettings) -> None:
     threshold = float(body.threshold)
     result.threshold, result.op = threshold, body.op
-    if not data.knockouts:
+    knockouts = data.knockouts.get(body.unit, {})  # this claim's units only: a group may hold both kinds
+    if not knockouts:
         result.note = f"the spec has no {body.unit} units to remove (name nodes with `node`/`group`, or declare edges)"
         return
     alpha = 1 - claim.confidence
     units, p_values = [], []
-    for unit, m_without in data.knockouts.items():
+    for unit, m_without in knockouts.items():
         drop, interval, p = _drop(m_without, data, claim, settings, threshold)
         units.append({"unit": unit, "drop": drop, "ci": interval})
         p_values.append(p)

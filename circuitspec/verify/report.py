@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..schemas import header
 from .judge import ClaimResult
 
 STYLE = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
@@ -134,8 +135,10 @@ def summary(results: Sequence[ClaimResult]) -> str:
 
 
 def json_report(results: Sequence[ClaimResult], manifest: dict[str, Any]) -> str:
-    """The ``--json`` file: the run manifest and every claim's result (the caller writes it atomically)."""
-    return json.dumps({"manifest": manifest, "claims": [r.to_json() for r in results]}, indent=2, sort_keys=True) + "\n"
+    """The ``--json`` file: the run manifest and every claim's result (the caller writes it atomically), under
+    the schema's ``$id`` and the format version (circuitspec/schemas/verify.schema.json)."""
+    report = {**header("verify"), "manifest": manifest, "claims": [r.to_json() for r in results]}
+    return json.dumps(report, indent=2, sort_keys=True) + "\n"
 
 
 def junit_report(results: Sequence[ClaimResult]) -> str:

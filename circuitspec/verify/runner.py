@@ -71,7 +71,7 @@ class GroupData:
     metric: dict[str, np.ndarray] = field(default_factory=dict)  # condition name -> per-example metric
     baselines: list[np.ndarray] = field(default_factory=list)  # random circuits
     baseline_complements: list[np.ndarray] = field(default_factory=list)
-    knockouts: dict[str, np.ndarray] = field(default_factory=dict)  # unit -> metric without it
+    knockouts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # "node"/"edge" -> unit -> metric without it
     unneeded: dict[str, np.ndarray] = field(default_factory=dict)  # claim name -> metric of the model without its part
     edges: dict[str, np.ndarray] = field(default_factory=dict)  # claim name -> metric of the circuit without its edge
     partials: list[tuple[float, np.ndarray]] = field(default_factory=list)  # (keep fraction, metric), random partial ablations
@@ -345,9 +345,10 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
             masks[f"chosen:{i}"] = mask
             chosen[str(i)] = what
     for claim in claims:
-        if claim.kind == "minimal":
-            for unit, mask in minimal_units(resolved, claim.claim.body.unit).items():
-                masks[f"knockout:{unit}"] = mask
+        if claim.kind == "minimal":  # `each node` and `each edge` in one group keep their units apart
+            kind = claim.claim.body.unit
+            for unit, mask in minimal_units(resolved, kind).items():
+                masks[f"knockout:{kind}:{unit}"] = mask
         elif claim.kind == "unneeded":  # the whole model but the part
             masks[f"unneeded:{claim.claim.name}"] = without_part(claim, space)
         elif claim.kind == "edge":  # the circuit but the edge
@@ -387,7 +388,8 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         elif kind == "baseline_complement":
             data.baseline_complements.append(value)
         elif kind == "knockout":
-            data.knockouts[unit] = value
+            unit_kind, _, unit = unit.partition(":")
+            data.knockouts.setdefault(unit_kind, {})[unit] = value
         elif kind == "partial":
             data.partials.append((keep_fractions[unit], value))
         elif kind == "chosen":
