@@ -35,6 +35,7 @@ from circuitspec.engine.tasks.counterfactual import PartnerRuleError, closeness,
 from circuitspec.engine.tasks.draws import ReplaySampler, draws_of
 from circuitspec.engine.tokenizer import token_id
 from circuitspec.lang import format_spec, parse_spec, render_all
+from test_verify_oracle import CIRCUIT  # the same five-node circuit, planted in this file's own model
 from circuitspec.schemas import validate
 from circuitspec.testing import assert_claim, claim_inputs, in_population, load_spec
 from circuitspec.verify.pairs import NoPartnerError, partners_of
@@ -234,12 +235,6 @@ def hand_set_model() -> Transformer:
 
 
 HEADER = 'spec {name} "paired"\nmodel "model"\ntask last_ab_paired\nablate resample from corrupted(last)\n'
-CIRCUIT = """node carrier = blocks.0.hook_resid_pre[0] "+1 for a, -1 for b"
-node carrier_mid = blocks.0.hook_resid_mid[0]
-node pos = blocks.0.mlp.hook_post[0] "relu(+carrier)"
-node neg = blocks.0.mlp.hook_post[1] "relu(-carrier)"
-node out = blocks.0.hook_resid_post[1] "read by logit a and b"
-"""
 
 
 @pytest.fixture(scope="module")
