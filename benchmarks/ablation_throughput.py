@@ -172,6 +172,7 @@ def main() -> None:
             fn(workloads[workload] if workload else [None] * K)
             sync()
             times[i].append(time.perf_counter() - start)
+        print(f"round {r + 1}/{args.rounds}: {sum(t[-1] for t in times.values()):.0f} s", file=sys.stderr, flush=True)
 
     def row(i: int) -> None:
         t = times[i]
