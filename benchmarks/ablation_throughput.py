@@ -19,9 +19,9 @@ rounds (each round runs every arm once, starting from a different arm):
   design, not a library's overhead, and it runs without the extra.
 
 Before timing, the port's logits must match circuitspec's at every real position (max |difference| at
-most 1e-4, else it aborts), and every arm's ablated logits must match circuitspec's on every condition
-(the same 1e-4). Prints, per arm, the median and worst round, and the cost ratios (medians, and their
-range over rounds). Then the stretch comparison: circuits of 1% and 10% of the nodes computed on their
+most 1e-4, else it aborts), and every arm's ablated logits must match circuitspec's (the same 1e-4) on
+three knockouts and three random circuits of each workload. Prints, per arm, the median and worst
+round, and the cost ratios (medians, and their range over rounds). Then the stretch comparison: circuits of 1% and 10% of the nodes computed on their
 own subgraph vs through the full masked forward, with the largest difference in logits.
 
     python benchmarks/ablation_throughput.py [--model NAME] [--examples N] [--nodes N] [--fraction F]
@@ -91,9 +91,10 @@ def main() -> None:
     total = sum(t.numel() for t in Mask.full(space).nodes.values())
     gen = torch.Generator().manual_seed(0)
     large = round(args.fraction * total)
+    knockouts = min(args.knockouts, args.nodes, large)  # the same K in both workloads
     workloads = {
-        f"{args.nodes}-node circuits": minimality_workload(space, args.nodes, args.knockouts, args.baselines, gen),
-        f"{large}-node circuits ({args.fraction:.0%})": minimality_workload(space, large, args.knockouts, args.baselines, gen),
+        f"{args.nodes}-node circuits": minimality_workload(space, args.nodes, knockouts, args.baselines, gen),
+        f"{large}-node circuits ({args.fraction:.0%})": minimality_workload(space, large, knockouts, args.baselines, gen),
     }
     K = len(next(iter(workloads.values())))
     reference = Reference.compute(model, Ablation("mean"), tokens, lengths, tokens, lengths)
@@ -184,7 +185,7 @@ def main() -> None:
         print(f"  {what}: {statistics.median(times[num]) / statistics.median(times[den]):.2f}x "
               f"(per round {min(per_round):.2f}-{max(per_round):.2f})")
 
-    print(f"K = {K} conditions per workload ({args.knockouts} knockouts + {args.baselines} random circuits of the same size)")
+    print(f"K = {K} conditions per workload ({knockouts} knockouts + {args.baselines} random circuits of the same size)")
     plain_arms = [i for i, a in enumerate(arms) if a[2] is None]
     for i in plain_arms:
         row(i)
