@@ -21,8 +21,9 @@ rounds (each round runs every arm once, starting from a different arm):
 Before timing, the port's logits must match circuitspec's at every real position (max |difference| at
 most 1e-4, else it aborts), and every arm's ablated logits must match circuitspec's (the same 1e-4) on
 three knockouts and three random circuits of each workload. Prints, per arm, the median and worst
-round, and the cost ratios (medians, and their range over rounds). Then the stretch comparison: circuits of 1% and 10% of the nodes computed on their
-own subgraph vs through the full masked forward, with the largest difference in logits.
+round, and the cost ratios (medians, and their range over rounds). Then the stretch comparison:
+circuits of 1% and 10% of the nodes computed on their own subgraph vs through the full masked forward,
+with the largest difference in logits.
 
     python benchmarks/ablation_throughput.py [--model NAME] [--examples N] [--nodes N] [--fraction F]
         [--knockouts N] [--baselines N] [--rounds N] [--threads N] [--peer transformer-lens|none] [--device cpu|cuda]
@@ -138,8 +139,8 @@ def main() -> None:
         return torch.stack(out)
 
     def tl_loop(masks: list[Mask]) -> torch.Tensor:
-        return torch.stack([peer.run_with_hooks(tokens, fwd_hooks=peer_tl.mean_ablation_hooks(mask, reference))[rows, answer_pos]
-                            for mask in masks])
+        return torch.stack([peer.run_with_hooks(tokens, fwd_hooks=peer_tl.mean_ablation_hooks(mask, reference))
+                            [rows, answer_pos] for mask in masks])
 
     # (label, function, workload or None for the plain arms, which do not depend on the masks)
     arms: list[tuple[str, Callable, str | None]] = [("plain forwards, circuitspec model", plain(model), None)]
