@@ -30,13 +30,12 @@ def _hash_warning(data: dict, out: Path) -> str | None:
     from ..engine.errors import CircuitspecError
     from ..engine.zoo import resolve_model_path
     from ..travel.circuit_json import weights_sha256
-    from ..travel.skeleton import _model_text
+    from ..travel.skeleton import model_text
 
-    ref = _model_text(data, out)
-    base = out.resolve().parent if str(out) != "-" else Path.cwd()
-    candidate = base / ref if (base / ref).is_dir() else Path(ref)
+    ref = model_text(data, out)  # as the skeleton names it: a folder relative to the skeleton, or a shipped name
+    folder = out.resolve().parent / ref
     try:
-        found = weights_sha256(resolve_model_path(str(candidate) if candidate.is_dir() else ref))
+        found = weights_sha256(resolve_model_path(str(folder) if folder.is_dir() else ref))
     except CircuitspecError as e:
         return f"model {ref!r} cannot be read here ({e.message}); the skeleton names it anyway"
     expected = data.get("model_sha256")
@@ -47,7 +46,7 @@ def _hash_warning(data: dict, out: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..travel.skeleton import ImportError_, skeleton_text
+    from ..travel.skeleton import NotACircuit, skeleton_text
 
     say = Reporter(args, stdout_taken=writes_to_stdout(args.output))
     try:
@@ -60,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.circuit}: not a circuit exported by `circuitspec export` (not a JSON object)")
     try:
         text = skeleton_text(data, Path(str(args.output)) if str(args.output) != "-" else Path("skeleton.circ"))
-    except ImportError_ as e:
+    except NotACircuit as e:
         raise UsageError(f"{args.circuit}: {e}") from None
-    warning = _hash_warning(data, Path(str(args.output)))
+    warning = _hash_warning(data, Path(str(args.output)) if str(args.output) != "-" else Path("skeleton.circ"))
     if warning:
         from rich.console import Console
         from rich.markup import escape

@@ -16,7 +16,7 @@ from typing import Any
 from ..engine.naming import NodeName, index_ranges, parse_node_name
 
 
-class ImportError_(ValueError):
+class NotACircuit(ValueError):
     """The JSON is not an exported circuit (the command prints it in one line, exit 2)."""
 
 
@@ -49,7 +49,7 @@ def _unnamed_group(hook: str, head: int | None, taken: set[str]) -> str:
     return name
 
 
-def _model_text(data: dict[str, Any], out_path: Path) -> str:
+def model_text(data: dict[str, Any], out_path: Path) -> str:
     """The model as the spec named it; a checkpoint folder is re-pointed relative to the skeleton."""
     from ..engine.zoo import shipped_names
 
@@ -79,7 +79,7 @@ def _edge_lines(edges: list[dict[str, Any]]) -> list[str]:
 
 
 def skeleton_text(data: dict[str, Any], out_path: Path) -> str:
-    """The formatted ``.circ`` text for an exported circuit (ImportError_ if it is not one)."""
+    """The formatted ``.circ`` text for an exported circuit (NotACircuit if it is not one)."""
     from ..lang import format_spec, parse_spec
 
     try:
@@ -87,7 +87,7 @@ def skeleton_text(data: dict[str, Any], out_path: Path) -> str:
         definitions = data.get("definitions", [])
         lines = [f"# Imported from a circuit exported by `circuitspec export` ({len(nodes)} nodes, {len(data.get('edges', []))} edges)",
                  f"spec {data['spec']}" + (f" {_quoted(data['description'])}" if data.get("description") else ""),
-                 f"model {_quoted(_model_text(data, out_path))}", f"task {data['task']}"]
+                 f"model {_quoted(model_text(data, out_path))}", f"task {data['task']}"]
         if data.get("ablation"):
             lines.append(f"ablate {data['ablation']}")
         if data.get("circuit", "nodes") == "edges":
@@ -111,9 +111,9 @@ def skeleton_text(data: dict[str, Any], out_path: Path) -> str:
             lines += ["", *_edge_lines(data.get("edges", []))]
         lines += ["", *(c["text"] for c in sorted(data.get("claims", []), key=lambda c: c["line"]))]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ImportError_(f"not a circuit exported by `circuitspec export` ({type(e).__name__}: {e})") from None
+        raise NotACircuit(f"not a circuit exported by `circuitspec export` ({type(e).__name__}: {e})") from None
     text = "\n".join(lines) + "\n"
     parsed = parse_spec(text, str(out_path))
     if not parsed.ok:
-        raise ImportError_("the exported circuit does not make a valid spec: " + "; ".join(d.message for d in parsed.diagnostics))
+        raise NotACircuit("the exported circuit does not make a valid spec: " + "; ".join(d.message for d in parsed.diagnostics))
     return format_spec(parsed.spec)
