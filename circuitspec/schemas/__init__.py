@@ -1,7 +1,7 @@
 """JSON Schemas (draft 2020-12) of every command's ``--json`` output: the contract CI parses against.
 
 One file per command, ``<command>.schema.json``, shipped with the package. The objects that
-``verify``, ``falsify``, ``diff`` and ``discover`` write carry ``schema`` (the schema's ``$id``) and
+``verify``, ``falsify``, ``diff``, ``discover`` and ``export`` write carry ``schema`` (the schema's ``$id``) and
 ``format_version``; the outputs that are a list (``check``, ``prove``, ``models``) or a map keyed by
 task name (``eval``, ``tasks``) carry no version of their own.
 
@@ -21,7 +21,10 @@ from importlib import resources
 from typing import Any
 
 #: Commands whose ``--json`` output has a schema, in the order the README lists them.
-COMMANDS = ("verify", "falsify", "diff", "prove", "discover", "check", "eval", "tasks", "models")
+COMMANDS = ("verify", "falsify", "diff", "export", "prove", "discover", "check", "eval", "tasks", "models")
+
+#: Of those, the commands whose schema is of the file they write with ``-o`` (no ``--json`` option).
+FILE_OUTPUTS = ("export",)
 
 #: The version of every output format here; it goes up only when a field is renamed, removed or
 #: changes meaning (added fields keep it).
