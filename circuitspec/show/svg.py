@@ -48,6 +48,7 @@ STYLE = f"""
 .circuit .desc {{ font-size: 11px; fill: #57534e; }}
 .circuit .small {{ font-size: 9.5px; fill: #4b5563; }}
 .circuit .count {{ font-size: 10px; font-weight: 700; fill: #ffffff; }}
+.circuit .lod {{ display: none; font-weight: 700; }}
 .circuit .axis {{ stroke: #d1d5db; stroke-width: 1; }}
 .circuit .w {{ fill: none; stroke-linecap: round; }}
 .circuit .w-weight {{ stroke-opacity: 0.5; }}
@@ -214,15 +215,20 @@ def draw_box(box: Box, picture: Picture) -> str:
                          f'stroke="{color}" stroke-opacity="{0.35 + off / 30:.2f}"/>')
     parts.append(f'<rect class="box" width="{num(box.w)}" height="{num(box.h)}" rx="{rx}" stroke="{color}"/>')
     parts.append(f'<rect x="0" y="0" width="{num(box.w)}" height="22" rx="{rx}" fill="{color}" fill-opacity="0.1"/>')
-    parts.append(_glyph(u.kind, box.w - 14, 11))
+    parts.append('<g class="deco">' + _glyph(u.kind, box.w - 14, 11))
     title_room = box.w - 36
+    count = f"{len(u.members):,}"
     if u.collapsed:
-        count = f"{len(u.members):,}"
         badge_w = 8 + 6.5 * len(count)
         title_room -= badge_w + 6
         parts.append(f'<rect x="{num(box.w - 28 - badge_w)}" y="4" width="{num(badge_w)}" height="14" rx="7" fill="{color}"/>')
         parts.append(f'<text x="{num(box.w - 28 - badge_w / 2)}" y="14.5" text-anchor="middle" class="count">{count}</text>')
+    parts.append("</g>")
     text, token = title_parts(u)
+    # The compact label a zoomed-out page shows instead of the detail (hidden unless a viewer turns it
+    # on): the box's title, with the channel count of a collapsed box, since the badge is hidden then.
+    compact = text + token + (f" ×{count}" if u.collapsed else "")
+    lod = f'<text x="8" y="3" class="lod" data-w="{num(box.w)}" data-h="{num(box.h)}">{esc(compact)}</text>'
     token_part = f'<tspan class="mono">{esc(token)}</tspan>' if token else ""
     parts.append(f'<text x="10" y="15.5" class="name">{esc(fit(text, title_room, 12.5, bold=True))}{token_part}</text>')
     parts.append(f'<text x="10" y="34" class="hook mono">{esc(fit(u.label, box.w - 20, 10, mono=True))}</text>')
@@ -233,6 +239,7 @@ def draw_box(box: Box, picture: Picture) -> str:
     if u.stats is not None:
         rows = _member_strip(box, picture, y + 2) if u.collapsed else _value_rows(box, picture, y + 4)
         parts.extend(rows)
+    parts.append(lod)  # last, so it is drawn over the activation plot it may cover
     parts.append("</g>")
     return "".join(parts)
 
