@@ -399,3 +399,15 @@ def test_chromium_opens_fitted_legible_and_zooms(tmp_path):
     assert actual["scale"] == 1 and not actual["far"] and min(actual["sizes"]) == pytest.approx(12.5)
     assert [float(v) for v in actual["viewBox"].split()][2:] == [width, height], "100%: one unit, one pixel"
     assert m["key0"]["viewBox"] == fit["viewBox"], "the 0 key fits again"
+
+
+def test_compact_labels_tell_apart_the_boxes_of_a_group(closing):
+    from circuitspec.show.svg import column_label, compact_label
+    _, picture = closing
+    reader = next(u for u in picture.units if "reader" in u.names)
+    assert compact_label(reader) == ("reader · copied_type · h1 z19", "h1 z19")
+    rest = next(u for u in picture.units if u.names == ("copied_type",))
+    assert compact_label(rest) == ("copied_type ×31", "×31")
+    labels = [(u.column, compact_label(u)[0]) for u in picture.units]
+    assert len(set(labels)) == len(labels), "no two boxes of a column look the same zoomed out"
+    assert [column_label(c.title) for c in columns(2)][:6] == ["inputs", "resid_pre", "q k v", "z", "resid_mid", "MLP neurons"]

@@ -34,8 +34,8 @@ svg.focus .unit.hi { opacity: 1; }
    instead, at a constant size on screen (--px is one screen pixel in picture units, set by the script),
    with a white halo so it stays readable over the activation plot. */
 svg.far .unit .name, svg.far .unit .hook, svg.far .unit .desc, svg.far .unit .small, svg.far .unit .deco,
-svg.far .col-hooks { display: none; }
-svg.far .unit .lod { display: inline; font-size: calc(10px * var(--px, 1)); fill: #111827;
+svg.far .col-title, svg.far .col-hooks { display: none; }
+svg.far .lod { display: inline; font-size: calc(10px * var(--px, 1)); fill: #111827;
                      stroke: #ffffff; stroke-width: calc(3px * var(--px, 1)); stroke-linejoin: round; paint-order: stroke; }
 svg.far .band-title { font-size: calc(12px * var(--px, 1)); }
 """
@@ -105,40 +105,47 @@ SCRIPT = """
   // the detail lines for one compact label per box, LABEL_PX on screen whatever the zoom. Its text is
   // wrapped here to the box's size at the current scale (character widths estimated, as the Python
   // layout does), and only re-wrapped when the number of characters or lines that fit changes.
-  var CHAR_EM = 0.6, LINE_EM = 1.2;
-  var labels = Array.prototype.map.call(svg.querySelectorAll('.unit .lod'), function (el) {
+  var CHAR_EM = 0.56, LINE_EM = 1.2;
+  var labels = Array.prototype.map.call(svg.querySelectorAll('.lod'), function (el) {
     return {el: el, text: el.textContent, w: parseFloat(el.getAttribute('data-w')),
-            h: parseFloat(el.getAttribute('data-h')), key: ''};
+            h: parseFloat(el.getAttribute('data-h') || 'Infinity'), rows: parseInt(el.getAttribute('data-rows') || '3', 10),
+            tail: el.getAttribute('data-tail') || '', up: el.hasAttribute('data-up'), key: ''};
   });
-  function wrap(text, perLine, rows) {
+  // Lines of at most perLine characters, at most `rows` of them. Lines break after spaces and
+  // underscores, since spec names are identifiers (quote_head_values); only a piece wider than a
+  // whole line is cut. When the text needs more rows, the last one ends with an ellipsis and the
+  // label's tail (the channel, h1 v19), which is what tells apart the boxes of one group.
+  function wrap(text, perLine, rows, tail) {
     var lines = [], line = '';
-    text.split(' ').forEach(function (word) {
-      while (word.length > perLine) {  // a word wider than the box is cut, not allowed to spill out
-        if (line) { lines.push(line); line = ''; }
-        lines.push(word.slice(0, perLine));
-        word = word.slice(perLine);
-      }
-      if (!line) { line = word; } else if (line.length + 1 + word.length <= perLine) { line += ' ' + word; }
-      else { lines.push(line); line = word; }
+    (text.match(/[^ _]*[ _]?/g) || []).forEach(function (piece) {
+      if (line && (line + piece).trim().length > perLine) { lines.push(line.trim()); line = ''; }
+      while (piece.trim().length > perLine) { lines.push(piece.slice(0, perLine)); piece = piece.slice(perLine); }
+      line += piece;
     });
-    if (line) { lines.push(line); }
+    if (line.trim()) { lines.push(line.trim()); }
     if (lines.length > rows) {
+      var end = tail && tail.length + 2 <= perLine ? '\\u2026 ' + tail : '\\u2026';
       lines = lines.slice(0, rows);
-      lines[rows - 1] = lines[rows - 1].slice(0, perLine - 1) + '\\u2026';
+      lines[rows - 1] = lines[rows - 1].slice(0, perLine - end.length).trim() + end;
     }
     return lines;
   }
   function placeLabel(label) {
     var perLine = Math.max(3, Math.floor((label.w - 14) * view.k / (CHAR_EM * LABEL_PX)));
-    var rows = Math.max(1, Math.min(3, Math.floor((label.h - 6) * view.k / (LINE_EM * LABEL_PX))));
+    var fitRows = Math.floor((label.h - 6) * view.k / (LINE_EM * LABEL_PX));
+    var rows = Math.max(1, Math.min(label.rows, fitRows));
     var key = perLine + ':' + rows;
     if (label.key === key) { return; }
     label.key = key;
     while (label.el.firstChild) { label.el.removeChild(label.el.firstChild); }
-    wrap(label.text, perLine, rows).forEach(function (line, i) {
+    var lines = wrap(label.text, perLine, rows, label.tail);
+    lines.forEach(function (line, i) {
       var span = document.createElementNS(svg.namespaceURI, 'tspan');
       span.setAttribute('x', label.el.getAttribute('x'));
-      span.setAttribute('dy', i ? LINE_EM + 'em' : '0.95em');  // the first line's top at the label's y
+      // a box label hangs from its y (the first line's top there); a column label stands on it,
+      // growing upwards, so its last line ends just above the column's first box
+      var first = label.up ? -(lines.length - 1) * LINE_EM + 'em' : '0.95em';
+      span.setAttribute('dy', i ? LINE_EM + 'em' : first);
       span.textContent = line;
       label.el.appendChild(span);
     });
