@@ -411,3 +411,18 @@ def test_compact_labels_tell_apart_the_boxes_of_a_group(closing):
     labels = [(u.column, compact_label(u)[0]) for u in picture.units]
     assert len(set(labels)) == len(labels), "no two boxes of a column look the same zoomed out"
     assert [column_label(c.title) for c in columns(2)][:6] == ["inputs", "resid_pre", "q k v", "z", "resid_mid", "MLP neurons"]
+
+
+def test_a_shared_description_is_drawn_once(quote_head):
+    layout = lay_out(build_picture(quote_head, ShowOptions(samples=20, expand=32)))  # 128 boxes, 2 groups described
+    drawn = Counter(b.unit.description for b in layout.boxes if b.description)
+    described = Counter(b.unit.description for b in layout.boxes if b.unit.description)
+    assert len(drawn) == len(described) == 2 and set(drawn.values()) == {1} and set(described.values()) == {32}
+    first = {}
+    for b in layout.boxes:
+        if b.unit.description:
+            first.setdefault(b.unit.description, b)
+    assert all(b.description for b in first.values()), "drawn in the group's first box"
+    svg = render_svg(layout)
+    for description in described:
+        assert svg.count(f"“{description}”") == 32, "every box's tooltip still has it"

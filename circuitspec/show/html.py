@@ -19,7 +19,8 @@ body { margin: 0; background: #fcfcfb; color: #1f2937; font-family: 'Helvetica N
 #picture { position: fixed; inset: 0; }
 #picture svg { display: block; width: 100%; height: 100%; touch-action: none; cursor: grab; }
 #picture svg.dragging { cursor: grabbing; }
-#bar { position: fixed; top: 10px; right: 12px; display: flex; gap: 6px; z-index: 2; align-items: center; }
+#bar { position: fixed; top: 8px; right: 10px; display: flex; gap: 6px; z-index: 2; align-items: center;
+       padding: 3px; border-radius: 8px; background: rgba(252, 252, 251, 0.92); }  /* readable over the picture */
 #bar button { font: inherit; font-size: 12px; padding: 4px 10px; border: 1px solid #d1d5db; border-radius: 6px;
               background: #ffffff; color: #374151; cursor: pointer; }
 #bar #zoom { font-size: 12px; color: #6b7280; min-width: 3.5em; text-align: right; }
