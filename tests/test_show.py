@@ -365,6 +365,10 @@ MEASURE = """<script>
   out.actual = measure();
   document.dispatchEvent(new KeyboardEvent('keydown', {key: '0', bubbles: true}));
   out.key0 = measure();
+  [['pointerdown', 700, 450], ['pointermove', 650, 420], ['pointermove', 600, 400], ['pointerup', 600, 400]].forEach(function (e) {
+    svg.dispatchEvent(new PointerEvent(e[0], {clientX: e[1], clientY: e[2], button: 0, pointerId: 1, bubbles: true}));
+  });
+  out.drag = measure();
   var pre = document.createElement('pre');
   pre.id = 'measure';
   pre.textContent = JSON.stringify(out);
@@ -399,6 +403,11 @@ def test_chromium_opens_fitted_legible_and_zooms(tmp_path):
     assert actual["scale"] == 1 and not actual["far"] and min(actual["sizes"]) == pytest.approx(12.5)
     assert [float(v) for v in actual["viewBox"].split()][2:] == [width, height], "100%: one unit, one pixel"
     assert m["key0"]["viewBox"] == fit["viewBox"], "the 0 key fits again"
+    before, after = ([float(v) for v in m[k]["viewBox"].split()] for k in ("key0", "drag"))
+    k = fit["scale"]
+    assert after[0] - before[0] == pytest.approx(100 / k, abs=0.05) and after[1] - before[1] == pytest.approx(50 / k, abs=0.05), \
+        "dragging 100 px left and 50 px up moves the view as far right and down"
+    assert after[2:] == before[2:], "dragging does not zoom"
 
 
 def test_compact_labels_tell_apart_the_boxes_of_a_group(closing):

@@ -169,7 +169,9 @@ SCRIPT = """
   svg.addEventListener('pointerdown', function (ev) {
     if (ev.button !== 0) { return; }
     drag = {x: ev.clientX, y: ev.clientY, moved: false};
-    svg.setPointerCapture(ev.pointerId);
+    // keep receiving the moves when the pointer leaves the window mid-drag (a scripted event has no
+    // live pointer to capture, which the drag does not need)
+    try { svg.setPointerCapture(ev.pointerId); } catch (e) { /* no live pointer */ }
   });
   svg.addEventListener('pointermove', function (ev) {
     if (!drag) { return; }
