@@ -52,7 +52,7 @@ SCRIPT = """
   // viewBox, whose aspect ratio always equals the window's, so nothing is letterboxed and a screen
   // offset converts to picture units by dividing by k.
   var full = svg.viewBox.baseVal, pictureW = full.width, pictureH = full.height;
-  var view = {x: 0, y: 0, k: 1};
+  var view = {x: 0, y: 0, k: 1, fitted: true};  // fitted: untouched since the last fit
   var NAME_PX = 12.5, LEGIBLE_PX = 9, LABEL_PX = 10, MAX_K = 4;
   var zoomText = document.getElementById('zoom');
 
@@ -80,6 +80,7 @@ SCRIPT = """
     view.k = fitScale();
     view.x = (pictureW - s.w / view.k) / 2;  // centred: the spare room split on both sides
     view.y = (pictureH - s.h / view.k) / 2;
+    view.fitted = true;
     apply();
   }
   // Scale by `factor` keeping the picture point under the screen point (cx, cy) where it is.
@@ -87,6 +88,7 @@ SCRIPT = """
     var s = screen(), px = cx - s.left, py = cy - s.top;
     var x = view.x + px / view.k, y = view.y + py / view.k;
     view.k = clampScale(view.k * factor);
+    view.fitted = false;
     view.x = x - px / view.k;
     view.y = y - py / view.k;
     apply();
@@ -98,6 +100,7 @@ SCRIPT = """
   function panBy(dx, dy) {
     view.x -= dx / view.k;
     view.y -= dy / view.k;
+    view.fitted = false;
     apply();
   }
 
@@ -202,10 +205,13 @@ SCRIPT = """
   document.getElementById('actual').addEventListener('click', actualSize);
   document.getElementById('zoom-in').addEventListener('click', function () { zoomCentre(1.25); });
   document.getElementById('zoom-out').addEventListener('click', function () { zoomCentre(0.8); });
-  // a resized window keeps the scale and the picture point at its centre
+  // A resized window fits again when the reader has not zoomed or panned since the last fit (a
+  // headless browser also sizes its viewport after the script has run); otherwise it keeps the scale
+  // and the picture point at its centre.
   var last = screen();
   window.addEventListener('resize', function () {
     var s = screen();
+    if (view.fitted) { last = s; fit(); return; }
     view.x += (last.w - s.w) / 2 / view.k;
     view.y += (last.h - s.h) / 2 / view.k;
     last = s;
