@@ -60,12 +60,14 @@ SCRIPT = """
     var r = svg.getBoundingClientRect();
     return {left: r.left, top: r.top, w: r.width || 1, h: r.height || 1};
   }
+  // The scale that shows the whole picture, but never above actual size: a small picture in a large
+  // window is not blown up (its text would be larger than the page's own).
   function fitScale() {
     var s = screen();
-    return Math.min(s.w / pictureW, s.h / pictureH);
+    return Math.min(1, s.w / pictureW, s.h / pictureH);
   }
   // no further out than half the fitted size (the picture would be a speck), no further in than 4x
-  function clampScale(k) { return Math.min(MAX_K, Math.max(Math.min(1, fitScale()) / 2, k)); }
+  function clampScale(k) { return Math.min(MAX_K, Math.max(fitScale() / 2, k)); }
   function apply() {
     var s = screen();
     view.k = clampScale(view.k);
