@@ -191,22 +191,23 @@ SCRIPT = """
   svg.addEventListener('pointerup', endDrag);
   svg.addEventListener('pointercancel', endDrag);
 
+  function actualSize() { zoomCentre(1 / view.k); }
+  function zoomIn() { zoomCentre(1.25); }
+  function zoomOut() { zoomCentre(0.8); }
+  var STEP = 80;  // pixels an arrow key pans
+  var KEYS = {
+    '+': zoomIn, '=': zoomIn, '-': zoomOut, '_': zoomOut, '0': fit, '1': actualSize,
+    'ArrowLeft': function () { panBy(STEP, 0); }, 'ArrowRight': function () { panBy(-STEP, 0); },
+    'ArrowUp': function () { panBy(0, STEP); }, 'ArrowDown': function () { panBy(0, -STEP); }
+  };
   document.addEventListener('keydown', function (ev) {
     if (ev.ctrlKey || ev.metaKey || ev.altKey) { return; }  // leave the browser's own shortcuts alone
-    var step = 80, keys = {
-      '+': function () { zoomCentre(1.25); }, '=': function () { zoomCentre(1.25); },
-      '-': function () { zoomCentre(0.8); }, '_': function () { zoomCentre(0.8); },
-      '0': fit, '1': actualSize,
-      'ArrowLeft': function () { panBy(step, 0); }, 'ArrowRight': function () { panBy(-step, 0); },
-      'ArrowUp': function () { panBy(0, step); }, 'ArrowDown': function () { panBy(0, -step); }
-    };
-    if (keys[ev.key]) { ev.preventDefault(); keys[ev.key](); }
+    if (KEYS[ev.key]) { ev.preventDefault(); KEYS[ev.key](); }
   });
-  function actualSize() { zoomCentre(1 / view.k); }
   document.getElementById('fit').addEventListener('click', fit);
   document.getElementById('actual').addEventListener('click', actualSize);
-  document.getElementById('zoom-in').addEventListener('click', function () { zoomCentre(1.25); });
-  document.getElementById('zoom-out').addEventListener('click', function () { zoomCentre(0.8); });
+  document.getElementById('zoom-in').addEventListener('click', zoomIn);
+  document.getElementById('zoom-out').addEventListener('click', zoomOut);
   // A resized window fits again when the reader has not zoomed or panned since the last fit (a
   // headless browser also sizes its viewport after the script has run); otherwise it keeps the scale
   // and the picture point at its centre.
