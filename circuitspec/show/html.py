@@ -109,13 +109,13 @@ SCRIPT = """
   // ---- level of detail ---------------------------------------------------------------------------
   // Below the scale at which a box's bold name is LEGIBLE_PX on screen, the CSS class 'far' swaps
   // the detail lines for one compact label per box, LABEL_PX on screen whatever the zoom. Its text is
-  // wrapped here to the box's size at the current scale (character widths estimated, as the Python
-  // layout does), and only re-wrapped when the number of characters or lines that fit changes.
-  var CHAR_EM = 0.56, LINE_EM = 1.2;
+  // wrapped here to the box's size at the current scale, and only re-wrapped when the number of
+  // characters or lines that fit changes.
+  var CHAR_EM = 0.6, LINE_EM = 1.2;
   var labels = Array.prototype.map.call(svg.querySelectorAll('.lod'), function (el) {
     return {el: el, text: el.textContent, w: parseFloat(el.getAttribute('data-w')),
             h: parseFloat(el.getAttribute('data-h') || 'Infinity'), rows: parseInt(el.getAttribute('data-rows') || '3', 10),
-            tail: el.getAttribute('data-tail') || '', up: el.hasAttribute('data-up'), key: ''};
+            tail: el.getAttribute('data-tail') || '', up: el.hasAttribute('data-up'), key: '', em: 0};
   });
   // Lines of at most perLine characters, at most `rows` of them. Lines break after spaces and
   // underscores, since spec names are identifiers (quote_head_values); only a piece wider than a
@@ -137,7 +137,13 @@ SCRIPT = """
     return lines;
   }
   function placeLabel(label) {
-    var perLine = Math.max(3, Math.floor((label.w - 14) * view.k / (CHAR_EM * LABEL_PX)));
+    if (!label.em) {
+      // The first time a label shows, it still holds its whole text on one line: measure its mean
+      // character width in the reader's font (5% spare); CHAR_EM is the estimate if it cannot be measured.
+      var width = label.el.getComputedTextLength();
+      label.em = width > 0 ? 1.05 * width / (label.text.length * LABEL_PX / view.k) : CHAR_EM;
+    }
+    var perLine = Math.max(3, Math.floor((label.w - 18) * view.k / (label.em * LABEL_PX)));
     var fitRows = Math.floor((label.h - 6) * view.k / (LINE_EM * LABEL_PX));
     var rows = Math.max(1, Math.min(label.rows, fitRows));
     var key = perLine + ':' + rows;
