@@ -355,7 +355,15 @@ MEASURE = """<script>
       var label = getComputedStyle(lod).display !== 'none' ? lod : g.querySelector('.name');
       return parseFloat(getComputedStyle(label).fontSize) * label.getScreenCTM().a;
     });
+    // how far each box's visible label reaches past the box's right and bottom edges, in screen pixels
+    var overflow = Array.prototype.map.call(svg.querySelectorAll('.unit'), function (g) {
+      var lod = g.querySelector('.lod');
+      var label = (getComputedStyle(lod).display !== 'none' ? lod : g.querySelector('.name')).getBoundingClientRect();
+      var box = g.querySelector('.box').getBoundingClientRect();
+      return Math.max(label.right - box.right, label.bottom - box.bottom);
+    });
     return {window: [innerWidth, innerHeight], units: rect('.units'), wires: rect('.wires'), sizes: sizes,
+            overflow: Math.max.apply(null, overflow),
             far: svg.classList.contains('far'), viewBox: svg.getAttribute('viewBox'), scale: circuitView.scale()};
   }
   var out = {fit: measure()};
@@ -396,9 +404,10 @@ def test_chromium_opens_fitted_legible_and_zooms(tmp_path):
         assert -0.5 <= left < right <= width + 0.5 and -0.5 <= top < bottom <= height + 0.5, box
     assert fit["scale"] < 0.5 and fit["far"], "a 70-box circuit is drawn smaller than life, with compact labels"
     assert min(fit["sizes"]) >= 9, f"names are {min(fit['sizes']):.1f} px on screen after fit"
+    assert fit["overflow"] <= 1, "every compact label stays inside its box"
     wheel = m["wheel"]
     assert wheel["viewBox"] != fit["viewBox"] and wheel["scale"] > fit["scale"], "the wheel zooms in"
-    assert min(wheel["sizes"]) >= 9
+    assert min(wheel["sizes"]) >= 9 and wheel["overflow"] <= 1
     actual = m["actual"]
     assert actual["scale"] == 1 and not actual["far"] and min(actual["sizes"]) == pytest.approx(12.5)
     assert [float(v) for v in actual["viewBox"].split()][2:] == [width, height], "100%: one unit, one pixel"

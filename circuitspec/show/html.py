@@ -139,9 +139,10 @@ SCRIPT = """
   function placeLabel(label) {
     if (!label.em) {
       // The first time a label shows, it still holds its whole text on one line: measure its mean
-      // character width in the reader's font (5% spare); CHAR_EM is the estimate if it cannot be measured.
+      // character width in the reader's font, 10% more since a line of wide characters (digits, #) is wider
+      // than the mean; CHAR_EM is the estimate if it cannot be measured.
       var width = label.el.getComputedTextLength();
-      label.em = width > 0 ? 1.05 * width / (label.text.length * LABEL_PX / view.k) : CHAR_EM;
+      label.em = width > 0 ? 1.1 * width / (label.text.length * LABEL_PX / view.k) : CHAR_EM;
     }
     var perLine = Math.max(3, Math.floor((label.w - 18) * view.k / (label.em * LABEL_PX)));
     var fitRows = Math.floor((label.h - 6) * view.k / (LINE_EM * LABEL_PX));
