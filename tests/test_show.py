@@ -1,6 +1,7 @@
 """`circuitspec show`: the picture's circuit-level facts, its layout, self-contained output, the CLI,
 and a real headless browser rendering it (skipped where Debian's chromium is not installed)."""
 
+import json
 import re
 import shutil
 import struct
@@ -8,6 +9,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 import zlib
 from collections import Counter
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -317,7 +319,7 @@ def test_chromium_renders_the_nodes_and_hover_highlights(quote_head_page, tmp_pa
         assert f'data-names="{name}"' in dom
     assert 'data-node="blocks.1.attn.hook_q[head=1, *]"' in dom
     assert dom.count('data-tip="') >= 4, "the page's script ran and moved the tooltips"
-    assert re.search(r'<svg[^>]*class="circuit focus"', dom), "hovering a box focuses the picture"
+    assert re.search(r'<svg[^>]*class="circuit[^"]*\bfocus\b', dom), "hovering a box focuses the picture"
     assert re.search(r'class="unit k-z collapsed hi"[^>]*data-names="copied_type"', dom)
     assert len(re.findall(r'class="w w-structural hi"', dom)) == 3, "its three wires are highlighted"
     tip = re.search(r'<div id="tip"[^>]*>(.*?)</div>', dom, re.S)
@@ -338,3 +340,107 @@ def test_chromium_screenshot_is_not_blank(quote_head_page, tmp_path):
     chromium([f"--screenshot={tmp_path / 'blank.png'}", "--window-size=1240,640", blank.as_uri()], tmp_path / "profile")
     _, _, blank_rows = png_rows(tmp_path / "blank.png")
     assert sum(1 for row in blank_rows if sum(1 for b in row if b) > 40) < 5, "the check itself tells blank from drawn"
+
+
+# Measures the page as a reader sees it, after the page's own script has fitted it to the window:
+# where the circuit lies on screen, the on-screen font size of each box's visible name label, and the
+# viewBox; then again after a wheel zoom, the "100%" button and the "0" key. Written into the DOM as JSON.
+MEASURE = """<script>
+(function () {
+  var svg = document.querySelector('#picture svg');
+  function rect(sel) { var r = svg.querySelector(sel).getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }
+  function measure() {
+    var sizes = Array.prototype.map.call(svg.querySelectorAll('.unit'), function (g) {
+      var lod = g.querySelector('.lod');
+      var label = getComputedStyle(lod).display !== 'none' ? lod : g.querySelector('.name');
+      return parseFloat(getComputedStyle(label).fontSize) * label.getScreenCTM().a;
+    });
+    // how far each box's visible label reaches past the box's right and bottom edges, in screen pixels
+    var overflow = Array.prototype.map.call(svg.querySelectorAll('.unit'), function (g) {
+      var lod = g.querySelector('.lod');
+      var label = (getComputedStyle(lod).display !== 'none' ? lod : g.querySelector('.name')).getBoundingClientRect();
+      var box = g.querySelector('.box').getBoundingClientRect();
+      return Math.max(label.right - box.right, label.bottom - box.bottom);
+    });
+    return {window: [innerWidth, innerHeight], units: rect('.units'), wires: rect('.wires'), sizes: sizes,
+            overflow: Math.max.apply(null, overflow),
+            far: svg.classList.contains('far'), viewBox: svg.getAttribute('viewBox'), scale: circuitView.scale()};
+  }
+  var out = {fit: measure()};
+  svg.dispatchEvent(new WheelEvent('wheel', {deltaY: -300, clientX: 300, clientY: 200, bubbles: true, cancelable: true}));
+  out.wheel = measure();
+  document.getElementById('actual').click();
+  out.actual = measure();
+  document.dispatchEvent(new KeyboardEvent('keydown', {key: '0', bubbles: true}));
+  out.key0 = measure();
+  [['pointerdown', 700, 450], ['pointermove', 650, 420], ['pointermove', 600, 400], ['pointerup', 600, 400]].forEach(function (e) {
+    svg.dispatchEvent(new PointerEvent(e[0], {clientX: e[1], clientY: e[2], button: 0, pointerId: 1, bubbles: true}));
+  });
+  out.drag = measure();
+  var pre = document.createElement('pre');
+  pre.id = 'measure';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>"""
+
+
+@needs_chromium
+def test_chromium_opens_fitted_legible_and_zooms(tmp_path):
+    picture = build_picture(resolve(SPECS / "closing_quote_small.circ"), ShowOptions(samples=30))
+    page = tmp_path / "measure.html"
+    page.write_text(render_html(lay_out(picture)).replace("</body>", MEASURE + "</body>"), encoding="utf-8")
+    result = chromium(["--dump-dom", "--window-size=1400,900", page.as_uri()], tmp_path / "profile")
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = re.search(r'<pre id="measure">(.*?)</pre>', result.stdout, re.S)
+    assert found, "the page's script or the measuring script failed"
+    m = json.loads(unescape(found.group(1)))
+    fit = m["fit"]
+    width, height = fit["window"]
+    assert width == 1400 and 600 < height <= 900
+    assert len(fit["sizes"]) == len(picture.units) >= 60
+    for box in (fit["units"], fit["wires"]):  # the whole circuit is on screen
+        left, top, right, bottom = box
+        assert -0.5 <= left < right <= width + 0.5 and -0.5 <= top < bottom <= height + 0.5, box
+    assert fit["scale"] < 0.5 and fit["far"], "a 70-box circuit is drawn smaller than life, with compact labels"
+    assert min(fit["sizes"]) >= 9, f"names are {min(fit['sizes']):.1f} px on screen after fit"
+    assert fit["overflow"] <= 1, "every compact label stays inside its box"
+    wheel = m["wheel"]
+    assert wheel["viewBox"] != fit["viewBox"] and wheel["scale"] > fit["scale"], "the wheel zooms in"
+    assert min(wheel["sizes"]) >= 9 and wheel["overflow"] <= 1
+    actual = m["actual"]
+    assert actual["scale"] == 1 and not actual["far"] and min(actual["sizes"]) == pytest.approx(12.5)
+    assert [float(v) for v in actual["viewBox"].split()][2:] == [width, height], "100%: one unit, one pixel"
+    assert m["key0"]["viewBox"] == fit["viewBox"], "the 0 key fits again"
+    before, after = ([float(v) for v in m[k]["viewBox"].split()] for k in ("key0", "drag"))
+    k = fit["scale"]
+    assert after[0] - before[0] == pytest.approx(100 / k, abs=0.05) and after[1] - before[1] == pytest.approx(50 / k, abs=0.05), \
+        "dragging 100 px left and 50 px up moves the view as far right and down"
+    assert after[2:] == before[2:], "dragging does not zoom"
+
+
+def test_compact_labels_tell_apart_the_boxes_of_a_group(closing):
+    from circuitspec.show.svg import column_label, compact_label
+    _, picture = closing
+    reader = next(u for u in picture.units if "reader" in u.names)
+    assert compact_label(reader) == ("reader · copied_type · h1 z19", "h1 z19")
+    rest = next(u for u in picture.units if u.names == ("copied_type",))
+    assert compact_label(rest) == ("copied_type ×31", "×31")
+    labels = [(u.column, compact_label(u)[0]) for u in picture.units]
+    assert len(set(labels)) == len(labels), "no two boxes of a column look the same zoomed out"
+    assert [column_label(c.title) for c in columns(2)][:6] == ["inputs", "resid_pre", "q k v", "z", "resid_mid", "MLP neurons"]
+
+
+def test_a_shared_description_is_drawn_once(quote_head):
+    layout = lay_out(build_picture(quote_head, ShowOptions(samples=20, expand=32)))  # 128 boxes, 2 groups described
+    drawn = Counter(b.unit.description for b in layout.boxes if b.description)
+    described = Counter(b.unit.description for b in layout.boxes if b.unit.description)
+    assert len(drawn) == len(described) == 2 and set(drawn.values()) == {1} and set(described.values()) == {32}
+    first = {}
+    for b in layout.boxes:
+        if b.unit.description:
+            first.setdefault(b.unit.description, b)
+    assert all(b.description for b in first.values()), "drawn in the group's first box"
+    svg = render_svg(layout)
+    for description in described:
+        assert svg.count(f"“{description}”") == 32, "every box's tooltip still has it"

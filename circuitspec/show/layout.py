@@ -41,7 +41,7 @@ class Box:
     y: float
     w: float
     h: float
-    description: tuple[str, ...]  # the description, wrapped
+    description: tuple[str, ...]  # the description, wrapped; empty where an earlier box shows it
     scale: tuple[float, float]  # activation range (low, high) shared by the column's plots
     strip_scale: float  # largest |delta| among the column's collapsed boxes
 
@@ -112,12 +112,24 @@ def _header(picture: Picture, width: float) -> tuple[tuple[HeaderLine, ...], tup
     return tuple(lines), legend, y + 18
 
 
-def description_lines(unit: Unit) -> tuple[str, ...]:
-    return wrap(unit.description, BOX_W - 20, DESC_SIZE) if unit.description else ()
+def description_lines(units: list[Unit] | tuple[Unit, ...]) -> dict[str, tuple[str, ...]]:
+    """Each box's description, wrapped; a description is drawn once, in the first box (in the order of
+    the picture: columns left to right, top down) of the units it belongs to. A group drawn channel by
+    channel would otherwise repeat it in every box, making each box taller and the picture longer; the
+    other boxes carry it in their tooltip and show the group's name."""
+    shown: set[str] = set()
+    lines = {}
+    for u in units:
+        if u.description and u.description not in shown:
+            shown.add(u.description)
+            lines[u.id] = wrap(u.description, BOX_W - 20, DESC_SIZE)
+        else:
+            lines[u.id] = ()
+    return lines
 
 
-def box_height(unit: Unit) -> float:
-    h = 38.0 + 14 * len(description_lines(unit))
+def box_height(unit: Unit, description: tuple[str, ...]) -> float:
+    h = 38.0 + 14 * len(description)
     if unit.stats is None:
         return h
     if unit.collapsed:
@@ -175,7 +187,8 @@ def _place_boxes(picture: Picture, placed: list[PlacedColumn], body_top: float) 
     by_column: dict[int, list[Unit]] = {i: [] for i in range(len(placed))}
     for u in picture.units:
         by_column[u.column].append(u)
-    heights = {u.id: box_height(u) for u in picture.units}
+    descriptions = description_lines(picture.units)
+    heights = {u.id: box_height(u, descriptions[u.id]) for u in picture.units}
 
     def column_height(units: list[Unit]) -> float:
         if not units:
@@ -191,7 +204,7 @@ def _place_boxes(picture: Picture, placed: list[PlacedColumn], body_top: float) 
         for j, u in enumerate(units):
             if j:
                 y += _gap(units[j - 1], u)
-            boxes.append(Box(u, column.x, y, BOX_W, heights[u.id], description_lines(u), scale, strip))
+            boxes.append(Box(u, column.x, y, BOX_W, heights[u.id], descriptions[u.id], scale, strip))
             y += heights[u.id]
     return boxes, body_h
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 
-from .layout import BOX_W, ROW_H, Box, Layout, Wire
+from .layout import BOX_W, COLUMN_HEAD, ROW_H, Box, Layout, Wire
 from .legend import LegendItem
 from .picture import KIND_TITLES, Picture, Unit
 from .text import fit
@@ -48,6 +48,7 @@ STYLE = f"""
 .circuit .desc {{ font-size: 11px; fill: #57534e; }}
 .circuit .small {{ font-size: 9.5px; fill: #4b5563; }}
 .circuit .count {{ font-size: 10px; font-weight: 700; fill: #ffffff; }}
+.circuit .lod {{ display: none; font-weight: 700; }}
 .circuit .axis {{ stroke: #d1d5db; stroke-width: 1; }}
 .circuit .w {{ fill: none; stroke-linecap: round; }}
 .circuit .w-weight {{ stroke-opacity: 0.5; }}
@@ -93,6 +94,31 @@ def title_parts(unit: Unit) -> tuple[str, str]:
     one, many = _NOUN[unit.kind]
     head = f"head {first.head} " if first.head is not None else ""
     return (f"{head}{many}", "") if unit.collapsed else (f"{head}{one} {first.index}", "")
+
+
+_SHORT = {"q": "q", "k": "k", "v": "v", "z": "z", "resid": "#", "mlp": "#"}
+
+
+def compact_label(unit: Unit) -> tuple[str, str]:
+    """What a zoomed-out page shows in a box instead of its detail lines (hidden unless a viewer turns
+    it on), as (text, tail): the title, plus what tells apart the boxes one spec name spans, since a
+    group's channels are often drawn one box each: the channel (``h3 k8``, ``#350``), or a collapsed
+    box's count, whose badge is hidden then. The tail is what a shortened label keeps."""
+    title = unit_title(unit)
+    if unit.collapsed:
+        tail = f"×{len(unit.members):,}"
+    elif unit.names and unit.kind in _SHORT:
+        first = unit.members[0]
+        tail = (f"h{first.head} " if first.head is not None else "") + f"{_SHORT[unit.kind]}{first.index}"
+    else:
+        return title, ""
+    return f"{title} · {tail}" if not unit.collapsed else f"{title} {tail}", tail
+
+
+def column_label(title: str) -> str:
+    """A column's title as a zoomed-out page shows it: the block is named by its band already, so
+    ``block 0 · attention q k v`` becomes ``q k v``."""
+    return re.sub(r"^block \d+ · (attention )?", "", title)
 
 
 def unit_title(unit: Unit) -> str:
@@ -214,15 +240,19 @@ def draw_box(box: Box, picture: Picture) -> str:
                          f'stroke="{color}" stroke-opacity="{0.35 + off / 30:.2f}"/>')
     parts.append(f'<rect class="box" width="{num(box.w)}" height="{num(box.h)}" rx="{rx}" stroke="{color}"/>')
     parts.append(f'<rect x="0" y="0" width="{num(box.w)}" height="22" rx="{rx}" fill="{color}" fill-opacity="0.1"/>')
-    parts.append(_glyph(u.kind, box.w - 14, 11))
+    parts.append('<g class="deco">' + _glyph(u.kind, box.w - 14, 11))
     title_room = box.w - 36
+    count = f"{len(u.members):,}"
     if u.collapsed:
-        count = f"{len(u.members):,}"
         badge_w = 8 + 6.5 * len(count)
         title_room -= badge_w + 6
         parts.append(f'<rect x="{num(box.w - 28 - badge_w)}" y="4" width="{num(badge_w)}" height="14" rx="7" fill="{color}"/>')
         parts.append(f'<text x="{num(box.w - 28 - badge_w / 2)}" y="14.5" text-anchor="middle" class="count">{count}</text>')
+    parts.append("</g>")
     text, token = title_parts(u)
+    compact, tail = compact_label(u)
+    lod = (f'<text x="8" y="3" class="lod" data-w="{num(box.w)}" data-h="{num(box.h)}" data-tail="{esc(tail)}">'
+           f'{esc(compact)}</text>')
     token_part = f'<tspan class="mono">{esc(token)}</tspan>' if token else ""
     parts.append(f'<text x="10" y="15.5" class="name">{esc(fit(text, title_room, 12.5, bold=True))}{token_part}</text>')
     parts.append(f'<text x="10" y="34" class="hook mono">{esc(fit(u.label, box.w - 20, 10, mono=True))}</text>')
@@ -233,6 +263,7 @@ def draw_box(box: Box, picture: Picture) -> str:
     if u.stats is not None:
         rows = _member_strip(box, picture, y + 2) if u.collapsed else _value_rows(box, picture, y + 4)
         parts.extend(rows)
+    parts.append(lod)  # last, so it is drawn over the activation plot it may cover
     parts.append("</g>")
     return "".join(parts)
 
@@ -301,6 +332,8 @@ def render_svg(layout: Layout, standalone: bool = True) -> str:
     for c in layout.columns:
         out.append(f'<text x="{num(c.x)}" y="{num(c.y + 16)}" class="col-title">{esc(c.column.title)}</text>')
         out.append(f'<text x="{num(c.x)}" y="{num(c.y + 31)}" class="col-hooks mono">{esc(fit(c.column.hooks, BOX_W, 10.5, mono=True))}</text>')
+        out.append(f'<text x="{num(c.x)}" y="{num(c.y + COLUMN_HEAD - 6)}" class="lod col-lod" data-w="{num(BOX_W + 14)}" '
+                   f'data-rows="2" data-up="1">{esc(column_label(c.column.title))}</text>')
     out.append('<g class="wires">')
     out += [draw_wire(w, p) for w in layout.wires]
     out.append('</g><g class="units">')
