@@ -84,7 +84,7 @@ def test_counting_tokens_stops_at_the_limit():
 
 def test_errors_past_the_limit_stop_the_parser():
     with finishes_within(20):
-        result = parse_spec(HEADER + "(\n" * 8000, "s.circ")
+        result = parse_spec(HEADER + "$\n" * 8000, "s.circ")  # `$` is no token of the language: E002 on every line
     assert codes(result) == ["E002"] * limits.MAX_ERRORS + ["E008"]
     assert result.diagnostics[-1].line == 4 + limits.MAX_ERRORS + 1
     assert result.render().count("error[") == limits.MAX_SHOWN

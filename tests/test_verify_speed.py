@@ -189,7 +189,7 @@ def test_per_input_groups_run_the_circuit_and_self_check_on_a_few_inputs(oracle_
     cache = RunCache()
     data = run_group(resolved, [claim], settings, cache=cache)
     assert checked == [16] and len(data.examples) == 598 and not data.metric and data.model_logits is None
-    batch = runner.encode_examples(data.examples, resolved.context.cfg.n_ctx)
+    batch = runner.encode_for(resolved.context.model, data.examples, resolved.task.name)
     reference = runner.make_reference(resolved, claim.ablation, claim.ablation_task, batch, settings)
     circuit = run_conditions(resolved.context.model, batch.tokens, [resolved.mask], reference, batch.answer_pos, by_length=True)
     assert torch.equal(data.circuit_logits, circuit[0])
