@@ -30,7 +30,7 @@ from circuitspec.engine.batch import encode_examples
 from circuitspec.engine.checkpoint import save_checkpoint
 from circuitspec.engine.masks import Mask, MaskSpace
 from circuitspec.engine.model import ModelConfig, Transformer
-from circuitspec.engine.tasks import RandomSampler, Task, TaskExample, all_tasks, get_task, register_task, unregister_task
+from circuitspec.engine.tasks import RandomSampler, Task, TaskExample, all_tasks, get_task
 from circuitspec.engine.tasks.counterfactual import PartnerRuleError, closeness, find_partner, is_partner
 from circuitspec.engine.tasks.draws import ReplaySampler, draws_of
 from circuitspec.engine.tokenizer import token_id
@@ -39,6 +39,7 @@ from test_verify_oracle import CIRCUIT  # the same five-node circuit, planted in
 from circuitspec.schemas import validate
 from circuitspec.testing import assert_claim, claim_inputs, in_population, load_spec
 from circuitspec.verify.pairs import NoPartnerError, partners_of
+from conftest import registered_for_module
 
 BUILTIN = [task.name for task in all_tasks() if task.name in {
     "closing_quote", "bracket_nesting", "bracket_type", "var_type", "eq_vs_assign", "header_colon", "for_in",
@@ -205,11 +206,7 @@ TASK = Task("last_ab_paired", "repeat the final a/b", generate, {"last": "the fi
             {"answer": "where it is read"})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def task():
-    register_task(TASK, replace=True)
-    yield
-    unregister_task(TASK.name)
+task = registered_for_module(TASK)
 
 
 def hand_set_model() -> Transformer:

@@ -25,10 +25,10 @@ from circuitspec.engine.masks import Mask, MaskSpace
 from circuitspec.engine.model import ModelConfig, Transformer
 from circuitspec.engine.naming import parse_node_name
 from circuitspec.engine.paths import edge_cut, cut_edge, sender_site, stream_hooks
-from circuitspec.engine.tasks import register_task, unregister_task
 from circuitspec.engine.tokenizer import token_id
 from circuitspec.lang import format_spec, parse_spec
 from circuitspec.schemas import validate
+from conftest import registered_for_module
 from test_verify_oracle import HEADER, TASK, hand_set_model
 
 # ---- the engine against brute force --------------------------------------------------------------
@@ -270,11 +270,7 @@ PARALLEL_NODE = f'node parallel = blocks.0.mlp.hook_post[{PARALLEL}] "reads the 
 ARGS = ["--samples", "60", "--baselines", "40", "--threads", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def task():
-    register_task(TASK, replace=True)
-    yield
-    unregister_task(TASK.name)
+task = registered_for_module(TASK)
 
 
 @pytest.fixture(scope="module")

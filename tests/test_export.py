@@ -11,10 +11,10 @@ import torch
 from circuitspec.cli import main
 from circuitspec.commands.check_cmd import check_file
 from circuitspec.engine.checkpoint import save_checkpoint
-from circuitspec.engine.tasks import register_task, unregister_task
 from circuitspec.lang import format_statement
 from circuitspec.schemas import validate
 from circuitspec.travel.eap import read_eap
+from conftest import registered_for_module
 from test_verify_oracle import HEADER, TASK, hand_set_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,11 +31,7 @@ claim through_pos: edge pos -> out drop >= 0.1
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def task():
-    register_task(TASK, replace=True)
-    yield
-    unregister_task(TASK.name)
+task = registered_for_module(TASK)
 
 
 @pytest.fixture(scope="module")

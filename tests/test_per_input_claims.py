@@ -14,6 +14,7 @@ from circuitspec.cli import main
 from circuitspec.engine.checkpoint import save_checkpoint
 from circuitspec.engine.tasks import Task, TaskExample, register_task, unregister_task
 from circuitspec.verify.runner import EVERY_INPUT_RESOLUTION
+from conftest import registered_for_module
 from test_verify_oracle import CIRCUIT, hand_set_model
 
 
@@ -30,11 +31,7 @@ HEADER = 'spec rare "{name}"\nmodel "model"\ntask rare_ab\nablate mean over task
 RARE_CLAIM = "claim prefers_a: logit['a'] > logit['b']\n"  # false exactly when the input ends in 'b' (1%)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def task():
-    register_task(TASK, replace=True)
-    yield
-    unregister_task(TASK.name)
+task = registered_for_module(TASK)
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,10 @@ import torch
 from circuitspec.cli import main
 from circuitspec.engine.checkpoint import save_checkpoint
 from circuitspec.engine.model import ModelConfig, Transformer
-from circuitspec.engine.tasks import Task, TaskExample, register_task, unregister_task
+from circuitspec.engine.tasks import Task, TaskExample
 from circuitspec.engine.tokenizer import token_id
 from circuitspec.schemas import validate
+from conftest import registered_for_module
 
 CFG = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_head=4, d_mlp=8, n_ctx=16)
 A, B = token_id("a"), token_id("b")
@@ -38,11 +39,7 @@ def generate(s):
 TASK = Task("last_ab", "repeat the final a/b", generate, {"last": "the final character"}, {"answer": "where it is read"})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def task():
-    register_task(TASK, replace=True)
-    yield
-    unregister_task(TASK.name)
+task = registered_for_module(TASK)
 
 
 def hand_set_model() -> Transformer:

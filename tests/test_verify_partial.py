@@ -13,22 +13,18 @@ from circuitspec.engine.ablation import run_conditions
 from circuitspec.engine.batch import encode_examples
 from circuitspec.engine.checkpoint import save_checkpoint
 from circuitspec.engine.masks import Mask
-from circuitspec.engine.tasks import register_task, unregister_task
 from circuitspec.verify import runner
 from circuitspec.verify.examples import sample_examples
 from circuitspec.verify.runner import RunSettings, make_reference, partial_ablations, run_group
 from circuitspec.engine.model import Transformer
+from conftest import registered_for_module
 from test_verify_oracle import CFG, CIRCUIT, HEADER, TASK, hand_set_model
 
 SUFFICIENT = "claim sufficient faithfulness >= 0.9\n"
 ARGS = ("--samples", "60", "--baselines", "40")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def task():
-    register_task(TASK, replace=True)
-    yield
-    unregister_task(TASK.name)
+task = registered_for_module(TASK)
 
 
 def with_writers(model, writers):
