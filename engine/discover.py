@@ -57,7 +57,7 @@ import torch
 from .ablation import Ablation, Reference, run_conditions
 from .batch import TaskBatch, answer_logits, encode_for
 from .errors import UsageError
-from .masks import Mask, MaskSpace
+from .masks import IO_WEIGHTS, Mask, MaskSpace
 from .metrics import binary_cross_entropy, logit_diff
 from .model import Transformer
 from .naming import NodeName, resid_hook
@@ -68,8 +68,6 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 #: The default loss target: the full model's loss plus this many nats.
 DEFAULT_MARGIN = 0.1
-#: Weights whose ends are not circuit nodes (inputs and outputs); they are not counted as circuit edges.
-_IO_WEIGHTS = ("embed.W_E", "pos_embed.W_pos", "unembed.W_U")
 
 
 @dataclass(frozen=True)
@@ -765,7 +763,7 @@ def circuit_edge_count(mask: Mask, model: Transformer) -> int:
     """Non-zero weights whose two ends are kept nodes and that the mask keeps (an edge-level circuit ablates the
     unstated ones); inputs and outputs are not circuit nodes."""
     induced = mask.induced(model)
-    return sum(int((t & mask.edges[p]).sum()) for p, t in induced.edges.items() if p not in _IO_WEIGHTS)
+    return sum(int((t & mask.edges[p]).sum()) for p, t in induced.edges.items() if p not in IO_WEIGHTS)
 
 
 def jaccard(a: Mask, b: Mask) -> float:

@@ -38,6 +38,11 @@ class Endpoints:
     dst_view: tuple[int, ...]
 
 
+#: Weights with one end outside the circuit's nodes (the token and position inputs, the logits): they are
+#: not circuit edges when a circuit's size is counted.
+IO_WEIGHTS = frozenset({"embed.W_E", "pos_embed.W_pos", "unembed.W_U"})
+
+
 @dataclass(frozen=True)
 class MaskSpace:
     """The maskable hook points and weight matrices of one model shape."""

@@ -15,9 +15,6 @@ from ..schemas import header
 if TYPE_CHECKING:
     from ..lang.resolve import ResolvedSpec
 
-IO_WEIGHTS = frozenset({"embed.W_E", "pos_embed.W_pos", "unembed.W_U"})
-
-
 def _definitions(resolved: "ResolvedSpec") -> list[dict[str, Any]]:
     from ..lang import ast
 
@@ -30,6 +27,8 @@ def _definitions(resolved: "ResolvedSpec") -> list[dict[str, Any]]:
 
 
 def _edges(resolved: "ResolvedSpec") -> list[dict[str, Any]]:
+    from ..engine.masks import IO_WEIGHTS
+
     mask = resolved.mask
     between = mask.induced()  # entries whose ends are both kept (inputs and outputs count as kept)
     out = []
