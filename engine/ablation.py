@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .batch import length_buckets
-from .masks import Mask, MaskSpace
+from .masks import POSITIONS as _POSITIONS, TOKENS as _TOKENS, Mask, MaskSpace
 from .model import Transformer
 from .paths import path_hooks
 
@@ -42,7 +42,6 @@ _MATMUL = {
     "W_in": ("ln2.hook_normalized", "mlp.hook_pre", "kbtd,kdm->kbtm"),
     "W_out": ("mlp.hook_post", "hook_mlp_out", "kbtm,kmd->kbtd"),
 }
-_TOKENS, _POSITIONS = "<tokens>", "<positions>"  # one-hot inputs of the embeddings
 # The AbsTopK site (ModelConfig.topk_sites) that may follow a weight matrix's output. Where it is on, the
 # output lands first in ``<hook>_pre_topk`` (model.py), and edge corrections go there, so that ablated
 # edges change what the selection sees, as a weight change would.

@@ -38,6 +38,10 @@ class Endpoints:
     dst_view: tuple[int, ...]
 
 
+#: The embeddings' one-hot inputs, named as the sources of their weight matrices (token rows, position rows)
+#: where the ablation engine and the path cuts need a name for them.
+TOKENS, POSITIONS = "<tokens>", "<positions>"
+
 #: Weights with one end outside the circuit's nodes (the token and position inputs, the logits): they are
 #: not circuit edges when a circuit's size is counted.
 IO_WEIGHTS = frozenset({"embed.W_E", "pos_embed.W_pos", "unembed.W_U"})

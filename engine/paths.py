@@ -31,14 +31,13 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .masks import Mask
+from .masks import POSITIONS, TOKENS, Mask
 from .model import ModelConfig, Transformer
 from .naming import NodeName, canonical, is_per_head, resid_hook
 
 if TYPE_CHECKING:  # ablation.py imports this module
     from .ablation import Reference
 
-TOKENS, POSITIONS = "<tokens>", "<positions>"  # the embeddings' one-hot inputs, as in ablation.py
 _BLOCK = re.compile(r"blocks\.(\d+)\.")
 
 
