@@ -347,7 +347,7 @@ def test_prove_says_not_encodable_for_each_option(change, reason):
     model, _ = load_circuit_sparsity(fixture("B"))
     cfg = ModelConfig(**{**model.cfg.to_dict(), **change})
     claim = SimpleNamespace(ablation=Ablation("mean"))
-    assert reason in _not_encodable(SimpleNamespace(context=SimpleNamespace(cfg=cfg)), claim)
+    assert reason in _not_encodable(SimpleNamespace(context=SimpleNamespace(cfg=cfg), edge_level=False), claim)
 
 
 # ---- the command line -----------------------------------------------------------------------------------
