@@ -10,6 +10,13 @@ the residual entering the encoding, norm scales and attention, or shows a counte
 time ran out, or Z3 gave up) is inconclusive and fails like verify's inconclusive verdicts; "not
 encodable" (an ablation or a size the encoding does not cover) is reported and does not fail.
 
+Over a domain (circuitspec.prove.domain_proof): a behaviour claim whose task declares a finite domain with
+the claim's feature values is proved for every input of that domain, by branch and bound with sound
+interval bounds on the circuit-alone forward pass (real softmax, sink, RMSNorm and ReLUs), or refuted with
+an input of the domain; `--certificate DIR` writes the proof tree, which `circuitspec check-proof`
+re-verifies independently. A claim proved over its domains is not also encoded for entailment unless
+`--entailment`.
+
 Before any encoding, each behaviour claim is checked on a few hundred real task inputs (the circuit alone,
 as verify runs it): one that breaks it is reported as "refuted" with that input, since a relaxed
 encoding could only say "unknown" or show an unrealisable counter-model there.
@@ -41,11 +48,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=positive_int(MAX_SAMPLES), default=500, help="task inputs sampled to find the feature combinations (default 500)")
     p.add_argument("--timeout", type=finite_float(0.0, MAX_TIMEOUT_S), default=20.0, metavar="SECONDS", help="time limit per entailment attempt, search and Z3 together; running out is reported as unknown and fails (default 20)")
     p.add_argument("--json", metavar="FILE", type=output_file, help="write the reports as JSON ('-' for stdout)")
+    p.add_argument("--domain-timeout", type=finite_float(0.0, MAX_TIMEOUT_S), default=300.0, metavar="SECONDS",
+                   help="time limit per domain proof; running out is reported as unknown with the share proved, and fails (default 300)")
+    p.add_argument("--certificate", metavar="DIR", type=Path,
+                   help="write each domain proof's certificate (JSON) into DIR, for `circuitspec check-proof`")
+    p.add_argument("--domain", metavar="NAME", action="append",
+                   help="prove over this domain of the task only (repeatable; `circuitspec tasks -v` lists them)")
+    p.add_argument("--no-domain", action="store_true", help="do not prove behaviour claims over their task's domains")
+    p.add_argument("--entailment", action="store_true",
+                   help="also encode a behaviour claim for entailment when it was proved over its domains")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..prove.consistency import check_consistency
     from ..prove.entailment import prove_behaviour
+    from ..prove.over_domain import prove_claim_over_domains
+    from ..verify.runner import RunSettings
     from .specs import resolve_specs
 
     report = Reporter(args, stdout_taken=writes_to_stdout(args.json))
@@ -55,14 +73,28 @@ def run(args: argparse.Namespace) -> int:
         path = Path(resolved.file)
         with report.status(f"{path.name}: consistency over the task's feature combinations"):
             consistency = check_consistency(resolved, args.samples)
-        entailments = []
+        entailments, domain_results = [], []
         for c in resolved.claims:
-            if c.kind == "behaviour":
+            proved_over_domain = False
+            if c.kind == "behaviour" and not args.no_domain:
+                with report.status(f"{path.name}:{c.claim.span.line}: proving over the task's domains"):
+                    results = prove_claim_over_domains(resolved, c, RunSettings(), args.domain_timeout, args.certificate,
+                                                       only=args.domain)
+                for r in results:
+                    _print_domain(report, path, r)
+                domain_results.extend(results)
+                attempted = [r for r in results if r.status != "not encodable"]
+                proved_over_domain = bool(attempted) and all(r.status == "proved" for r in attempted)
+            if c.kind == "behaviour" and not (proved_over_domain and not args.entailment):
                 with report.status(f"{path.name}:{c.claim.span.line}: proving from the circuit's weights"):
                     entailments.append(prove_behaviour(resolved, c, timeout_ms=int(args.timeout * 1000)))
                 _print_entailment(report, path, entailments[-1])
-        reports.append({"consistency": asdict(consistency), "entailment": [asdict(e) for e in entailments]})
+        reports.append({"consistency": asdict(consistency), "entailment": [asdict(e) for e in entailments],
+                        "domain": [asdict(r) for r in domain_results]})
         counts.update(e.status for e in entailments)
+        counts.update(f"{r.status} over a domain" for r in domain_results if r.status != "not encodable")
+        if any(r.status in ("refuted", "unknown") for r in domain_results):
+            exit_code = max(exit_code, 1)
         if any(e.status in ("refuted", "counter-model", "vacuous", "unknown") for e in entailments):
             exit_code = max(exit_code, 1)
         counts["consistent" if consistency.consistent else "inconsistent"] += 1
@@ -86,6 +118,33 @@ def run(args: argparse.Namespace) -> int:
         if not save_output(args.json, json.dumps(finite(reports), indent=2, sort_keys=True) + "\n", "the JSON report"):
             exit_code = max(exit_code, 2)
     return exit_code
+
+
+def _print_domain(report: Reporter, path: Path, r) -> None:
+    """The verdict of one domain proof: the domain, its size, the search, and a counterexample if any."""
+    if report.quiet or (r.status == "not encodable" and not report.verbose):
+        return
+    console = report.out
+    if r.domain is None:
+        console.print("[yellow]not proved over a domain[/] " + escape(f"{path.name}:{r.line}: {r.claim}: {r.note}"), soft_wrap=True)
+        return
+    d = r.domain
+    console.print(f"[{STATUS_STYLE[r.status]}]{r.status}[/] " + escape(f"{path.name}:{r.line}: {r.claim}") +
+                  escape(f" over {d['name']}: {d['pattern']} ({d['size']:,} inputs)") +
+                  f" [dim]({r.seconds:.1f} s, {r.boxes_bounded:,} boxes bounded)[/]", soft_wrap=True)
+    if r.status == "proved" and r.least_bound is not None:
+        console.print(escape(f"  every input: the circuit alone puts the margin above 0 (tightest box bound {r.least_bound:.3g})"),
+                      soft_wrap=True)
+    if r.note:
+        console.print(escape(f"  {r.note}"), soft_wrap=True)
+    if r.counterexample:
+        engine = r.counterexample.get("engine_margin")
+        engine_text = f"; the ablation engine (float32) gives {engine:.4g}" if engine is not None else ""
+        console.print(escape(f"  counterexample: {r.counterexample['input']!r}: margin in "
+                             f"[{r.counterexample['margin_bounds'][0]:.4g}, {r.counterexample['margin_bounds'][1]:.4g}]{engine_text}"),
+                      soft_wrap=True)
+    if r.certificate:
+        console.print(escape(f"  certificate: {r.certificate}"), soft_wrap=True)
 
 
 STATUS_STYLE = {"proved": "green", "refuted": "red", "counter-model": "red", "vacuous": "red", "unknown": "yellow", "not encodable": "yellow"}

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence, TypeVar
 
 from .draws import record, remember
+
+if TYPE_CHECKING:  # domain imports this module
+    from .domain import Domain
 
 T = TypeVar("T")
 
@@ -98,6 +101,8 @@ class Task:
     # (sampler, input, feature): a partner of the input that differs in the feature (or None), for a task
     # that knows better than the generic search (.counterfactual) how to make one; None: the search alone
     counterfactual: Callable[[Sampler, TaskExample, str], TaskExample | None] | None = None
+    # finite input sets a proof can cover (.domain.Domain), each with the feature values its inputs share
+    domains: tuple["Domain", ...] = ()
 
     def example(self, sampler: Sampler) -> TaskExample:
         """One input; its choices are recorded (:func:`.draws.draws_of`), so a partner can be made from it."""

@@ -10,6 +10,7 @@ from itertools import permutations
 from typing import Callable
 
 from .base import FeatureValue, Sampler, Task, TaskExample
+from .domain import LOWERCASE, STRING_BODY_CHARS, Chars, Domain
 from .snippets import (
     BASE_CLASSES,
     DEF_NAMES,
@@ -75,6 +76,22 @@ def _quote_context(s: Sampler) -> tuple[str, str]:
     if kind == 4:
         return f"if {identifier(s)} == ", f":\n{INDENT}pass\n"
     return f"def {def_name(s)}({parameters(s, 1)}):\n{INDENT}return ", "\n"
+
+
+def _closing_quote_domains() -> tuple[Domain, ...]:
+    """Finite slices of the task for proofs: a string opened right after a one-letter assignment or
+    ``print(``, holding 1-3 characters of any printable body (the generator writes words there; any
+    printable character but a quote or backslash is wider), with no earlier string literal."""
+    body = Chars(STRING_BODY_CHARS, 1, 3, "[^\"'\\\\]")
+    leads = {"assign": ("assigned to a one-letter name", (Chars(LOWERCASE, 1, 1, "[a-z]"), " = ")),
+             "print": ("printed", ("print(",))}
+    return tuple(
+        Domain(f"{lead}_{quote_name}",
+               f"{what}: a string opened with a {quote_name} quote and 1-3 printable body characters (no quote "
+               "or backslash); no earlier string literal",
+               (*parts, q, body), {"opening_quote": q, "earlier_quote": "none"})
+        for quote_name, q in (("double", '"'), ("single", "'"))
+        for lead, (what, parts) in leads.items())
 
 
 def gen_closing_quote(s: Sampler) -> TaskExample:
@@ -511,6 +528,7 @@ CLOSING_QUOTE = Task(
     },
     answers="'\"' vs \"'\"",
     tags=("strings",),
+    domains=_closing_quote_domains(),
 )
 
 BRACKET_NESTING = Task(
