@@ -21,7 +21,7 @@ embeddings (two tensors either way), ``act_fn`` relu, gelu (exact) or the tanh G
 ``gelu_fast``, ``gelu_pytorch_tanh``), and each ``normalization_type`` but None:
 
 - ``RMS`` / ``RMSPre``: our RMSNorm with (``norm_weight``) or without a gain, the same eps; every
-  parameter and activation as in TransformerLens.
+  parameter and activation as in TransformerLens (but ``hook_normalized``, which is after the gain here).
 - ``LN`` / ``LNPre``: folded, exactly as TransformerLens's own ``process_weights_(fold_ln=True,
   center_writing_weights=True, center_unembed=False)`` does: every matrix and bias that writes to the
   residual stream is centred (the residual stream then has mean 0 everywhere, and every read of it is
@@ -366,7 +366,8 @@ def save_hooked_transformer(model: Any, directory: Path | str, weights: str = "s
 
 def hook_name_map(n_layers: int) -> dict[str, str]:
     """TransformerLens hook names -> ours: the same names, one to one, for every hook both models have.
-    Shapes agree; ``ln*.hook_scale`` is TransformerLens's scale and our 1/scale. TransformerLens's optional
+    Shapes agree; ``ln*.hook_scale`` is TransformerLens's scale and our 1/scale; with ``normalization_type``
+    RMS, our ``ln*.hook_normalized`` is after the gain ``w``, TransformerLens's before it. TransformerLens's optional
     points (``hook_attn_in``, ``hook_q_input``…, ``hook_mlp_in``, ``attn.hook_result``, ``hook_tokens``)
     have no counterpart; ``hook_logits`` is only ours."""
     names = ["hook_embed", "hook_pos_embed"]
