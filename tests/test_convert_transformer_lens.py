@@ -4,7 +4,7 @@ Two halves. The first needs no TransformerLens: hand-made configs and state dict
 names, checked against a plain re-statement of HookedTransformer's forward pass written here (so the
 conversion, the LayerNorm folding included, is tested in CI, which does not install TransformerLens),
 the strictness, the command line, and `check` / `verify` on a converted model. The second builds random
-HookedTransformers with TransformerLens itself (skipped where it is not installed: the `bench` extra) and
+HookedTransformers with TransformerLens itself (skipped where it is not installed: the `transformer-lens` extra) and
 compares logits and every shared hook.
 """
 
@@ -282,7 +282,7 @@ def test_convert_then_check_and_verify_through_the_cli(tmp_path, capsys):
 
 def hooked(**changes):
     """A random HookedTransformer (no download) with non-zero biases and norm parameters."""
-    tl = pytest.importorskip("transformer_lens", reason="TransformerLens 2.x (the bench extra) is not installed")
+    tl = pytest.importorskip("transformer_lens", reason="TransformerLens 2.x (the transformer-lens extra) is not installed")
     cfg = tl.HookedTransformerConfig(**{"n_layers": 2, "d_model": 32, "n_heads": 4, "d_head": 8, "d_mlp": 64, "n_ctx": 32,
                                         "d_vocab": 256, "act_fn": "gelu", "normalization_type": "LN", "device": "cpu",
                                         "seed": 0, **changes})
