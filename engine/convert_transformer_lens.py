@@ -255,13 +255,19 @@ def _cfg_dict(cfg: Any) -> dict[str, Any]:
     return {k: plain(v) for k, v in data.items()}
 
 
+# TransformerLens's tokenizer_name is the Hugging Face name of the model it came with: the GPT-2 family
+# shares GPT-2's BPE.
+TOKENIZER_ALIASES = {"gpt2-medium": "gpt2", "gpt2-large": "gpt2", "gpt2-xl": "gpt2", "distilgpt2": "gpt2"}
+
+
 def check_tokenizer(tokenizer_name: Any, source: Path | str, drop_keys: tuple[str, ...] = ()) -> TokenizerSpec | None:
     """The tokenizer a config names: None for none (the ids are read as bytes) or for a dropped
     ``tokenizer_name``; a BPE circuitspec knows (its files beside the weights); ModelError otherwise."""
     if tokenizer_name is None or "tokenizer_name" in drop_keys:
         return None
-    if isinstance(tokenizer_name, str) and tokenizer_name in KNOWN_BPE:
-        return KNOWN_BPE[tokenizer_name]
+    name = TOKENIZER_ALIASES.get(tokenizer_name, tokenizer_name) if isinstance(tokenizer_name, str) else None
+    if name in KNOWN_BPE:
+        return KNOWN_BPE[name]
     raise ModelError(f"{source}: tokenizer_name={tokenizer_name!r} is not a tokenizer circuitspec can read"[:300],
                      hint=f"circuitspec reads bytes and {', '.join(KNOWN_BPE)}; --drop-config-key tokenizer_name converts "
                           "anyway with the ids read as bytes")

@@ -25,7 +25,7 @@ from circuitspec.engine.checkpoint import load_checkpoint
 from circuitspec.engine.convert_transformer_lens import (config_from_tl, from_hooked_transformer, hook_name_map,
                                                          load_transformer_lens, save_hooked_transformer, tl_shapes)
 from circuitspec.engine.errors import ModelError
-from tiny_bpe import write_bpe
+from tiny_bpe import reference_encode, write_bpe
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 
@@ -34,9 +34,9 @@ def tl_config(**changes) -> dict:
     """The fields of a HookedTransformerConfig.to_dict() that matter, as a saved tl_config.json holds them."""
     config = {"n_layers": 2, "d_model": 32, "n_ctx": 64, "d_head": 8, "n_heads": 4, "d_mlp": 64, "d_vocab": 256,
               "act_fn": "gelu", "eps": 1e-5, "normalization_type": "LN", "positional_embedding_type": "standard",
-              "attn_scale": math.sqrt(8), "d_vocab_out": 256, "dtype": "float32", "tokenizer_name": None}
+              "d_vocab_out": 256, "dtype": "float32", "tokenizer_name": None}
     config.update(changes)
-    return config
+    return {"attn_scale": math.sqrt(config["d_head"]), **config}
 
 
 def random_state(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -190,7 +190,7 @@ def test_a_partial_or_wrong_state_dict_is_a_one_line_error(tmp_path, edit, expec
     ({"pfrac": 0.5}, "unknown config fields 'pfrac'"),
     ({"d_mlp": None}, "missing config fields d_mlp"),
     ({"n_heads": 0}, "n_heads must be a positive integer"),
-    ({"tokenizer_name": "gpt2"}, "tokenizer_name='gpt2' is not a tokenizer circuitspec can read"),
+    ({"tokenizer_name": "EleutherAI/pythia-70m"}, "tokenizer_name='EleutherAI/pythia-70m' is not a tokenizer circuitspec can read"),
     ({"n_layers": 3}, "missing blocks.2.ln1.w"),
 ])
 def test_an_unsupported_config_is_a_one_line_error_naming_the_field(tmp_path, changes, expected):
@@ -201,7 +201,7 @@ def test_an_unsupported_config_is_a_one_line_error_naming_the_field(tmp_path, ch
 
 
 def test_drop_config_key_drops_an_unknown_field_and_reads_an_unknown_tokenizer_as_bytes(tmp_path):
-    config = tl_config(pfrac=0.5, tokenizer_name="gpt2")
+    config = tl_config(pfrac=0.5, tokenizer_name="EleutherAI/pythia-70m")
     model, info = load_transformer_lens(write_dir(tmp_path / "tl", config, random_state(tl_config())),
                                         drop_keys=("pfrac", "tokenizer_name"))
     assert info["dropped_config_keys"] == ["pfrac", "tokenizer_name"] and model.tokenizer.name == "bytes"
@@ -276,6 +276,29 @@ def test_convert_then_check_and_verify_through_the_cli(tmp_path, capsys):
     assert "warning:" in capsys.readouterr().err
     assert main(["convert", "--from", "transformer-lens", str(sources["bytes"]), "-o", str(tmp_path / "bytes")]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_a_gpt2_model_reads_gpt2s_bpe_from_its_directory(tmp_path, capsys):
+    """tokenizer_name gpt2 (and the GPT-2 family's names): GPT-2's split pattern (tiktoken's own) and
+    end-of-text id 50256, with the merges from vocab.bpe + encoder.json in DIR; here a tiny stand-in for
+    GPT-2's files (tests/tiny_bpe.py), so the model needs 50,257 logits."""
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    from circuitspec.engine.tokenizer_spec import KNOWN_BPE
+
+    assert KNOWN_BPE["gpt2"].pattern == r50k_pat_str
+    config = tl_config(d_model=16, d_head=4, d_mlp=32, d_vocab=50257, d_vocab_out=50257, tokenizer_name="gpt2-medium")
+    source = write_dir(tmp_path / "tl", config, random_state(config))
+    ids = write_bpe(source, endoftext=False)
+    assert main(["convert", "--from", "transformer-lens", str(source), "-o", str(tmp_path / "out")]) == 0
+    model = load_checkpoint(tmp_path / "out")
+    assert model.tokenizer.name == "gpt2" and model.tokenizer.token_id("<|endoftext|>") == 50256
+    for text in ("def f(x): return x's  \n\n  [[1]] = 12345", "x = [[[1]]]"):  # GPT-2's split, then the merges
+        assert model.tokenizer.encode(text) == reference_encode(text, ids, r50k_pat_str)
+    spec = tmp_path / "gpt2.circ"
+    spec.write_text('spec gpt2 "a GPT-2-tokenized model"\nmodel "out"\ntask bracket_type\nablate mean over task\n\n'
+                    "group head = blocks.1.attn.hook_z[head=1, *]\n\nclaim necessary faithfulness <= 5\n")
+    assert main(["check", str(spec)]) == 0
 
 
 # ---- with TransformerLens -------------------------------------------------------------------------------
