@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from circuitspec.cli import main
 from circuitspec.engine.checkpoint import load_checkpoint
@@ -126,6 +126,33 @@ def test_logits_match_the_written_out_forward(tmp_path, changes):
     folded = config["normalization_type"].startswith("LN")
     assert info["processing"].startswith("fold_ln") == folded and info["source_weights"] == "tl_model.safetensors"
     assert model.cfg.norm_weight == (config["normalization_type"] == "RMS") and not model.cfg.attn_sink
+
+
+def test_a_tanh_gelu_model_round_trips_and_its_subgraph_path_matches_the_masked_forward(tmp_path):
+    """act_fn gelu_tanh (model.py), new with this converter: saved and loaded exactly, and the subgraph
+    path (engine/subgraph.py) computes it as the masked forward does."""
+    from circuitspec.engine.ablation import Ablation, Reference, run_conditions_with_cache
+    from circuitspec.engine.checkpoint import save_checkpoint
+    from circuitspec.engine.masks import Mask, MaskSpace
+    from circuitspec.engine.subgraph import run_circuit
+
+    config = tl_config(act_fn="gelu_new")
+    model, _ = load_transformer_lens(write_dir(tmp_path / "tl", config, random_state(config)))
+    assert model.cfg.act_fn == "gelu_tanh"
+    save_checkpoint(model, tmp_path / "ckpt", {})
+    loaded = load_checkpoint(tmp_path / "ckpt")
+    tokens = tokens_for(config)
+    with torch.no_grad():
+        assert loaded.cfg == model.cfg and torch.equal(loaded(tokens), model(tokens))
+    lengths = torch.full((3,), 20)
+    ref_tokens = tokens_for(config, 6, seed=2)
+    reference = Reference.compute(model, Ablation("mean"), tokens, lengths, ref_tokens, torch.full((6,), 20))
+    space = MaskSpace.for_config(model.cfg)
+    gen = torch.Generator().manual_seed(0)
+    mask = Mask(space, {h: torch.rand(shape, generator=gen) < 0.2 for h, shape in space.node_shapes.items()}, Mask.full(space).edges)
+    answer = torch.tensor([11, 7, 4])
+    masked, _ = run_conditions_with_cache(model, tokens, [mask], reference, answer, capture=("hook_logits",))
+    torch.testing.assert_close(run_circuit(model, tokens, mask, reference, answer), masked[0], **TOL)
 
 
 def test_layer_norm_is_folded_so_the_residual_stream_is_centred(tmp_path):
