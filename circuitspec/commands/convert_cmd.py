@@ -40,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", required=True, type=output_dir, metavar="OUT",
                    help="the circuitspec checkpoint directory to write (new or empty)")
     p.add_argument("--drop-config-key", action="append", default=[], metavar="KEY",
-                   help="ignore this unknown config key (one that only mattered for training); repeatable")
+                   help="ignore this unknown config key (one that only mattered for training); repeatable; "
+                        "with --from transformer-lens, tokenizer_name reads the model's ids as bytes")
     p.add_argument("--name", default=None, help="the model's name in its manifest (default: OUT's folder name)")
 
 
