@@ -166,6 +166,9 @@ def read_config(ckpt_dir: Path | str) -> tuple[ModelConfig, dict[str, Any]]:
     if not os.path.lexists(file) and (path / "beeg_config.json").is_file():
         raise ModelError(f"{path}: a circuit_sparsity checkpoint, not a circuitspec one",
                          hint=f"convert it once: circuitspec convert --from circuit-sparsity {path} -o OUT, then use OUT")
+    if not os.path.lexists(file) and (path / "tl_config.json").is_file():
+        raise ModelError(f"{path}: a TransformerLens model directory, not a circuitspec one",
+                         hint=f"convert it once: circuitspec convert --from transformer-lens {path} -o OUT, then use OUT")
     config = _read_json(file)
     if config.get("format") != FORMAT:
         raise ModelError(f"{file}: not a circuitspec checkpoint (format={describe_value(config.get('format'))})")

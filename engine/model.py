@@ -12,7 +12,7 @@ Choices that serve interpretability rather than loss:
 Options for models trained elsewhere (all off by default, so circuitspec's own models are unchanged; see
 docs/models.md and :mod:`.convert_circuit_sparsity`): a learned RMSNorm gain (``norm_weight``, kept as a
 parameter ``w`` because AbsTopK after the norm makes folding it into the next matrix inexact) and its
-``norm_eps``, GELU neurons (``act_fn``), AbsTopK at named sites with k = floor(``topk_fraction`` x width)
+``norm_eps``, GELU neurons (``act_fn``: exact, or the tanh approximation GPT-2 uses), AbsTopK at named sites with k = floor(``topk_fraction`` x width)
 (``topk_sites``; q, k and v each over all heads jointly), and a dense bigram logit table read by the
 current token (``bigram``). Biases and the attention sink are part of the model in any case.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -35,7 +36,7 @@ from .tokenizer import BYTES, VOCAB_SIZE, Tokenizer
 # (``attn.hook_q`` …, over all heads at once), attn_out / mlp_out the sublayer outputs (``hook_attn_out``,
 # ``hook_mlp_out``), mlp_post the neurons after the activation function (``mlp.hook_post``).
 TOPK_SITES = ("attn_in", "q", "k", "v", "attn_out", "mlp_in", "mlp_post", "mlp_out")
-ACT_FNS = ("relu", "gelu")
+ACT_FNS = ("relu", "gelu", "gelu_tanh")  # gelu_tanh: F.gelu(approximate="tanh"), GPT-2's "gelu_new"
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class ModelConfig:
     # Options for imported models (module docstring); the defaults are circuitspec's own architecture.
     norm_weight: bool = False  # a learned gain ``w`` on every RMSNorm
     norm_eps: float = 1e-5
-    act_fn: str = "relu"  # one of ACT_FNS; GELU is the exact (erf) form
+    act_fn: str = "relu"  # one of ACT_FNS; gelu is the exact (erf) form, gelu_tanh the tanh approximation
     topk_fraction: float | None = None  # AbsTopK keeps floor(topk_fraction * width) at each of topk_sites
     topk_sites: tuple[str, ...] = ()
     bigram: bool = False  # logits += bigram[current token], a dense [d_vocab, d_vocab] table
@@ -201,7 +202,7 @@ class MLP(nn.Module):
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
         self.W_out = nn.Parameter(torch.empty(cfg.d_mlp, cfg.d_model))
         self.b_out = nn.Parameter(torch.zeros(cfg.d_model))
-        self.act = F.gelu if cfg.act_fn == "gelu" else F.relu
+        self.act = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": partial(F.gelu, approximate="tanh")}[cfg.act_fn]
         self.topk_post = cfg.topk("mlp_post")
         self.hook_pre = HookPoint()  # [batch, pos, d_mlp]
         self.hook_post = HookPoint()

@@ -7,8 +7,8 @@ the files themselves (``vocab.bpe``, ``encoder.json``) sit beside the weights. S
 what its token ids mean, and a model whose files are missing cannot be loaded (a ModelError naming
 them) rather than read as bytes.
 
-A circuit_sparsity config names its tokenizer (``tokenizer_name``); :data:`KNOWN_BPE` holds the
-pattern and special tokens of those names circuitspec knows.
+A circuit_sparsity or TransformerLens config names its tokenizer (``tokenizer_name``); :data:`KNOWN_BPE`
+holds the pattern and special tokens of those names circuitspec knows.
 """
 
 from __future__ import annotations
@@ -94,8 +94,12 @@ def write_tokenizer_files(tokenizer: Tokenizer, directory: Path) -> None:
 # its split pattern and end-of-text id are those of the release's tiktoken plugin
 # (circuit_sparsity/tiktoken_ext/tinypython.py); the merges come with the files.
 TINYPYTHON_2K_PATTERN = r"""[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+# gpt2: GPT-2's 50,257-token BPE (TransformerLens GPT-2 models name it); tiktoken's r50k pattern (tiktoken_ext/
+# openai_public.py, equivalent to the original release's and faster), end-of-text 50256.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 KNOWN_BPE: dict[str, TokenizerSpec] = {
     "tinypython_2k": TokenizerSpec(BPE_KIND, "tinypython_2k", TINYPYTHON_2K_PATTERN, {"<|endoftext|>": 2047}),
+    "gpt2": TokenizerSpec(BPE_KIND, "gpt2", GPT2_PATTERN, {"<|endoftext|>": 50256}),
 }
 REFERENCE_DEFAULT = "tinypython_2k"  # the reference config's default tokenizer_name
 
