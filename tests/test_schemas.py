@@ -176,8 +176,17 @@ def test_broken_outputs_of_the_other_commands_are_rejected():
     proof = [{"consistency": {"file": "x.circ", "checked_claims": 1, "feature_combinations": 2, "inconsistencies": []},
               "entailment": [{"file": "x.circ", "line": 4, "claim": "claim logit['a'] > 0", "status": "proved", "premises": [],
                               "assumptions": [], "counter_model": {}, "spec_names": {}, "note": "", "seconds": 1.0,
-                              "z3_seconds": 0.1, "z3_checks": 2, "case_splits": 0, "counterexample": None, "inputs_tried": 300}]}]
+                              "z3_seconds": 0.1, "z3_checks": 2, "case_splits": 0, "counterexample": None, "inputs_tried": 300}],
+              "domain": [{"file": "x.circ", "line": 4, "claim": "claim logit['a'] > 0", "status": "refuted", "domain": {
+                  "name": "d", "description": "", "pattern": "a[bc]", "size": 2, "features": {}, "parts": ["a", {"alphabet": "bc", "least": 1, "most": 1}]},
+                  "seconds": 0.5, "boxes_bounded": 3, "proved_inputs": 1, "least_bound": 0.2, "note": "",
+                  "counterexample": {"input": "ab", "tokens": [97, 98], "margin_bounds": [-1.0, -0.9], "engine_margin": -0.95},
+                  "certificate": None}]}]
     validate("prove", proof)
+    refuted = json.loads(json.dumps(proof))
+    refuted[0]["domain"][0]["counterexample"] = None  # a domain refutation carries its input too
+    with pytest.raises(jsonschema.ValidationError):
+        validate("prove", refuted)
     proof[0]["entailment"][0]["status"] = "refuted"  # a refutation carries its input
     with pytest.raises(jsonschema.ValidationError):
         validate("prove", proof)
