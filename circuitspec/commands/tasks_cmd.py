@@ -1,10 +1,12 @@
-"""List the registered tasks with their answers, features and named positions."""
+"""List the registered tasks with their answers, features and named positions (and, with -v or in JSON, the
+finite domains `prove` proves claims over)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+from rich.markup import escape
 from rich.table import Table
 
 from ..engine.tasks import all_tasks
@@ -25,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         data = {t.name: {"description": t.description, "answers": t.answers, "features": dict(t.features),
                          "positions": dict(t.positions),
+                         "domains": [d.to_json() for d in t.domains],
                          "examples": [_example(ex) for ex in t.sample(args.examples, "cli")]} for t in tasks}
         print(json.dumps(data, indent=2))
         return 0
@@ -33,13 +36,17 @@ def run(args: argparse.Namespace) -> int:
         say.summary(f"{len(tasks)} tasks: {', '.join(t.name for t in tasks)}", highlight=False, soft_wrap=True)
         return 0
     table = Table(title=f"{len(tasks)} tasks", show_lines=True)
-    for col in ("task", "answers", "features", "positions"):
+    columns = ("task", "answers", "features", "positions") + (("domains",) if say.verbose else ())
+    for col in columns:
         table.add_column(col, overflow="fold")
     for t in tasks:
         name = f"[bold]{t.name}[/]\n{t.description}"
         for ex in t.sample(args.examples, "cli"):
             name += f"\n[dim]{ex.prefix!r} -> {ex.correct!r}[/]"
-        table.add_row(name, t.answers, "\n".join(t.features), "\n".join(t.positions))
+        row = [name, t.answers, "\n".join(t.features), "\n".join(t.positions)]
+        if say.verbose:  # the finite domains `prove` proves claims over
+            row.append("\n".join(escape(f"{d.name}: {d.pattern()} ({d.size():,})") for d in t.domains) or "-")
+        table.add_row(*row)
     say.result(table)
     return 0
 

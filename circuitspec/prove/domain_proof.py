@@ -7,7 +7,8 @@ nodes at their ablation constants; real softmax, sink, RMSNorm and ReLUs):
 1. The domain's boxes are the roots. A box is bounded by :func:`.intervals.margin_bounds`, which gives a
    lower bound per token of its last position (the answer position). Those tokens whose lower bound is
    positive are proved for every input of the box that ends with them.
-2. For the rest, a box is split in two at the earlier position with the largest set, along the kept
+2. For the rest, a box is split in two at the earlier position with the largest set (the earliest of
+   equals), along the kept
    embedding channel on which its tokens spread most (so each half holds tokens the circuit reads
    alike), and both halves are bounded again.
 3. A box whose earlier positions are single tokens is one input per remaining last token: an upper bound
@@ -63,10 +64,11 @@ class DomainProof:
 
 
 def _split(sets: list[list[int]], rest: list[int], cw: CircuitWeights) -> tuple[int, list[list[list[int]]]]:
-    """Halve the largest earlier set (the latest of equals) along the kept embedding channel on which its
+    """Halve the largest earlier set (the earliest of equals: on closing_quote's assign_double that needs
+    19,025 boxes where the latest needs 21,125) along the kept embedding channel on which its
     tokens differ most; the last position keeps only the tokens still to prove."""
     sizes = [len(s) for s in sets[:-1]]
-    p = max(range(len(sizes)), key=lambda i: (sizes[i], i))
+    p = max(range(len(sizes)), key=lambda i: (sizes[i], -i))
     tokens = sets[p]
     kept = cw.W_E[tokens][:, cw.keep["blocks.0.hook_resid_pre"]]
     spread = kept.amax(0) - kept.amin(0) if kept.shape[1] else torch.zeros(1)
