@@ -117,6 +117,16 @@ class Layout:
     heights: tuple[tuple[str, float], ...] = ()  # box id -> height, for every unit and every group's box
     descriptions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # box id -> its wrapped description
     body_top: float = 0.0  # top of the boxes' area before lanes (the column heads end here)
+    scales: tuple[tuple[int, tuple[tuple[float, float], float]], ...] = ()  # column -> (activation axis, strip scale)
+    header_h: float = 0.0  # where the bands start
+    folded: Picture | None = None  # the ordered picture with every group folded
+
+    def box_for(self, unit: Unit) -> Box:
+        """A box for any unit of the expanded or folded picture, drawn or not, at (0, 0): what the HTML
+        page draws hidden for the other state of each group (its script places it)."""
+        heights, descriptions, scales = dict(self.heights), dict(self.descriptions), dict(self.scales)
+        scale, strip = scales.get(unit.column, ((0.0, 1.0), 1.0))
+        return Box(unit, 0.0, 0.0, BOX_W, heights[unit.id], descriptions[unit.id], scale, strip)
 
 
 def _header(picture: Picture, width: float) -> tuple[tuple[HeaderLine, ...], tuple[LegendItem, ...], float]:
@@ -191,7 +201,8 @@ def lay_out(picture: Picture, *, header: bool = True, collapsed: frozenset[str] 
     draws them itself, outside the zoomed picture). ``collapsed``: ids of the groups
     (:func:`.groups.find_groups` on the ordered picture, also ``Layout.groups``) drawn as one box.
     ``order``: ``"channel"`` keeps each column in channel order (heads, then groups, together),
-    ``"barycentre"`` reorders heads, groups and boxes for fewer crossing wires (:func:`order_units`)."""
+    ``"barycentre"`` reorders heads, groups and boxes for fewer crossing wires (:func:`order_units`),
+    ``"keep"`` takes the picture's order as it is (``Layout.expanded`` of an earlier layout)."""
     n_cols = len(picture.columns)
     content_w = n_cols * BOX_W + (n_cols - 1) * COL_GAP
     pad = MARGIN + BAND_PAD  # room for the block bands around the outer columns
@@ -203,7 +214,8 @@ def lay_out(picture: Picture, *, header: bool = True, collapsed: frozenset[str] 
     left = pad + max(0.0, (width - 2 * pad - content_w) / 2)
     columns_top = header_h + 8
     placed = [PlacedColumn(c, left + i * (BOX_W + COL_GAP), columns_top) for i, c in enumerate(picture.columns)]
-    ordered = order_units(picture, placed, columns_top) if order == "barycentre" else channel_order(picture)
+    ordered = (order_units(picture, placed, columns_top) if order == "barycentre"
+               else picture if order == "keep" else channel_order(picture))
     groups = find_groups(ordered)
     folded = collapse(ordered, {g.id for g in groups}, groups)
     descriptions, heights = _heights(ordered)
@@ -224,7 +236,8 @@ def lay_out(picture: Picture, *, header: bool = True, collapsed: frozenset[str] 
     heads = tuple(GroupHead(g, x, y, g.id in collapsed, sum(len(ordered.unit(u).members) for u in g.units), len(g.units))
                   for g, x, y in heads)
     return Layout(drawn, width, height, head, legend, tuple(placed), bands, tuple(boxes), wires, groups, heads, collapsed,
-                  ordered, tuple(heights.items()), tuple(descriptions.items()), columns_top + COLUMN_HEAD + 6)
+                  ordered, tuple(heights.items()), tuple(descriptions.items()), columns_top + COLUMN_HEAD + 6,
+                  tuple(sorted(scales.items())), header_h, folded)
 
 
 def _arrange(drawn: Picture, placed: list[PlacedColumn], columns_top: float, heights: dict[str, float],
