@@ -314,7 +314,16 @@ SCRIPT = """
   var folded = {};
   D.collapsed.forEach(function (g) { folded[g] = true; });
   var KIND_ORDER = {structural: 0, weight: 1, declared: 2};
-  function f1(v) { return v.toFixed(1); }
+  // numbers as Python's format writes them: an exact tie (716.25) rounds to even, where toFixed rounds up
+  function fx(v, d) {
+    var p = Math.pow(10, d), s = v * p;
+    if (Number.isInteger(v * Math.pow(2, d + 1)) && !Number.isInteger(s)) {
+      var f = Math.floor(s);
+      return ((f % 2 === 0 ? f : f + 1) / p).toFixed(d);
+    }
+    return v.toFixed(d);
+  }
+  function f1(v) { return fx(v, 1); }
   function cmp(a, b) { return a < b ? -1 : a > b ? 1 : 0; }
   function drawnIds() {
     var out = [];
@@ -506,7 +515,7 @@ SCRIPT = """
       var l = w.link, el = document.createElementNS(svg.namespaceURI, 'path');
       el.setAttribute('class', 'w w-' + l[2] + signClass(l));
       el.setAttribute('d', w.d);
-      el.setAttribute('stroke-width', w.width.toFixed(2));
+      el.setAttribute('stroke-width', fx(w.width, 2));
       el.setAttribute('data-src', l[0]);
       el.setAttribute('data-dst', l[1]);
       el.setAttribute('data-tip', D.titles[l[0]] + ' \\u2192 ' + D.titles[l[1]] + '\\n' + l[6]);
