@@ -227,7 +227,8 @@ def lay_out(picture: Picture, *, header: bool = True, collapsed: frozenset[str] 
     starts = {(g.id if g.id in collapsed else g.units[0]): g for g in groups}
     # a column's activation axis is shared by all its boxes, folded or not, so folding redraws no plot
     every: dict[int, list[Unit]] = {}
-    for u in ordered.units + tuple(u for u in folded.units if u.id in heights and u.id.startswith("g")):
+    group_ids = {g.id for g in groups}
+    for u in ordered.units + tuple(u for u in folded.units if u.id in group_ids):
         every.setdefault(u.column, []).append(u)
     scales = {c: _column_scales(us) for c, us in every.items()}
     boxes, heads, wires, body_top, body_h, room = _arrange(drawn, placed, columns_top, heights, descriptions, starts, scales)
