@@ -50,7 +50,7 @@ STYLE = f"""
 .circuit .count {{ font-size: 10px; font-weight: 700; fill: #ffffff; }}
 .circuit .lod {{ display: none; font-weight: 700; }}
 .circuit .ghead-bg {{ fill: #e7e5e4; }}
-.circuit .ghead text {{ font-size: 11px; font-weight: 700; fill: #44403c; }}
+.circuit .ghead text {{ font-size: 10px; font-weight: 700; fill: #44403c; }}
 .circuit .axis {{ stroke: #d1d5db; stroke-width: 1; }}
 .circuit .w {{ fill: none; stroke-linecap: round; }}
 .circuit .w-weight {{ stroke-opacity: 0.5; }}
@@ -282,7 +282,7 @@ def draw_group_head(head: GroupHead, hidden: bool = False) -> str:
             + (' display="none"' if hidden else "") + f' transform="translate({num(head.x)},{num(head.y)})">'
             f'<title>{esc(g.name)}: click to fold the group into one box, or to unfold it</title>'
             f'<rect class="ghead-bg" width="{num(BOX_W)}" height="{num(GROUP_HEAD - 3)}" rx="4"/>'
-            f'<text x="6" y="11.5"><tspan class="gsign">{sign}</tspan> {esc(fit(text, BOX_W - 22, 11, bold=True))}</text></g>')
+            f'<text x="6" y="11.5"><tspan class="gsign">{sign}</tspan> {esc(fit(text, BOX_W - 22, 10, bold=True))}</text></g>')
 
 
 # ---- wires -----------------------------------------------------------------------------------------
