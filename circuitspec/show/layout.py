@@ -36,6 +36,7 @@ ROW_H = 11  # one split value in an activation plot
 DESC_SIZE = 11
 GROUP_HEAD = 18  # a foldable group's clickable name line above its first box
 SWEEPS = 2  # barycentre sweeps (each left to right, then right to left) when ordering boxes
+ORDER_MAX_LINKS = 400  # above this many wires, counting crossings takes seconds per try: channel order instead
 
 
 @dataclass(frozen=True)
@@ -313,7 +314,9 @@ def order_units(picture: Picture, placed: list[PlacedColumn], columns_top: float
     sweep visits the columns left to right and then right to left and sorts each by the barycentre (mean
     height) of its boxes' neighbours on the side already visited (:func:`_sort_column` keeps heads and
     groups together). Of the channel order and the order after each sweep, the one whose drawn wires
-    cross least (:func:`.crossings.count_crossings`) wins, so ordering never adds crossings."""
+    cross least (:func:`.crossings.count_crossings`) wins, so ordering never adds crossings. A picture
+    of more than ``ORDER_MAX_LINKS`` wires (``--expand 32`` on a head: every query and key channel feeds
+    every output channel) keeps the channel order, since each count would take seconds."""
     current = channel_order(picture)
     neighbours: dict[str, list[tuple[str, int]]] = {}
     column = {u.id: u.column for u in picture.units}
@@ -330,9 +333,9 @@ def order_units(picture: Picture, placed: list[PlacedColumn], columns_top: float
         descriptions, heights = _heights(p)
         return count_crossings(_arrange(p, placed, columns_top, heights, descriptions)[2])
 
+    if not picture.links or len(picture.links) > ORDER_MAX_LINKS:
+        return current
     best, best_count = current, crossings(current)
-    if not picture.links:
-        return best
     n_cols = len(placed)
     for _ in range(SWEEPS):
         for direction in (1, -1):
