@@ -44,6 +44,11 @@ def closing():
 
 
 @pytest.fixture(scope="module")
+def small():
+    return build_picture(resolve(SPECS / "closing_quote_small.circ"), ShowOptions(samples=20))
+
+
+@pytest.fixture(scope="module")
 def quote_head_page(quote_head, tmp_path_factory):
     path = tmp_path_factory.mktemp("show") / "quote_head.html"
     path.write_text(render_html(lay_out(build_picture(quote_head, FAST))), encoding="utf-8")
@@ -350,19 +355,26 @@ MEASURE = """<script>
   var svg = document.querySelector('#picture svg');
   function rect(sel) { var r = svg.querySelector(sel).getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; }
   function measure() {
-    var sizes = Array.prototype.map.call(svg.querySelectorAll('.unit'), function (g) {
+    var shown = svg.querySelectorAll('.unit:not([display])');  // the other state of each group is hidden
+    var sizes = Array.prototype.map.call(shown, function (g) {
       var lod = g.querySelector('.lod');
       var label = getComputedStyle(lod).display !== 'none' ? lod : g.querySelector('.name');
       return parseFloat(getComputedStyle(label).fontSize) * label.getScreenCTM().a;
     });
     // how far each box's visible label reaches past the box's right and bottom edges, in screen pixels
-    var overflow = Array.prototype.map.call(svg.querySelectorAll('.unit'), function (g) {
+    var overflow = Array.prototype.map.call(shown, function (g) {
       var lod = g.querySelector('.lod');
       var label = (getComputedStyle(lod).display !== 'none' ? lod : g.querySelector('.name')).getBoundingClientRect();
       var box = g.querySelector('.box').getBoundingClientRect();
       return Math.max(label.right - box.right, label.bottom - box.bottom);
     });
-    return {window: [innerWidth, innerHeight], units: rect('.units'), wires: rect('.wires'), sizes: sizes,
+    // the header (title, legend) is HTML outside the zoomed picture: its on-screen size at this zoom
+    var title = document.querySelector('#head .title'), legend = document.querySelector('#head .legend');
+    var head = [parseFloat(getComputedStyle(title).fontSize), title.getBoundingClientRect().height,
+                parseFloat(getComputedStyle(legend).fontSize) * legend.getScreenCTM().a];
+    return {window: [innerWidth, innerHeight], units: rect('.units'), wires: rect('.wires'), sizes: sizes, head: head,
+            folded: circuitView.folded(), picture: svg.getBoundingClientRect().top,
+            area: [svg.getBoundingClientRect().width, svg.getBoundingClientRect().height],
             overflow: Math.max.apply(null, overflow),
             far: svg.classList.contains('far'), viewBox: svg.getAttribute('viewBox'), scale: circuitView.scale()};
   }
@@ -385,16 +397,20 @@ MEASURE = """<script>
 </script>"""
 
 
-@needs_chromium
-def test_chromium_opens_fitted_legible_and_zooms(tmp_path):
-    picture = build_picture(resolve(SPECS / "closing_quote_small.circ"), ShowOptions(samples=30))
+def measure_page(picture, tmp_path, window="1400,900") -> dict:
     page = tmp_path / "measure.html"
     page.write_text(render_html(lay_out(picture)).replace("</body>", MEASURE + "</body>"), encoding="utf-8")
-    result = chromium(["--dump-dom", "--window-size=1400,900", page.as_uri()], tmp_path / "profile")
+    result = chromium(["--dump-dom", f"--window-size={window}", page.as_uri()], tmp_path / "profile")
     assert result.returncode == 0, result.stderr[-2000:]
     found = re.search(r'<pre id="measure">(.*?)</pre>', result.stdout, re.S)
     assert found, "the page's script or the measuring script failed"
-    m = json.loads(unescape(found.group(1)))
+    return json.loads(unescape(found.group(1)))
+
+
+@needs_chromium
+def test_chromium_opens_fitted_legible_and_zooms(tmp_path):
+    picture = build_picture(resolve(SPECS / "closing_quote_small.circ"), ShowOptions(samples=30))
+    m = measure_page(picture, tmp_path)
     fit = m["fit"]
     width, height = fit["window"]
     assert width == 1400 and 600 < height <= 900
@@ -403,6 +419,11 @@ def test_chromium_opens_fitted_legible_and_zooms(tmp_path):
         left, top, right, bottom = box
         assert -0.5 <= left < right <= width + 0.5 and -0.5 <= top < bottom <= height + 0.5, box
     assert fit["scale"] < 0.5 and fit["far"], "a 70-box circuit is drawn smaller than life, with compact labels"
+    assert fit["folded"] == [], "a circuit that fits the window by its width opens unfolded"
+    title_px, title_h, legend_px = fit["head"]
+    assert title_px == 22 and title_h >= 20 and legend_px == pytest.approx(12), \
+        "the title and legend are drawn outside the zoomed picture, at their own size"
+    assert fit["picture"] >= title_h, "the picture starts below the header"
     assert min(fit["sizes"]) >= 9, f"names are {min(fit['sizes']):.1f} px on screen after fit"
     assert fit["overflow"] <= 1, "every compact label stays inside its box"
     wheel = m["wheel"]
@@ -410,7 +431,7 @@ def test_chromium_opens_fitted_legible_and_zooms(tmp_path):
     assert min(wheel["sizes"]) >= 9 and wheel["overflow"] <= 1
     actual = m["actual"]
     assert actual["scale"] == 1 and not actual["far"] and min(actual["sizes"]) == pytest.approx(12.5)
-    assert [float(v) for v in actual["viewBox"].split()][2:] == [width, height], "100%: one unit, one pixel"
+    assert [float(v) for v in actual["viewBox"].split()][2:] == fit["area"], "100%: one unit, one pixel"
     assert m["key0"]["viewBox"] == fit["viewBox"], "the 0 key fits again"
     before, after = ([float(v) for v in m[k]["viewBox"].split()] for k in ("key0", "drag"))
     k = fit["scale"]
@@ -444,3 +465,126 @@ def test_a_shared_description_is_drawn_once(quote_head):
     svg = render_svg(layout)
     for description in described:
         assert svg.count(f"“{description}”") == 32, "every box's tooltip still has it"
+
+
+@needs_chromium
+def test_chromium_opens_a_tall_circuit_folded(tmp_path):
+    picture = build_picture(resolve(SPECS / "eq_vs_assign.circ"), ShowOptions(samples=20))
+    layout = lay_out(picture)
+    m = measure_page(picture, tmp_path)
+    fit = m["fit"]
+    assert fit["folded"] == sorted(g.id for g in layout.groups) and len(fit["folded"]) >= 10, \
+        "a circuit far taller than the window opens with every group folded"
+    assert len(fit["sizes"]) == len(lay_out(layout.expanded, order="keep", collapsed=fit["folded"]).boxes) < len(picture.units)
+    assert min(fit["sizes"]) >= 9 and fit["overflow"] <= 1 and fit["head"][0] >= 10
+    assert fit["scale"] > 0.3, "folded, it is fitted by its width, not its height"
+
+
+# Folds and unfolds groups through the page's own controls and records, for each state, what is drawn:
+# the visible boxes and group heads with their positions, and every wire (ends, path, width).
+FOLD = """<script>
+(function () {
+  var svg = document.querySelector('#picture svg');
+  function state() {
+    var boxes = {}, heads = {};
+    Array.prototype.forEach.call(svg.querySelectorAll('.unit:not([display])'), function (g) {
+      boxes[g.id] = g.getAttribute('transform');
+    });
+    Array.prototype.forEach.call(svg.querySelectorAll('.ghead'), function (g) {
+      heads[g.getAttribute('data-group')] = [g.getAttribute('transform'), g.querySelector('.gsign').textContent];
+    });
+    var wires = Array.prototype.map.call(svg.querySelectorAll('.wires .w'), function (w) {
+      return [w.getAttribute('data-src'), w.getAttribute('data-dst'), w.getAttribute('d'), w.getAttribute('stroke-width'),
+              w.getAttribute('class')];
+    });
+    return {boxes: boxes, heads: heads, wires: wires, height: svg.getAttribute('height'), folded: circuitView.folded()};
+  }
+  var out = {start: state()};
+  var first = svg.querySelector('.ghead');
+  first.dispatchEvent(new MouseEvent('click', {bubbles: true}));
+  out.clicked = state();
+  document.getElementById('fold-all').click();
+  out.all = state();
+  svg.querySelector('.unit.gbox:not([display])').dispatchEvent(new MouseEvent('click', {bubbles: true}));
+  out.unfoldOne = state();
+  document.getElementById('unfold-all').click();
+  out.none = state();
+  var pre = document.createElement('pre');
+  pre.id = 'fold';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>"""
+
+
+def numbers(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text)]
+
+
+@needs_chromium
+def test_chromium_folds_groups_as_the_python_layout_does(tmp_path):
+    picture = build_picture(resolve(SPECS / "closing_quote_small.circ"), ShowOptions(samples=20))
+    layout = lay_out(picture)
+    page = tmp_path / "fold.html"
+    page.write_text(render_html(layout).replace("</body>", FOLD + "</body>"), encoding="utf-8")
+    result = chromium(["--dump-dom", "--window-size=1400,900", page.as_uri()], tmp_path / "profile")
+    found = re.search(r'<pre id="fold">(.*?)</pre>', result.stdout, re.S)
+    assert found, "the page's script or the folding script failed: " + result.stderr[-1000:]
+    m = json.loads(unescape(found.group(1)))
+    groups = [g.id for g in layout.groups]
+    assert m["start"]["folded"] == [] and m["clicked"]["folded"] == ["g0"] and m["all"]["folded"] == sorted(groups)
+    assert len(m["unfoldOne"]["folded"]) == len(groups) - 1 and m["none"]["folded"] == []
+    diff = [(a, b) for a, b in zip(m["none"]["wires"], m["start"]["wires"]) if a != b]
+    assert m["none"] == m["start"], ("unfolding everything restores the page as it opened", diff[:3])
+    for key in ("start", "clicked", "all", "unfoldOne"):
+        page_state = m[key]
+        python = lay_out(layout.expanded, header=False, order="keep", collapsed=set(page_state["folded"]))
+        assert set(page_state["boxes"]) == {b.unit.id for b in python.boxes}, key
+        for b in python.boxes:
+            assert numbers(page_state["boxes"][b.unit.id]) == [float(f"{b.x:.1f}"), float(f"{b.y:.1f}")], (key, b.unit.id)
+        for h in python.group_heads:
+            transform, sign = page_state["heads"][h.group.id]
+            assert numbers(transform) == pytest.approx([h.x, h.y], abs=0.06) and sign == ("▸" if h.collapsed else "▾")
+        assert float(page_state["height"]) == pytest.approx(python.height, abs=0.11)
+        drawn = [(w[0], w[1]) for w in page_state["wires"]]
+        assert drawn == [(w.link.source, w.link.target) for w in python.wires], key
+        for w, p in zip(page_state["wires"], python.wires):
+            assert numbers(w[2]) == numbers(p.path) and w[3] == f"{p.width:.2f}"
+    assert len(m["all"]["boxes"]) < len(m["start"]["boxes"]) and float(m["all"]["height"]) < float(m["start"]["height"])
+
+
+def test_folding_a_group_draws_one_box_and_merges_its_wires(small):
+    layout = lay_out(small)
+    assert layout.groups and not layout.collapsed and all(not h.collapsed for h in layout.group_heads)
+    group = max(layout.groups, key=lambda g: len(g.units))
+    folded = lay_out(layout.expanded, order="keep", collapsed={group.id})
+    drawn = {b.unit.id: b for b in folded.boxes}
+    assert group.id in drawn and not set(group.units) & set(drawn)
+    assert len(folded.boxes) == len(layout.boxes) - len(group.units) + 1
+    box = drawn[group.id].unit
+    assert box.names == (group.name,) and box.collapsed
+    assert sorted(box.members) == sorted(m for uid in group.units for m in small.unit(uid).members)
+    assert next(h for h in folded.group_heads if h.group == group).collapsed
+    inside = set(group.units)
+    for kind in ("weight", "structural"):
+        into = sum(l.strength for l in small.links if l.kind == kind and l.target in inside)
+        assert sum(l.strength for l in folded.picture.links if l.kind == kind and l.target == group.id) == pytest.approx(into)
+    assert not any(l.source in inside or l.target in inside for l in folded.picture.links)
+    pairs = [(l.source, l.target, l.kind) for l in folded.picture.links]
+    assert len(pairs) == len(set(pairs)), "the group's wires to one box are merged into one"
+    every = lay_out(layout.expanded, order="keep", collapsed={g.id for g in layout.groups})
+    assert every.height < layout.height and len(every.boxes) < len(layout.boxes)
+    assert {b.unit.id for b in every.boxes} >= {g.id for g in layout.groups}
+
+
+@pytest.mark.parametrize("spec", sorted(p.name for p in SPECS.glob("*.circ")))
+def test_ordering_does_not_add_crossings(spec):
+    from circuitspec.show.crossings import count_crossings
+    picture = build_picture(resolve(SPECS / spec), ShowOptions(samples=8))
+    channel, ordered = lay_out(picture, order="channel"), lay_out(picture)
+    assert count_crossings(ordered.wires) <= count_crossings(channel.wires)
+    assert sorted(u.id for u in ordered.expanded.units) == sorted(u.id for u in picture.units)
+    for g in ordered.groups:  # each group's boxes stay together, so a folded group takes their place
+        ids = [u.id for u in ordered.expanded.units if u.column == g.column]
+        at = [ids.index(uid) for uid in g.units]
+        assert at == list(range(at[0], at[0] + len(at)))

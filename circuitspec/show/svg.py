@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 
-from .layout import BOX_W, COLUMN_HEAD, ROW_H, Box, Layout, Wire
+from .layout import BOX_W, COLUMN_HEAD, GROUP_HEAD, ROW_H, Box, GroupHead, Layout, Wire
 from .legend import LegendItem
 from .picture import KIND_TITLES, Picture, Unit
 from .text import fit
@@ -49,6 +49,8 @@ STYLE = f"""
 .circuit .small {{ font-size: 9.5px; fill: #4b5563; }}
 .circuit .count {{ font-size: 10px; font-weight: 700; fill: #ffffff; }}
 .circuit .lod {{ display: none; font-weight: 700; }}
+.circuit .ghead-bg {{ fill: #e7e5e4; }}
+.circuit .ghead text {{ font-size: 10px; font-weight: 700; fill: #44403c; }}
 .circuit .axis {{ stroke: #d1d5db; stroke-width: 1; }}
 .circuit .w {{ fill: none; stroke-linecap: round; }}
 .circuit .w-weight {{ stroke-opacity: 0.5; }}
@@ -138,7 +140,8 @@ def tooltip(unit: Unit, picture: Picture) -> str:
     split, stats = picture.split, unit.stats
     if stats is not None and split is not None:
         what = "logit" if unit.kind == "logits" else stats.measure
-        lines.append(f"{what} at the answer position, full model, {split.n} inputs (seed {split.seed}):")
+        if stats.per_value:
+            lines.append(f"{what} at the answer position, full model, {split.n} inputs (seed {split.seed}):")
         for label, count, v in zip(split.labels, split.counts, stats.per_value):
             cond = f"{split.feature} == {label}" if split.feature else label
             lines.append(f"  {cond} (n={count}): mean {v.mean:+.3f}, std {v.std:.3f}, range [{v.lo:.3f}, {v.hi:.3f}]")
@@ -226,13 +229,15 @@ def _member_strip(box: Box, picture: Picture, y: float) -> list[str]:
     return out
 
 
-def draw_box(box: Box, picture: Picture) -> str:
+def draw_box(box: Box, picture: Picture, group: str = "", folded: bool = False, hidden: bool = False) -> str:
+    """A box; ``group``: the id of the foldable group it belongs to, or (``folded``) stands for."""
     u = box.unit
     color = KIND_COLOR[u.kind]
     rx = _RADIUS.get(u.kind, 7)
-    classes = f"unit k-{u.kind}" + (" collapsed" if u.collapsed else "")
+    classes = f"unit k-{u.kind}" + (" collapsed" if u.collapsed else "") + (" gbox" if folded else "")
     attrs = (f'class="{classes}" id="{esc(u.id)}" data-node="{esc(u.label)}" data-names="{esc(" ".join(u.names))}" '
-             f'data-members="{len(u.members)}" transform="translate({num(box.x)},{num(box.y)})"')
+             f'data-members="{len(u.members)}"' + (f' data-group="{esc(group)}"' if group else "")
+             + (' display="none"' if hidden else "") + f' transform="translate({num(box.x)},{num(box.y)})"')
     parts = [f"<g {attrs}>", f"<title>{esc(tooltip(u, picture))}</title>"]
     if u.collapsed:
         for off in (6, 3):
@@ -266,6 +271,18 @@ def draw_box(box: Box, picture: Picture) -> str:
     parts.append(lod)  # last, so it is drawn over the activation plot it may cover
     parts.append("</g>")
     return "".join(parts)
+
+
+def draw_group_head(head: GroupHead, hidden: bool = False) -> str:
+    """A foldable group's name line: ▾ when its boxes are drawn, ▸ when it is one box."""
+    g = head.group
+    sign = "▸" if head.collapsed else "▾"
+    text = f"{g.name} · {head.boxes} boxes · {head.nodes:,} nodes"
+    return (f'<g class="ghead{" folded" if head.collapsed else ""}" id="head-{esc(g.id)}" data-group="{esc(g.id)}"'
+            + (' display="none"' if hidden else "") + f' transform="translate({num(head.x)},{num(head.y)})">'
+            f'<title>{esc(g.name)}: click to fold the group into one box, or to unfold it</title>'
+            f'<rect class="ghead-bg" width="{num(BOX_W)}" height="{num(GROUP_HEAD - 3)}" rx="4"/>'
+            f'<text x="6" y="11.5"><tspan class="gsign">{sign}</tspan> {esc(fit(text, BOX_W - 22, 10, bold=True))}</text></g>')
 
 
 # ---- wires -----------------------------------------------------------------------------------------
@@ -315,9 +332,10 @@ def draw_header(layout: Layout) -> list[str]:
     return out + [_legend_item(item) for item in layout.legend]
 
 
-def render_svg(layout: Layout, standalone: bool = True) -> str:
+def render_svg(layout: Layout, standalone: bool = True, interactive: bool = False) -> str:
     """The picture as SVG markup; ``standalone`` adds the XML namespace a ``.svg`` file needs (inline
-    SVG in HTML gets it from the HTML parser)."""
+    SVG in HTML gets it from the HTML parser). ``interactive`` (the HTML page) also draws, hidden, each
+    group's other state: the boxes of a folded group and the one box of an unfolded one."""
     p = layout.picture
     ns = f' xmlns="{SVG_NS}"' if standalone else ""
     out = [f'<svg{ns} class="circuit" width="{num(layout.width)}" height="{num(layout.height)}" '
@@ -337,6 +355,17 @@ def render_svg(layout: Layout, standalone: bool = True) -> str:
     out.append('<g class="wires">')
     out += [draw_wire(w, p) for w in layout.wires]
     out.append('</g><g class="units">')
-    out += [draw_box(b, p) for b in layout.boxes]
+    member_of = {uid: g.id for g in layout.groups for uid in g.units}
+    out += [draw_box(b, p, member_of.get(b.unit.id, b.unit.id if b.unit.id in layout.collapsed else ""),
+                     folded=b.unit.id in layout.collapsed) for b in layout.boxes]
+    if interactive and layout.groups:
+        expanded, folded = layout.expanded, layout.folded
+        for g in layout.groups:
+            if g.id in layout.collapsed:
+                out += [draw_box(layout.box_for(expanded.unit(uid)), expanded, g.id, hidden=True) for uid in g.units]
+            else:
+                out.append(draw_box(layout.box_for(folded.unit(g.id)), folded, g.id, folded=True, hidden=True))
+    out.append('</g><g class="gheads">')
+    out += [draw_group_head(h) for h in layout.group_heads]
     out.append("</g></svg>")
     return "\n".join(out) + "\n"
