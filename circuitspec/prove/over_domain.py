@@ -58,8 +58,8 @@ def not_encodable(resolved: ResolvedSpec, claim: ResolvedClaim) -> str:
         return "only behaviour claims (logit comparisons) are proved over a domain"
     if claim.coverage is not None:
         return "a claim on a share of inputs is not proved over a domain (only `on every input`)"
-    if resolved.edge_level or resolved.mask.cuts:
-        return "an edge-level circuit is not encoded (the bounds ablate nodes)"
+    if resolved.edge_level or resolved.mask.cuts or not all(bool(t.all()) for t in resolved.mask.edges.values()):
+        return "an edge-level circuit is not encoded (the bounds ablate nodes, and keep every weight between kept ones)"
     if cfg.act_topk is not None or cfg.topk_sites or cfg.act_fn != "relu" or cfg.norm_weight or cfg.bigram:
         return "the bounds cover circuitspec's own architecture (ReLU, gain-free RMSNorm, no AbsTopK or bigram table)"
     if claim.ablation is None or claim.ablation.kind == "resample" or claim.ablation.per_position:
