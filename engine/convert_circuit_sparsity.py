@@ -26,23 +26,19 @@ names, whose files the release ships apart from the weights (``load_model`` and 
 
 from __future__ import annotations
 
-import json
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from .checkpoint import parameter_shapes
 from .errors import ModelError
+from .foreign_files import read_json_config, read_state_dict
 from .model import ModelConfig, Transformer
 from .tokenizer_spec import TokenizerSpec, spec_for_reference
 
 CONFIG_FILE = "beeg_config.json"
 WEIGHT_FILES = ("final_model.safetensors", "final_model.pt")
-MAX_CONFIG_BYTES = 1 << 20
 
 # Their AbsTopK site names (``afrac_loctypes``) -> ours (model.TOPK_SITES).
 SITE_NAMES = {"attn_in": "attn_in", "attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_out": "attn_out",
@@ -66,19 +62,7 @@ FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # converted to fl
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    file = path / CONFIG_FILE
-    if not file.is_file():
-        raise ModelError(f"{file}: {'not a regular file' if file.exists() else 'missing'}",
-                         hint="a circuit_sparsity checkpoint directory holds beeg_config.json and final_model.pt or .safetensors")
-    if file.stat().st_size > MAX_CONFIG_BYTES:
-        raise ModelError(f"{file}: larger than a model config can be ({MAX_CONFIG_BYTES} bytes)")
-    try:
-        data = json.loads(file.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ModelError(f"{file}: not valid JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{file}: expected a JSON object")
-    return data
+    return read_json_config(path / CONFIG_FILE, "a circuit_sparsity checkpoint directory holds beeg_config.json and final_model.pt or .safetensors")
 
 
 def _check_type(file: Path, key: str, value: Any, kind: str) -> None:
@@ -157,23 +141,7 @@ def config_from_reference(data: dict[str, Any], source: Path | str = CONFIG_FILE
 
 
 def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    for name in WEIGHT_FILES:
-        file = path / name
-        if file.is_file():
-            break
-    else:
-        raise ModelError(f"{path}: no {' or '.join(WEIGHT_FILES)}", hint="copy the checkpoint's weights file next to beeg_config.json")
-    try:
-        if file.suffix == ".safetensors":
-            return load_file(str(file)), file
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
-        # weights_only refuses any pickled object that is not plain tensors and containers (it would run code)
-        raise ModelError(f"{file}: cannot be read ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})",
-                         hint="the file is corrupt, or holds more than a state dict of tensors") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise ModelError(f"{file}: not a state dict (a mapping of names to tensors)")
-    return dict(state), file
+    return read_state_dict(path, WEIGHT_FILES, "copy the checkpoint's weights file next to beeg_config.json")
 
 
 def reference_shapes(cfg: ModelConfig, bias: bool) -> dict[str, tuple[int, ...]]:

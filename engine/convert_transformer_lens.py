@@ -39,22 +39,20 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .checkpoint import parameter_shapes
 from .errors import ModelError
+from .foreign_files import read_json_config, read_state_dict
 from .model import ModelConfig, Transformer
 from .tokenizer_spec import KNOWN_BPE, TokenizerSpec
 
 CONFIG_FILE = "tl_config.json"
 WEIGHT_FILES = ("tl_model.safetensors", "tl_model.pt")
-MAX_CONFIG_BYTES = 1 << 20
 SUPPORTED_VERSIONS = "TransformerLens 2.x (tested with 2.18.0); 3.x and later have no HookedTransformer"
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
@@ -294,38 +292,11 @@ def _info(raw: dict[str, Any], settings: dict[str, Any], drop_keys: tuple[str, .
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    file = path / CONFIG_FILE
-    if not file.is_file():
-        raise ModelError(f"{file}: {'not a regular file' if file.exists() else 'missing'}",
-                         hint="a TransformerLens model directory holds tl_config.json and tl_model.safetensors or tl_model.pt")
-    if file.stat().st_size > MAX_CONFIG_BYTES:
-        raise ModelError(f"{file}: larger than a model config can be ({MAX_CONFIG_BYTES} bytes)")
-    try:
-        data = json.loads(file.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ModelError(f"{file}: not valid JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{file}: expected a JSON object")
-    return data
+    return read_json_config(path / CONFIG_FILE, "a TransformerLens model directory holds tl_config.json and tl_model.safetensors or tl_model.pt")
 
 
 def _read_state(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    for name in WEIGHT_FILES:
-        file = path / name
-        if file.is_file():
-            break
-    else:
-        raise ModelError(f"{path}: no {' or '.join(WEIGHT_FILES)}", hint="save the model's state_dict() beside tl_config.json")
-    try:
-        if file.suffix == ".safetensors":
-            return load_file(str(file)), file
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
-        raise ModelError(f"{file}: cannot be read ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})",
-                         hint="the file is corrupt, or holds more than a state dict of tensors") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise ModelError(f"{file}: not a state dict (a mapping of names to tensors)")
-    return dict(state), file
+    return read_state_dict(path, WEIGHT_FILES, "save the model's state_dict() beside tl_config.json")
 
 
 def is_transformer_lens_dir(path: Path) -> bool:
