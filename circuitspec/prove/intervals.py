@@ -108,16 +108,31 @@ def _ablate(box: Box, keep: torch.Tensor, ref: torch.Tensor) -> Box:
     return Box(torch.where(keep, box.lo, ref), torch.where(keep, box.hi, ref))
 
 
-def _linear(box: Box, W: torch.Tensor, b: torch.Tensor | None = None) -> Box:
+@dataclass
+class Centred:
+    """A box in centre-radius form, with the sum of |x| that bounds a product's rounding: made once for
+    an input that several weight matrices read (q, k and v of every head read one normalised stream)."""
+
+    c: torch.Tensor
+    r: torch.Tensor
+    l1: torch.Tensor  # [..., 1]: Σ (|c| + r)
+
+    @classmethod
+    def of(cls, box: Box) -> "Centred":
+        c = (box.lo + box.hi) / 2
+        r = (box.hi - box.lo) / 2 * (1 + 4e-16) + 4e-16 * c.abs()  # still covers [lo, hi] after c rounds
+        return cls(c, r, (c.abs() + r).sum(-1, keepdim=True))
+
+
+def _linear(x: Box | Centred, W: torch.Tensor, b: torch.Tensor | None = None) -> Box:
     """``x @ W + b`` over a box (last dimension ``x``'s), widened for rounding.
 
     The rounding pad uses ``Σ|x| · max|W|`` (a cheap bound on every ``Σ |x_i W_ij|``) rather than a third
     product."""
-    c = (box.lo + box.hi) / 2
-    r = (box.hi - box.lo) / 2 * (1 + 4e-16) + 4e-16 * c.abs()  # still covers [lo, hi] after c rounds
-    mid = c @ W
-    rad = r @ W.abs()
-    scale = (c.abs() + r).sum(-1, keepdim=True) * (W.abs().max() if W.numel() else 0.0)
+    x = x if isinstance(x, Centred) else Centred.of(x)
+    mid = x.c @ W
+    rad = x.r @ W.abs()
+    scale = x.l1 * (W.abs().max() if W.numel() else 0.0)
     if b is not None:
         mid = mid + b
         scale = scale + b.abs()
@@ -241,10 +256,11 @@ def _attention(x: Box, p: dict, layer: int, cw: CircuitWeights, rows: Rows) -> B
     mask = keys[None, :] <= rows.pos[:, None]  # [R, Tk]: causal
     own = keys[None, :] == rows.pos[:, None]
     inv = 1 / math.sqrt(dh)
+    centred = Centred.of(x)
 
     def channels(kind: str, h: int, idx: torch.Tensor) -> Box:
         """Channels ``idx`` of head h's q, k or v: computed where kept, the constant elsewhere."""
-        box = _linear(x, p[f"W_{kind.upper()}"][h][:, idx], p[f"b_{kind.upper()}"][h][idx])
+        box = _linear(centred, p[f"W_{kind.upper()}"][h][:, idx], p[f"b_{kind.upper()}"][h][idx])
         return _ablate(box, keep[kind][h][idx], ref[kind][h][idx])
 
     for h in range(H):
