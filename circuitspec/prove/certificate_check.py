@@ -127,6 +127,7 @@ class _Circuit:
                 nlo, nhi = _norm(lo, hi, self.eps)
                 plo, phi = _matmul(nlo, nhi, W_in[:, keep], w[b + "mlp.b_in"][keep])
                 olo, ohi = _matmul(np.maximum(plo, 0), np.maximum(phi, 0), W_out[keep], ref[~keep] @ W_out[~keep] + w[b + "mlp.b_out"])
+                olo, ohi = _pad(olo, ohi, np.abs(ref[~keep]) @ np.abs(W_out[~keep]))  # the constant's own rounding
                 new.append(_pad(lo + olo, hi + ohi, np.maximum(np.abs(lo), np.abs(hi)) + np.maximum(np.abs(olo), np.abs(ohi))))
             state = new
         lo, hi = self._ablate(*state[T - 1], f"blocks.{self.L - 1}.hook_resid_post")
@@ -142,8 +143,9 @@ class _Circuit:
         keep = {k: self.keep[a + f"hook_{k}"] for k in "qkvz"}
         ref = {k: self.ref[a + f"hook_{k}"] for k in "qkvz"}
         base = ref["z"][~keep["z"]] @ W_O[~keep["z"]] + w[a + "b_O"]
+        base_terms = np.abs(ref["z"][~keep["z"]]) @ np.abs(W_O[~keep["z"]]) + np.abs(w[a + "b_O"])
         outs = [[np.zeros((len(lo), base.size)) + base, np.zeros((len(lo), base.size)) + base,
-                 np.zeros((len(lo), base.size)) + np.abs(base)] for lo, _ in normed]
+                 np.zeros((len(lo), base.size)) + base_terms] for lo, _ in normed]
 
         def channel(kind, h, idx, lo, hi):
             clo, chi = _matmul(lo, hi, w[a + f"W_{kind.upper()}"][h][:, idx], w[a + f"b_{kind.upper()}"][h][idx])
@@ -156,6 +158,7 @@ class _Circuit:
             used = keep["q"][h] | keep["k"][h]
             idx = np.flatnonzero(used)
             const = float((ref["q"][h][~used] * ref["k"][h][~used]).sum())
+            const_terms = float(np.abs(ref["q"][h][~used] * ref["k"][h][~used]).sum())
             q = [channel("q", h, idx, lo, hi) for lo, hi in normed]
             k = [channel("k", h, idx, lo, hi) for lo, hi in normed]
             v = [channel("v", h, zs, lo, hi) for lo, hi in normed]
@@ -171,7 +174,7 @@ class _Circuit:
                     plo, phi = _products(qlo, qhi, klo, khi)
                     s_lo[:, j], s_hi[:, j] = plo.sum(-1), phi.sum(-1)
                 s_lo, s_hi = (s_lo + const) / math.sqrt(dh), (s_hi + const) / math.sqrt(dh)
-                m = PAD * (np.maximum(np.abs(s_lo), np.abs(s_hi)) + abs(const) + 1.0) + 1e-300
+                m = PAD * (np.maximum(np.abs(s_lo), np.abs(s_hi)) + const_terms + 1.0) + 1e-300
                 s_lo, s_hi = s_lo - m, s_hi + m
                 top = s_hi.max(-1, keepdims=True)
                 if sink is not None:

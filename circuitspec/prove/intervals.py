@@ -251,7 +251,8 @@ def _attention(x: Box, p: dict, layer: int, cw: CircuitWeights, rows: Rows) -> B
     constant = ref["z"][~keep["z"]] @ W_O[~keep["z"]] + p["b_O"]  # [D]
     out_lo = torch.zeros(R, D, dtype=torch.float64) + constant
     out_hi = out_lo.clone()
-    summed = torch.zeros(R, D, dtype=torch.float64) + constant.abs()  # Σ |terms|, for the rounding pad
+    # Σ |terms|, for the rounding pad (the constant's own terms too: it may cancel to near 0)
+    summed = torch.zeros(R, D, dtype=torch.float64) + ref["z"][~keep["z"]].abs() @ W_O[~keep["z"]].abs() + p["b_O"].abs()
     keys = torch.arange(T)
     mask = keys[None, :] <= rows.pos[:, None]  # [R, Tk]: causal
     own = keys[None, :] == rows.pos[:, None]
@@ -270,6 +271,7 @@ def _attention(x: Box, p: dict, layer: int, cw: CircuitWeights, rows: Rows) -> B
         varying = (keep["q"][h] | keep["k"][h]).nonzero().flatten()
         fixed = ~(keep["q"][h] | keep["k"][h])
         score_constant = float((ref["q"][h][fixed] * ref["k"][h][fixed]).sum())
+        constant_terms = float((ref["q"][h][fixed] * ref["k"][h][fixed]).abs().sum())
         qh, kh = channels("q", h, varying), channels("k", h, varying)  # [R, nv]
         k_any = rows.hull(kh)  # [N, T, nv]
         other = _interval_products(Box(qh.lo[:, None], qh.hi[:, None]),
@@ -279,7 +281,7 @@ def _attention(x: Box, p: dict, layer: int, cw: CircuitWeights, rows: Rows) -> B
         s_hi = torch.where(own, self_score[1][:, None], other.hi.sum(-1))
         s_lo = (s_lo + score_constant) * inv
         s_hi = (s_hi + score_constant) * inv
-        pad = SLACK * (torch.maximum(s_lo.abs(), s_hi.abs()) + abs(score_constant) + 1.0) + TINY
+        pad = SLACK * (torch.maximum(s_lo.abs(), s_hi.abs()) + constant_terms + 1.0) + TINY
         s_lo = (s_lo - pad).masked_fill(~mask, -math.inf)
         s_hi = (s_hi + pad).masked_fill(~mask, -math.inf)
         sink = p["sink"][h] if p["sink"] is not None else None
@@ -320,7 +322,8 @@ def _mlp(x: Box, p: dict, layer: int, cw: CircuitWeights) -> Box:
     pre = _linear(x, p["W_in"][:, keep], p["b_in"][keep])
     post = Box(pre.lo.clamp(min=0), pre.hi.clamp(min=0))
     constant = ref[~keep] @ p["W_out"][~keep] + p["b_out"]
-    return _linear(post, p["W_out"][keep], constant)
+    out = _linear(post, p["W_out"][keep], constant)
+    return out.widened(ref[~keep].abs() @ p["W_out"][~keep].abs())  # the constant's own rounding
 
 
 def margin_bounds(cw: CircuitWeights, boxes: list[list[list[int]]], direction: torch.Tensor,
