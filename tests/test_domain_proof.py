@@ -25,7 +25,7 @@ from circuitspec.engine.ablation import Ablation
 from circuitspec.prove.certificate_check import check_certificate
 from circuitspec.prove.domain_proof import certificate, prove_over_domain
 from circuitspec.prove.intervals import CircuitWeights, margin_bounds
-from circuitspec.prove.over_domain import REFERENCE_BATCH, _prove, prove_claim_over_domains
+from circuitspec.prove.over_domain import REFERENCE_BATCH, _prove
 from circuitspec.engine.batch import encode_for
 from circuitspec.verify.examples import sample_examples
 from circuitspec.verify.runner import RunSettings, make_reference
@@ -148,7 +148,7 @@ def test_exhaustive_evaluation_agrees_with_the_proof(circuit):
     inputs = [x for box in domain_boxes(domain) for x in members(box)]
     assert len(inputs) == domain.size()
     truth = engine_margins(resolved.context.model, resolved.mask, reference, inputs, DQ, SQ)
-    proof = prove_over_domain(cw, domain, domain_boxes(domain), DQ, SQ, time.monotonic() + 300)
+    proof = prove_over_domain(cw, domain, domain_boxes(domain), *cw.margin_direction(DQ, SQ), time.monotonic() + 300)
     assert (truth > 0).all() and proof.status == "proved"
     assert proof.proved_inputs == domain.size()
     assert proof.least_bound <= truth.min() + 1e-4  # a lower bound of the margin over the domain
@@ -163,11 +163,9 @@ def test_a_claim_false_on_exactly_one_input_is_refuted_with_that_input(circuit):
     order = np.argsort(truth)
     assert truth[order[1]] - truth[order[0]] > 1e-3
     threshold = float(truth[order[0]] + truth[order[1]]) / 2
-    # the claim `logit['"'] - logit["'"] > threshold`, folded the way `prove` folds a threshold
-    shifted = CircuitWeights(cw.W_E, cw.W_pos, cw.blocks, cw.W_U, cw.b_U, cw.keep, cw.ref, cw.eps, cw.n_heads, cw.d_head)
+    # the claim `logit['"'] - logit["'"] > threshold`
     direction, offset = cw.margin_direction(DQ, SQ)
-    shifted.margin_direction = lambda a, b: (direction, offset - threshold)
-    proof = prove_over_domain(shifted, domain, domain_boxes(domain), DQ, SQ, time.monotonic() + 300)
+    proof = prove_over_domain(cw, domain, domain_boxes(domain), direction, offset - threshold, time.monotonic() + 300)
     assert proof.status == "refuted"
     assert proof.counterexample["tokens"] == inputs[order[0]]
     assert proof.counterexample["margin_bounds"][1] < 0
@@ -194,7 +192,7 @@ def test_the_checker_accepts_the_certificate_and_rejects_tampering(circuit):
     resolved, claim, reference, cw = circuit
     model = resolved.context.model
     domain = small_domain(most=1)
-    proof = prove_over_domain(cw, domain, domain_boxes(domain), DQ, SQ, time.monotonic() + 300)
+    proof = prove_over_domain(cw, domain, domain_boxes(domain), *cw.margin_direction(DQ, SQ), time.monotonic() + 300)
     assert proof.status == "proved"
     cert = json.loads(json.dumps(certificate(proof, cw, {"model_sha256": model.weights_sha256, "sign": 1.0, "threshold": 0.0,
                                                          "eps": cw.eps, "claim": "c", "model": "py-sparse-small"}, DQ, SQ)))

@@ -79,14 +79,14 @@ def _split(sets: list[list[int]], rest: list[int], cw: CircuitWeights) -> tuple[
     return p, [sets[:p] + [part] + sets[p + 1:-1] + [rest] for part in parts]
 
 
-def prove_over_domain(cw: CircuitWeights, domain: Domain, boxes: list[list[list[int]]], a: int, b: int,
-                      deadline: float, confirm=None) -> DomainProof:
-    """Branch and bound over ``boxes`` (the domain as token sets) for ``logit[a] - logit[b] > 0``.
+def prove_over_domain(cw: CircuitWeights, domain: Domain, boxes: list[list[list[int]]], direction: torch.Tensor,
+                      offset: float, deadline: float, confirm=None) -> DomainProof:
+    """Branch and bound over ``boxes`` (the domain as token sets) for ``direction · ln_final(resid) + offset > 0``
+    at the last position (:meth:`.intervals.CircuitWeights.margin_direction` makes them for a logit difference).
 
     ``confirm(tokens) -> float``: the engine's margin on one input, to report beside a counterexample.
     Stops at ``deadline`` (time.monotonic()) with "unknown" and the share proved so far."""
     started = time.monotonic()
-    direction, offset = cw.margin_direction(a, b)
     result = DomainProof("proved", domain)
     result.roots = [ProofNode([sorted(set(s)) for s in box]) for box in boxes]
     todo = list(reversed(result.roots))

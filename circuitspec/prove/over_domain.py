@@ -135,15 +135,15 @@ def prove_claim_over_domains(resolved: ResolvedSpec, claim: ResolvedClaim, setti
     return results
 
 
+def claim_margin(cw: CircuitWeights, a: int, b: int | None, sign: float, threshold: float) -> tuple[torch.Tensor, float]:
+    """The direction and offset whose positive value is the claim: ``sign * (logit[a] - logit[b])`` or
+    ``sign * (logit[a] - threshold)``, as a linear form of the final norm's output."""
+    direction = cw.W_U[:, a] - (cw.W_U[:, b] if b is not None else 0)
+    offset = float(cw.b_U[a] - (cw.b_U[b] if b is not None else threshold))
+    return sign * direction, sign * offset
+
+
 def _prove(cw: CircuitWeights, domain: Domain, boxes, a: int, b: int | None, sign: float, threshold: float,
            deadline: float, confirm) -> DomainProof:
-    """The search proves ``direction · x + offset > 0``; fold the claim's sign and threshold into a
-    copy of the unembedding: column ``a`` becomes ``sign * (W_U[:, a] - W_U[:, b])`` and column ``b``
-    zero (or, against a number, the bias absorbs the threshold)."""
-    W_U, b_U = cw.W_U.clone(), cw.b_U.clone()
-    other = b if b is not None else a
-    direction = sign * (W_U[:, a] - (W_U[:, b] if b is not None else 0))
-    offset = sign * (b_U[a] - (b_U[b] if b is not None else threshold))
-    folded = CircuitWeights(cw.W_E, cw.W_pos, cw.blocks, W_U, b_U, cw.keep, cw.ref, cw.eps, cw.n_heads, cw.d_head)
-    folded.margin_direction = lambda _a, _b: (direction, float(offset))  # type: ignore[method-assign]
-    return prove_over_domain(folded, domain, boxes, a, other, deadline, confirm)
+    direction, offset = claim_margin(cw, a, b, sign, threshold)
+    return prove_over_domain(cw, domain, boxes, direction, offset, deadline, confirm)
