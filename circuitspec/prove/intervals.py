@@ -9,8 +9,8 @@ softmax with its attention sink and the ReLU neurons.
 What makes them tight enough to prove anything: **each position is bounded once per token of its own
 set**. Everything a position computes from its own token (its embedding, norms, q/k/v, neurons) is then
 exact for that token, and only what reaches it from *other* positions through attention is an interval.
-Shapes carry that choice: ``[N boxes, T positions, C choices of the position's own token, ...]`` (sets
-are padded by repeating a member, which changes no bound).
+A batch of boxes is flattened into rows, one per (box, position, token of the position's set)
+(:class:`Rows`).
 
 - Embedding: exact per choice.
 - Weight matrices: centre and radius form, ``c @ W ± r @ |W|`` (the tightest box of a box's image).
