@@ -2,8 +2,9 @@
 
 Which domains: those of the claim's task whose fixed feature values satisfy every ``when`` condition of
 the claim (a condition on a feature the domain leaves free does not match: the domain would hold inputs
-the claim is not about). The ablation constants are those ``verify`` uses (the same reference inputs and
-seed), so the proof is about the circuit ``verify`` judges.
+the claim is not about). The ablation constants are made as ``verify`` makes them for a claim group of up to
+200 inputs (the task means over its 200 reference inputs drawn with the seed; zero; or the stored corpus
+means), so the proof is about the circuit ``verify`` judges; the certificate records them.
 """
 
 from __future__ import annotations
