@@ -136,7 +136,7 @@ class LoadedSpec:
         if not per_input:
             return
         for claim in per_input:
-            keep = partner_filter(self.resolved.task, claim.ablation, self.settings.seed)
+            keep = partner_filter(self.resolved.task, claim.ablation, self.settings.seed, self.resolved.context.model.tokenizer)
             for example in sample_examples(self.resolved.task, 1, f"{self.settings.seed}:warm-up", keep=keep):
                 check_claim(self, claim.claim.name, example)
 
@@ -228,7 +228,7 @@ def in_population(spec: LoadedSpec, claim: ResolvedClaim, example: TaskExample) 
     ``ablate resample from corrupted(F)``, has a partner (as ``verify`` draws its inputs)."""
     if not satisfies(example, claim.claim.conditions):
         return False
-    keep = partner_filter(spec.resolved.task, claim.ablation, spec.settings.seed)
+    keep = partner_filter(spec.resolved.task, claim.ablation, spec.settings.seed, spec.resolved.context.model.tokenizer)
     return keep is None or keep(example)
 
 

@@ -314,3 +314,20 @@ def test_corpus_means_stay_byte_level(models):
 
     with pytest.raises(UsageError, match="byte windows, and this model reads the tinypython_2k tokenizer"):
         compute_corpus_means(load_checkpoint(models.converted))
+
+
+def test_counterfactual_partners_line_up_as_tokens_under_a_bpe(bpe):
+    """Equal character lengths and positions do not make equal token positions under a BPE: with the model's
+    tokenizer, every partner found lines up token by token (the resample reads the partner aligned at the
+    answer), where the character rule alone lets some through that do not."""
+    from circuitspec.engine.tasks.counterfactual import find_partner, tokens_align
+
+    task = get_task("bracket_type")
+    examples = task.sample(60, "bpe-partners")
+    char_only = [find_partner(task, e, "innermost", 0) for e in examples]
+    misaligned = sum(p is not None and not tokens_align(e, p, bpe) for e, p in zip(examples, char_only))
+    assert misaligned > 0  # the character rule alone is not enough under this BPE
+    with_tokens = [find_partner(task, e, "innermost", 0, bpe) for e in examples]
+    found = [(e, p) for e, p in zip(examples, with_tokens) if p is not None]
+    assert found and all(tokens_align(e, p, bpe) for e, p in found)
+    assert all(len(bpe.encode(e.prefix)) == len(bpe.encode(p.prefix)) for e, p in found)

@@ -82,7 +82,7 @@ def attack_claim(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSett
     attacked over reference inputs: its part must stay unneeded whichever inputs the means come from."""
     model = resolved.context.model
     examples = sample_examples(resolved.task, claim.samples or resolved.spec.samples or settings.samples, settings.seed,
-                               claim.claim.conditions, keep=partner_filter(resolved.task, claim.ablation, settings.seed))
+                               claim.claim.conditions, keep=partner_filter(resolved.task, claim.ablation, settings.seed, resolved.context.model.tokenizer))
     batch = encode_for(model, examples, resolved.task.name).to(settings.device)
     space = resolved.mask.space
     full = Mask.full(space)

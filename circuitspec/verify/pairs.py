@@ -16,6 +16,7 @@ from ..engine.ablation import Ablation
 from ..engine.errors import UsageError
 from ..engine.tasks import Task, TaskExample
 from ..engine.tasks.counterfactual import find_partner
+from ..engine.tokenizer import Tokenizer
 from ..lang import ast
 from .examples import sample_examples
 
@@ -32,23 +33,27 @@ def corrupted_feature(ablation: Ablation | None) -> str | None:
     return None if ablation is None else ablation.corrupted
 
 
-def has_partner(task: Task, feature: str, seed: int | str) -> Callable[[TaskExample], bool]:
-    """A test of whether an input of ``task`` has a partner for ``feature`` (searched with ``seed``)."""
-    return lambda example: find_partner(task, example, feature, seed) is not None
+def has_partner(task: Task, feature: str, seed: int | str, tokenizer: Tokenizer | None = None) -> Callable[[TaskExample], bool]:
+    """A test of whether an input of ``task`` has a partner for ``feature`` (searched with ``seed``; lined up
+    as the tokens of ``tokenizer`` too, when given)."""
+    return lambda example: find_partner(task, example, feature, seed, tokenizer) is not None
 
 
-def partner_filter(task: Task, ablation: Ablation | None, seed: int | str) -> Callable[[TaskExample], bool] | None:
+def partner_filter(task: Task, ablation: Ablation | None, seed: int | str,
+                   tokenizer: Tokenizer | None = None) -> Callable[[TaskExample], bool] | None:
     """What :func:`~.examples.sample_examples` keeps besides a claim's ``when``: inputs with a partner, under
-    a corrupted-partner ablation; None (every input) under the others."""
+    a corrupted-partner ablation; None (every input) under the others. ``tokenizer``: the model's."""
     feature = corrupted_feature(ablation)
-    return None if feature is None else has_partner(task, feature, seed)
+    return None if feature is None else has_partner(task, feature, seed, tokenizer)
 
 
-def partners_of(task: Task, examples: Sequence[TaskExample], feature: str, seed: int | str) -> list[TaskExample]:
-    """Each input's partner, in order; NoPartnerError names the first input that has none."""
+def partners_of(task: Task, examples: Sequence[TaskExample], feature: str, seed: int | str,
+                tokenizer: Tokenizer | None = None) -> list[TaskExample]:
+    """Each input's partner, in order (lined up as the tokens of ``tokenizer`` too, when given); NoPartnerError
+    names the first input that has none."""
     partners = []
     for example in examples:
-        partner = find_partner(task, example, feature, seed)
+        partner = find_partner(task, example, feature, seed, tokenizer)
         if partner is None:
             raise NoPartnerError(
                 f"task input {example.prefix!r} has no counterfactual partner that differs in {feature!r}",

@@ -231,7 +231,7 @@ def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | 
     if ablation.corrupted is not None:
         if examples is None:
             raise ValueError("a corrupted-partner reference needs the batch's inputs")
-        partners = partners_of(resolved.task, examples, ablation.corrupted, settings.seed)
+        partners = partners_of(resolved.task, examples, ablation.corrupted, settings.seed, model.tokenizer)
         ref = encode_for(model, partners, resolved.task.name).to(batch.tokens.device)
         return Reference.compute(model, ablation, batch.tokens, lengths, ref.tokens, ref.answer_pos + 1)
     if ablation.source == "corpus":
@@ -269,7 +269,7 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
     model = resolved.context.model
     n = group_samples(resolved, claims, settings)
     examples = sample_examples(resolved.task, n, settings.seed, first.claim.conditions,
-                               keep=partner_filter(resolved.task, first.ablation, settings.seed))
+                               keep=partner_filter(resolved.task, first.ablation, settings.seed, resolved.context.model.tokenizer))
     data = GroupData(examples, tokenizer=model.tokenizer)
     if not examples:
         return data

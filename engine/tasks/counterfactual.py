@@ -28,6 +28,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..tokenizer import Tokenizer
 from .base import RandomSampler, Task, TaskExample, check_example
 from .draws import Draws, ReplaySampler, draws_of, record
 
@@ -64,17 +65,33 @@ def is_partner(example: TaskExample, candidate: TaskExample, feature: str) -> bo
             and dict(candidate.positions) == dict(example.positions))
 
 
+def tokens_align(example: TaskExample, candidate: TaskExample, tokenizer: Tokenizer | None) -> bool:
+    """Whether the two inputs also line up as tokens: as many tokens, and every named position (the answer's
+    included) in the token of the same index. Equal character positions do not make equal token positions
+    under a BPE (``x = 'ab`` and ``x = 'a ``, say, split differently); byte tokens always line up."""
+    if tokenizer is None or tokenizer.name == "bytes":
+        return True
+    if len(tokenizer.encode(example.prefix)) != len(tokenizer.encode(candidate.prefix)):
+        return False
+    return all(tokenizer.token_index(example.prefix, index) == tokenizer.token_index(candidate.prefix, index)
+               for index in example.positions.values())
+
+
 def closeness(example: TaskExample, partner: TaskExample, feature: str) -> Closeness:
     others = sum(partner.features.get(name) != value for name, value in example.features.items() if name != feature)
     return Closeness(others, sum(a != b for a, b in zip(example.prefix, partner.prefix)))
 
 
-def find_partner(task: Task, example: TaskExample, feature: str, seed: int | str = 0) -> TaskExample | None:
+def find_partner(task: Task, example: TaskExample, feature: str, seed: int | str = 0,
+                 tokenizer: Tokenizer | None = None) -> TaskExample | None:
     """The closest partner of ``example`` for ``feature`` (see the module docstring), or None when there is
     none: the search found none, or the input has no recorded choices (built by hand, read from a file) and
-    the task registers no pairing of its own. The same input, feature and seed give the same partner."""
+    the task registers no pairing of its own. The same input, feature and seed give the same partner.
+    ``tokenizer``: the model's, when it is not byte-level: a partner must then line up as tokens too
+    (:func:`tokens_align`)."""
     draws = draws_of(example)
-    key = (feature, str(seed))
+    aligned = tokenizer if tokenizer is not None and tokenizer.name != "bytes" else None
+    key = (feature, str(seed)) if aligned is None else (feature, str(seed), aligned.name, id(aligned))
     if draws is not None and key in draws.partners:
         return draws.partners[key]
     partner = None
@@ -84,18 +101,22 @@ def find_partner(task: Task, example: TaskExample, feature: str, seed: int | str
             raise PartnerRuleError(
                 f"task {task.name!r}: its counterfactual for {example.prefix!r} ({feature}) is not a partner: "
                 f"{partner.prefix!r} must differ in {feature} and keep the prefix length and every named position")
+        if partner is not None and not tokens_align(example, partner, aligned):
+            partner = None  # it lines up as characters only: look for one that lines up as tokens too
     if partner is None and draws is not None:
-        partner = _search(task, example, draws, feature, random.Random(f"{task.name}:partner:{seed}:{example.prefix}"))
+        partner = _search(task, example, draws, feature, random.Random(f"{task.name}:partner:{seed}:{example.prefix}"),
+                          aligned)
     if draws is not None:
         draws.partners[key] = partner
     return partner
 
 
-def _search(task: Task, example: TaskExample, draws: Draws, feature: str, rng: random.Random) -> TaskExample | None:
+def _search(task: Task, example: TaskExample, draws: Draws, feature: str, rng: random.Random,
+            tokenizer: Tokenizer | None = None) -> TaskExample | None:
     """Single changes first; then, from the single changes that change the feature but move a position,
     a few steps of repair (:data:`REPAIR_STARTS`, :data:`REPAIR_STEPS`), each the single further change that
     brings the positions closest back, keeping the feature changed."""
-    search = _Search(task, example, feature, rng)
+    search = _Search(task, example, feature, rng, tokenizer)
     flips = search.around(draws)
     if search.best is not None or search.done:
         return search.partner()
@@ -117,8 +138,10 @@ def _search(task: Task, example: TaskExample, draws: Draws, feature: str, rng: r
 class _Search:
     """Replays around recorded choices for one input and feature, keeping the closest partner found."""
 
-    def __init__(self, task: Task, example: TaskExample, feature: str, rng: random.Random) -> None:
+    def __init__(self, task: Task, example: TaskExample, feature: str, rng: random.Random,
+                 tokenizer: Tokenizer | None = None) -> None:
         self.task, self.example, self.feature, self.rng = task, example, feature, rng
+        self.tokenizer = tokenizer
         self.best: tuple[tuple[int, int], TaskExample] | None = None
         self.replays = 0
 
@@ -142,7 +165,7 @@ class _Search:
             if replayed is None or replayed[0].features.get(self.feature) == self.example.features.get(self.feature):
                 continue
             candidate = replayed[0]
-            if is_partner(self.example, candidate, self.feature):
+            if is_partner(self.example, candidate, self.feature) and tokens_align(self.example, candidate, self.tokenizer):
                 key = closeness(self.example, candidate, self.feature).key()
                 if self.best is None or key < self.best[0]:
                     self.best = (key, candidate)
