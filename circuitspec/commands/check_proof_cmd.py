@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from .reporting import Reporter
 
+REQUIRED = ("format", "model", "model_sha256", "claim", "claim_tokens", "domain", "nodes", "roots", "kept", "constants")
 NAME, HELP = "check-proof", "re-verify a domain proof's certificate independently of the prover"
 
 
@@ -31,8 +32,12 @@ def run(args: argparse.Namespace) -> int:
     for path in args.certificates:
         try:
             cert = read_certificate(path)
+            missing = [key for key in REQUIRED if not isinstance(cert, dict) or key not in cert]
+            if missing:
+                raise ValueError(f"no {', '.join(repr(k) for k in missing)}: not a certificate written by "
+                                 "`circuitspec prove --certificate`")
             ref = args.model or cert["model"]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as err:
             report.err.print("[red]error[/]: " + escape(f"{path}: not a readable certificate ({err})"), soft_wrap=True)
             exit_code = max(exit_code, 2)
             continue

@@ -40,7 +40,7 @@ from .argtypes import MAX_SAMPLES, MAX_TIMEOUT_S, finite_float, positive_int
 from .outputs import output_file, save_output
 from .reporting import Reporter, writes_to_stdout
 
-NAME, HELP = "prove", "check with Z3 that a spec's claims can all hold together"
+NAME, HELP = "prove", "prove behaviour claims over finite input domains, and check claims with Z3"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
