@@ -283,3 +283,26 @@ def test_prove_and_check_proof_through_the_command_line(tmp_path, capsys):
         assert main(["check-proof", str(tmp_path / "missing.json")]) == 2
     finally:
         object.__setattr__(task, "domains", tuple(d for d in task.domains if d.name != "tiny_double"))
+
+
+def test_a_bias_moved_one_float32_step_past_the_boundary_is_not_proved(circuit):
+    """The issue's soundness check, literally: move one weight (the bias of logit['"']) so that the least
+    margin over the domain is 0, then one float32 rounding step further down. The claim is then false or
+    true by about 1e-7 on one input, far inside the bounds' rounding pad: never "proved"."""
+    resolved, claim, reference, cw = circuit
+    domain = small_domain(most=1)
+    boxes = domain_boxes(domain)
+    inputs = [x for box in boxes for x in members(box)]
+    truth = engine_margins(resolved.context.model, resolved.mask, reference, inputs, DQ, SQ)
+    worst = inputs[int(np.argmin(truth))]
+    direction, offset = cw.margin_direction(DQ, SQ)
+    point = margin_bounds(cw, [[[t] for t in worst]], direction, offset)[0]
+    least = (float(point.lo) + float(point.hi)) / 2
+    bias = np.float32(float(cw.b_U[DQ]) - least)
+    moved = float(np.nextafter(bias, np.float32(-np.inf), dtype=np.float32))
+    b_U = cw.b_U.clone()
+    b_U[DQ] = moved
+    shifted = CircuitWeights(cw.W_E, cw.W_pos, cw.blocks, cw.W_U, b_U, cw.keep, cw.ref, cw.eps, cw.n_heads, cw.d_head)
+    proof = prove_over_domain(shifted, domain, boxes, *shifted.margin_direction(DQ, SQ), time.monotonic() + 300)
+    assert proof.status in ("refuted", "unknown")
+    assert proof.counterexample["tokens"] == worst
