@@ -77,9 +77,13 @@ def run(args: argparse.Namespace) -> int:
         for c in resolved.claims:
             proved_over_domain = False
             if c.kind == "behaviour" and not args.no_domain:
-                with report.status(f"{path.name}:{c.claim.span.line}: proving over the task's domains"):
+                where = f"{path.name}:{c.claim.span.line}: proving over the task's domains"
+                with report.status(where) as status:
+                    def follow(name: str, done: int, size: int, status=status, where=where) -> None:
+                        status.update(f"{where}: {name}, {done / max(size, 1):.0%} of {size:,} inputs proved")
+
                     results = prove_claim_over_domains(resolved, c, RunSettings(), args.domain_timeout, args.certificate,
-                                                       only=args.domain)
+                                                       only=args.domain, progress=follow)
                 for r in results:
                     _print_domain(report, path, r)
                 domain_results.extend(results)

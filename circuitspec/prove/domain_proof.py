@@ -80,12 +80,13 @@ def _split(sets: list[list[int]], rest: list[int], cw: CircuitWeights) -> tuple[
 
 
 def prove_over_domain(cw: CircuitWeights, domain: Domain, boxes: list[list[list[int]]], direction: torch.Tensor,
-                      offset: float, deadline: float, confirm=None) -> DomainProof:
+                      offset: float, deadline: float, confirm=None, progress=None) -> DomainProof:
     """Branch and bound over ``boxes`` (the domain as token sets) for ``direction · ln_final(resid) + offset > 0``
     at the last position (:meth:`.intervals.CircuitWeights.margin_direction` makes them for a logit difference).
 
     ``confirm(tokens) -> float``: the engine's margin on one input, to report beside a counterexample.
-    Stops at ``deadline`` (time.monotonic()) with "unknown" and the share proved so far."""
+    Stops at ``deadline`` (time.monotonic()) with "unknown" and the share proved so far. ``progress(proved,
+    size)`` is called after each batch of boxes."""
     started = time.monotonic()
     result = DomainProof("proved", domain)
     result.roots = [ProofNode([sorted(set(s)) for s in box]) for box in boxes]
@@ -130,6 +131,8 @@ def prove_over_domain(cw: CircuitWeights, domain: Domain, boxes: list[list[list[
             node.split, child_sets = _split(node.sets, [r[0] for r in rest], cw)
             node.children = [ProofNode(sets) for sets in child_sets]
             todo.extend(reversed(node.children))
+        if progress is not None:
+            progress(result.proved_inputs, domain.size())
     return _finish(result, started)
 
 

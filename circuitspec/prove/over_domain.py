@@ -84,8 +84,9 @@ def _claim_direction(claim: ResolvedClaim) -> tuple[int, int | None, float, floa
 
 def prove_claim_over_domains(resolved: ResolvedSpec, claim: ResolvedClaim, settings: RunSettings,
                              timeout_s: float, certificate_dir: Path | None = None,
-                             only: list[str] | None = None) -> list[DomainResult]:
-    """Each matching domain (``only``: those named, when given) proved, refuted, or left unknown."""
+                             only: list[str] | None = None, progress=None) -> list[DomainResult]:
+    """Each matching domain (``only``: those named, when given) proved, refuted, or left unknown.
+    ``progress(domain name, inputs proved, domain size)`` follows each search."""
     from ..lang.fmt import format_statement
 
     text, line = format_statement(claim.claim), claim.claim.span.line
@@ -115,7 +116,8 @@ def prove_claim_over_domains(resolved: ResolvedSpec, claim: ResolvedClaim, setti
             value = float(logits[a] - (logits[b] if b is not None else threshold))
             return sign * value
 
-        proof = _prove(cw, domain, boxes, a, b, sign, threshold, started + timeout_s, confirm)
+        follow = None if progress is None else (lambda done, size, name=domain.name: progress(name, done, size))
+        proof = _prove(cw, domain, boxes, a, b, sign, threshold, started + timeout_s, confirm, follow)
         result = DomainResult(resolved.file, line, text, proof.status, domain.to_json(), proof.seconds,
                               proof.boxes_bounded, proof.proved_inputs,
                               proof.least_bound if proof.least_bound != float("inf") else None, None, proof.note)
@@ -145,6 +147,6 @@ def claim_margin(cw: CircuitWeights, a: int, b: int | None, sign: float, thresho
 
 
 def _prove(cw: CircuitWeights, domain: Domain, boxes, a: int, b: int | None, sign: float, threshold: float,
-           deadline: float, confirm) -> DomainProof:
+           deadline: float, confirm, progress=None) -> DomainProof:
     direction, offset = claim_margin(cw, a, b, sign, threshold)
-    return prove_over_domain(cw, domain, boxes, direction, offset, deadline, confirm)
+    return prove_over_domain(cw, domain, boxes, direction, offset, deadline, confirm, progress)
