@@ -276,9 +276,9 @@ def _attention(x: Box, p: dict, layer: int, cw: CircuitWeights, rows: Rows) -> B
         k_any = rows.hull(kh)  # [N, T, nv]
         other = _interval_products(Box(qh.lo[:, None], qh.hi[:, None]),
                                    Box(k_any.lo[rows.box], k_any.hi[rows.box]))  # [R, Tk, nv]
-        self_score = _interval_products(qh, kh).lo.sum(-1), _interval_products(qh, kh).hi.sum(-1)
-        s_lo = torch.where(own, self_score[0][:, None], other.lo.sum(-1))
-        s_hi = torch.where(own, self_score[1][:, None], other.hi.sum(-1))
+        self_score = _interval_products(qh, kh)  # the query's own key: its own row
+        s_lo = torch.where(own, self_score.lo.sum(-1)[:, None], other.lo.sum(-1))
+        s_hi = torch.where(own, self_score.hi.sum(-1)[:, None], other.hi.sum(-1))
         s_lo = (s_lo + score_constant) * inv
         s_hi = (s_hi + score_constant) * inv
         pad = SLACK * (torch.maximum(s_lo.abs(), s_hi.abs()) + constant_terms + 1.0) + TINY
