@@ -25,7 +25,7 @@ from circuitspec.engine.ablation import Ablation
 from circuitspec.prove.certificate_check import check_certificate
 from circuitspec.prove.domain_proof import certificate, prove_over_domain
 from circuitspec.prove.intervals import CircuitWeights, margin_bounds
-from circuitspec.prove.over_domain import REFERENCE_BATCH, _prove
+from circuitspec.prove.over_domain import REFERENCE_BATCH, claim_margin
 from circuitspec.engine.batch import encode_for
 from circuitspec.verify.examples import sample_examples
 from circuitspec.verify.runner import RunSettings, make_reference
@@ -140,12 +140,28 @@ def domain_boxes(domain: Domain) -> list[list[list[int]]]:
     return [[[ord(c) for c in alphabet] for alphabet in box] for box in domain.boxes()]
 
 
+def domain_inputs(domain: Domain) -> list[list[int]]:
+    """Every input of the domain, as tokens."""
+    return [x for box in domain_boxes(domain) for x in members(box)]
+
+
+def least_margin(circuit, domain: Domain, a: int, b: int | None) -> tuple[list[int], float]:
+    """The domain's input where ``logit[a] - logit[b]`` (or ``logit[a]``) is least (found by the engine),
+    and that value in exact arithmetic: the middle of its point box's bounds."""
+    resolved, claim, reference, cw = circuit
+    inputs = domain_inputs(domain)
+    truth = engine_margins(resolved.context.model, resolved.mask, reference, inputs, a, b)
+    worst = inputs[int(np.argmin(truth))]
+    point = margin_bounds(cw, [[[t] for t in worst]], *claim_margin(cw, a, b, 1.0, 0.0))[0]
+    return worst, (float(point.lo) + float(point.hi)) / 2
+
+
 def test_exhaustive_evaluation_agrees_with_the_proof(circuit):
     """17,112 inputs: every one evaluated by the ablation engine, and the proof's verdict matches."""
     resolved, claim, reference, cw = circuit
     domain = small_domain()
     assert domain.size() == 2 * (92 + 92 * 92) >= 10_000
-    inputs = [x for box in domain_boxes(domain) for x in members(box)]
+    inputs = domain_inputs(domain)
     assert len(inputs) == domain.size()
     truth = engine_margins(resolved.context.model, resolved.mask, reference, inputs, DQ, SQ)
     proof = prove_over_domain(cw, domain, domain_boxes(domain), *cw.margin_direction(DQ, SQ), time.monotonic() + 300)
@@ -158,7 +174,7 @@ def test_a_claim_false_on_exactly_one_input_is_refuted_with_that_input(circuit):
     """Threshold the margin between its least and second least values over the domain."""
     resolved, claim, reference, cw = circuit
     domain = small_domain(most=1)
-    inputs = [x for box in domain_boxes(domain) for x in members(box)]
+    inputs = domain_inputs(domain)
     truth = engine_margins(resolved.context.model, resolved.mask, reference, inputs, DQ, SQ)
     order = np.argsort(truth)
     assert truth[order[1]] - truth[order[0]] > 1e-3
@@ -177,14 +193,10 @@ def test_a_claim_at_its_boundary_is_not_proved(circuit):
     resolved, claim, reference, cw = circuit
     domain = small_domain(most=1)
     boxes = domain_boxes(domain)
-    inputs = [x for box in boxes for x in members(box)]
-    truth = engine_margins(resolved.context.model, resolved.mask, reference, inputs, DQ, None)
-    worst = inputs[int(np.argmin(truth))]
-    point = margin_bounds(cw, [[[t] for t in worst]], cw.W_U[:, DQ], float(cw.b_U[DQ]))[0]
-    exact = (float(point.lo) + float(point.hi)) / 2
-    at_boundary = _prove(cw, domain, boxes, DQ, None, 1.0, exact, time.monotonic() + 300, None)
+    _, exact = least_margin(circuit, domain, DQ, None)
+    at_boundary = prove_over_domain(cw, domain, boxes, *claim_margin(cw, DQ, None, 1.0, exact), time.monotonic() + 300)
     assert at_boundary.status != "proved"
-    below = _prove(cw, domain, boxes, DQ, None, 1.0, exact - 1e-3, time.monotonic() + 300, None)
+    below = prove_over_domain(cw, domain, boxes, *claim_margin(cw, DQ, None, 1.0, exact - 1e-3), time.monotonic() + 300)
     assert below.status == "proved"
 
 
@@ -292,12 +304,7 @@ def test_a_bias_moved_one_float32_step_past_the_boundary_is_not_proved(circuit):
     resolved, claim, reference, cw = circuit
     domain = small_domain(most=1)
     boxes = domain_boxes(domain)
-    inputs = [x for box in boxes for x in members(box)]
-    truth = engine_margins(resolved.context.model, resolved.mask, reference, inputs, DQ, SQ)
-    worst = inputs[int(np.argmin(truth))]
-    direction, offset = cw.margin_direction(DQ, SQ)
-    point = margin_bounds(cw, [[[t] for t in worst]], direction, offset)[0]
-    least = (float(point.lo) + float(point.hi)) / 2
+    worst, least = least_margin(circuit, domain, DQ, SQ)
     bias = np.float32(float(cw.b_U[DQ]) - least)
     moved = float(np.nextafter(bias, np.float32(-np.inf), dtype=np.float32))
     b_U = cw.b_U.clone()

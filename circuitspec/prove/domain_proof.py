@@ -88,13 +88,14 @@ def prove_over_domain(cw: CircuitWeights, domain: Domain, boxes: list[list[list[
     Stops at ``deadline`` (time.monotonic()) with "unknown" and the share proved so far. ``progress(proved,
     size)`` is called after each batch of boxes."""
     started = time.monotonic()
+    size = domain.size()
     result = DomainProof("proved", domain)
     result.roots = [ProofNode([sorted(set(s)) for s in box]) for box in boxes]
     todo = list(reversed(result.roots))
     while todo:
         if time.monotonic() > deadline:
             result.status = "unknown"
-            result.note = (f"time ran out with {result.proved_inputs:,} of {domain.size():,} inputs proved "
+            result.note = (f"time ran out with {result.proved_inputs:,} of {size:,} inputs proved "
                            f"({result.boxes_bounded:,} boxes bounded)")
             break
         length = len(todo[-1].sets)
@@ -132,7 +133,7 @@ def prove_over_domain(cw: CircuitWeights, domain: Domain, boxes: list[list[list[
             node.children = [ProofNode(sets) for sets in child_sets]
             todo.extend(reversed(node.children))
         if progress is not None:
-            progress(result.proved_inputs, domain.size())
+            progress(result.proved_inputs, size)
     return _finish(result, started)
 
 

@@ -23,7 +23,7 @@ from ..lang import ast
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
 from ..verify.examples import compare, sample_examples
 from ..verify.runner import RunSettings, make_reference
-from .domain_proof import DomainProof, certificate, prove_over_domain
+from .domain_proof import certificate, prove_over_domain
 from .intervals import CircuitWeights
 
 REFERENCE_BATCH = 64  # inputs the reference is made for (a global mean does not depend on them)
@@ -105,6 +105,7 @@ def prove_claim_over_domains(resolved: ResolvedSpec, claim: ResolvedClaim, setti
     reference = make_reference(resolved, claim.ablation, claim.ablation_task, batch, settings, examples=examples)
     cw = CircuitWeights.from_model(model, resolved.mask, reference)
     a, b, sign, threshold = _claim_direction(claim)
+    direction, offset = claim_margin(cw, a, b, sign, threshold)
     results = []
     for domain in domains:
         started = time.monotonic()
@@ -117,7 +118,7 @@ def prove_claim_over_domains(resolved: ResolvedSpec, claim: ResolvedClaim, setti
             return sign * value
 
         follow = None if progress is None else (lambda done, size, name=domain.name: progress(name, done, size))
-        proof = _prove(cw, domain, boxes, a, b, sign, threshold, started + timeout_s, confirm, follow)
+        proof = prove_over_domain(cw, domain, boxes, direction, offset, started + timeout_s, confirm, follow)
         result = DomainResult(resolved.file, line, text, proof.status, domain.to_json(), proof.seconds,
                               proof.boxes_bounded, proof.proved_inputs,
                               proof.least_bound if proof.least_bound != float("inf") else None, None, proof.note)
@@ -141,12 +142,8 @@ def prove_claim_over_domains(resolved: ResolvedSpec, claim: ResolvedClaim, setti
 def claim_margin(cw: CircuitWeights, a: int, b: int | None, sign: float, threshold: float) -> tuple[torch.Tensor, float]:
     """The direction and offset whose positive value is the claim: ``sign * (logit[a] - logit[b])`` or
     ``sign * (logit[a] - threshold)``, as a linear form of the final norm's output."""
-    direction = cw.W_U[:, a] - (cw.W_U[:, b] if b is not None else 0)
-    offset = float(cw.b_U[a] - (cw.b_U[b] if b is not None else threshold))
+    if b is not None:
+        direction, offset = cw.margin_direction(a, b)
+    else:
+        direction, offset = cw.W_U[:, a], float(cw.b_U[a]) - threshold
     return sign * direction, sign * offset
-
-
-def _prove(cw: CircuitWeights, domain: Domain, boxes, a: int, b: int | None, sign: float, threshold: float,
-           deadline: float, confirm, progress=None) -> DomainProof:
-    direction, offset = claim_margin(cw, a, b, sign, threshold)
-    return prove_over_domain(cw, domain, boxes, direction, offset, deadline, confirm, progress)
