@@ -4,7 +4,6 @@ options those models use (AbsTopK, norm gains, GELU, the sink, the bigram table)
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from circuitspec.engine.model import ModelConfig, Transformer
 from circuitspec.engine.subgraph import run_circuit
 from circuitspec.prove.entailment import _not_encodable
 from tiny_bpe import resize_vocab, write_bpe
+from conftest import verify_one_head_spec
 
 # The fixtures live beside the repository (../shared/fixtures/circuit_sparsity: made with the reference
 # code, whose licence keeps it out of this repository); CIRCUITSPEC_CS_FIXTURES names another place.
@@ -375,16 +375,7 @@ def test_convert_then_check_and_verify_through_the_cli(tmp_path, capsys):
             assert torch.equal(converted(ids), direct(ids))
         assert (tmp_path / name / "vocab.bpe").read_bytes() == (source / "vocab.bpe").read_bytes()
     for model in ("converted", "b"):  # B: verify's self-checks on AbsTopK, the sink and the bigram table
-        spec = tmp_path / f"{model}.circ"
-        spec.write_text(f'spec converted "a circuit_sparsity model, converted"\nmodel "{model}"\ntask bracket_type\n'
-                        "ablate mean over task\n\ngroup head = blocks.1.attn.hook_z[head=1, *]\n\n"
-                        "claim necessary faithfulness <= 5\n")
-        assert main(["check", str(spec)]) == 0
-        rc = main(["verify", str(spec), "--samples", "20", "--baselines", "2", "--partial-ablations", "1"])
-        captured = capsys.readouterr()
-        err = captured.err
-        assert rc in (0, 1) and "self-check" not in err, err  # 3 would be a failed self-check
-        assert re.search(r"\b[01] pass, [01] fail, [01] inconclusive", captured.out), captured.out  # results: stdout
+        verify_one_head_spec(tmp_path, model, "a circuit_sparsity model, converted", capsys)
     assert main(["convert", "--from", "circuit-sparsity", str(fixture("A")), "-o", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
 

@@ -10,7 +10,6 @@ compares logits and every shared hook.
 
 import json
 import math
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from circuitspec.engine.convert_transformer_lens import (config_from_tl, from_ho
                                                          load_transformer_lens, save_hooked_transformer, tl_shapes)
 from circuitspec.engine.errors import ModelError
 from tiny_bpe import reference_encode, write_bpe
+from conftest import verify_one_head_spec
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 
@@ -289,15 +289,7 @@ def test_convert_then_check_and_verify_through_the_cli(tmp_path, capsys):
         tokens = tokens_for(bpe_config if name == "bpe" else tl_config())
         with torch.no_grad():
             assert torch.equal(converted(tokens), direct(tokens))
-        spec = tmp_path / f"{name}.circ"
-        spec.write_text(f'spec converted "a TransformerLens model, converted"\nmodel "{name}"\ntask bracket_type\n'
-                        "ablate mean over task\n\ngroup head = blocks.1.attn.hook_z[head=1, *]\n\n"
-                        "claim necessary faithfulness <= 5\n")
-        assert main(["check", str(spec)]) == 0
-        rc = main(["verify", str(spec), "--samples", "20", "--baselines", "2", "--partial-ablations", "1"])
-        captured = capsys.readouterr()
-        assert rc in (0, 1) and "self-check" not in captured.err, captured.err  # 3 would be a failed self-check
-        assert re.search(r"\b[01] pass, [01] fail, [01] inconclusive", captured.out), captured.out
+        verify_one_head_spec(tmp_path, name, "a TransformerLens model, converted", capsys)
     (tmp_path / "tl_bpe" / "vocab.bpe").unlink()
     assert main(["convert", "--from", "transformer-lens", str(sources["bpe"]), "-o", str(tmp_path / "no_files")]) == 0
     assert "warning:" in capsys.readouterr().err
