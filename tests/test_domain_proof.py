@@ -313,3 +313,9 @@ def test_a_bias_moved_one_float32_step_past_the_boundary_is_not_proved(circuit):
     proof = prove_over_domain(shifted, domain, boxes, *shifted.margin_direction(DQ, SQ), time.monotonic() + 300)
     assert proof.status in ("refuted", "unknown")
     assert proof.counterexample["tokens"] == worst
+
+
+def test_an_unknown_domain_name_is_a_usage_error_with_a_suggestion(capsys):
+    assert main(["prove", str(SPEC), "--domain", "print_doubel"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'print_double'" in err and "Traceback" not in err

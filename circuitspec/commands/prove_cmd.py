@@ -28,6 +28,7 @@ counter-model, an unknown, or premises that cannot hold in the circuit ("vacuous
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 from collections import Counter
 from dataclasses import asdict
@@ -68,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
     report = Reporter(args, stdout_taken=writes_to_stdout(args.json))
     resolved_specs, exit_code = resolve_specs(args.paths)
+    unknown = _unknown_domains(args.domain or [], resolved_specs)
+    if unknown:
+        report.err.print("[red]error[/]: " + escape(unknown), soft_wrap=True)
+        return 2
     reports, counts = [], Counter()
     for resolved in resolved_specs:
         path = Path(resolved.file)
@@ -122,6 +127,18 @@ def run(args: argparse.Namespace) -> int:
         if not save_output(args.json, json.dumps(finite(reports), indent=2, sort_keys=True) + "\n", "the JSON report"):
             exit_code = max(exit_code, 2)
     return exit_code
+
+
+def _unknown_domains(names: list[str], resolved_specs) -> str:
+    """'' when every ``--domain`` name is a domain of some spec's task; else the message saying which is not."""
+    known = sorted({d.name for resolved in resolved_specs for d in resolved.task.domains})
+    missing = [name for name in names if name not in known]
+    if not missing or not resolved_specs:
+        return ""
+    close = difflib.get_close_matches(missing[0], known, n=1, cutoff=0.6)
+    guess = f"; did you mean {close[0]!r}?" if close else ""
+    return (f"--domain {missing[0]!r} is no domain of these specs' tasks ({', '.join(known) or 'they declare none'})"
+            f"{guess}; `circuitspec tasks -v` lists them")
 
 
 def _print_domain(report: Reporter, path: Path, r) -> None:
