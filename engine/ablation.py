@@ -296,6 +296,19 @@ def _small_node_mask(mask: Mask, memo: dict[int, bool] | None = None, fraction: 
     return kept <= fraction * sum(t.numel() for t in mask.nodes.values())
 
 
+def _answer_only(model: Transformer, masks: Sequence[Mask], reference: Reference, memo: dict[int, bool]) -> bool:
+    """Whether a masked pass may compute the last block after attention at the answer positions alone
+    (:meth:`~.model.Transformer.forward` with ``at``): when every reference value is the same at every
+    position (zero, or a mean over all positions), no condition cuts paths, and no condition ablates an
+    edge of the last block's ``W_O``, the one matrix whose input (every position) and output (the answer
+    alone) are then cut differently."""
+    shapes = MaskSpace.for_config(model.cfg).node_shapes  # a value with a position axis has more dims
+    if any(v.dim() > len(shapes.get(h, (0,))) for h, v in reference.values.items()):
+        return False
+    last_w_o = f"blocks.{model.cfg.n_layers - 1}.attn.W_O"
+    return all(not m.cuts and (last_w_o not in m.edges or _all_true(m.edges[last_w_o], memo)) for m in masks)
+
+
 def run_conditions(model: Transformer, tokens: torch.Tensor, masks: Sequence[Mask], reference: Reference,
                    answer_pos: torch.Tensor | None = None, max_tokens: int | None = None,
                    by_length: bool = False) -> torch.Tensor:
@@ -316,10 +329,10 @@ def plain_answer_logits(model: Transformer, tokens: torch.Tensor, answer_pos: to
     reproduces them exactly (bit for bit on a CPU)."""
     B = tokens.shape[0]
     if not _by_length(tokens, answer_pos, by_length):
-        return model(tokens)[torch.arange(B, device=tokens.device), answer_pos]
+        return model(tokens, answer_pos)
     out = None
     for rows, width in length_buckets(answer_pos + 1):
-        logits = model(tokens[rows, :width])[torch.arange(len(rows)), answer_pos[rows]]
+        logits = model(tokens[rows, :width], answer_pos[rows])
         out = logits.new_empty(B, logits.shape[-1]) if out is None else out
         out[rows] = logits
     return out
@@ -451,9 +464,14 @@ def _masked_forward(model: Transformer, tokens: torch.Tensor, masks: Sequence[Ma
                 save(F.one_hot(repeated, model.cfg.d_vocab).float(), src)
             else:
                 save(F.one_hot(torch.arange(T, device=device), model.cfg.n_ctx).float().expand(k * B, T, -1), src)
+        at = answer_pos.repeat(k) if answer_pos is not None and not capture and _answer_only(model, chunk, reference, memo) else None
         with model.hooks(fns):
-            logits = model(repeated).view(k, B, T, -1)
-        if answer_pos is not None:
-            logits = logits[:, torch.arange(B, device=device), answer_pos]
+            logits = model(repeated, at)
+        if at is not None:
+            logits = logits.view(k, B, -1)
+        elif answer_pos is not None:
+            logits = logits.view(k, B, T, -1)[:, torch.arange(B, device=device), answer_pos]
+        else:
+            logits = logits.view(k, B, T, -1)
         outputs.append(logits)
     return torch.cat(outputs), {h: torch.cat(parts) for h, parts in captured.items()}

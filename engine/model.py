@@ -165,7 +165,9 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()
         self.hook_z = HookPoint()  # [batch, pos, head, d_head]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """``at`` [B]: the output only at these positions, ``[B, 1, D]`` (keys and values still come from
+        every position; see :meth:`Transformer.forward`)."""
         B, T, D = x.shape
         H, dh = self.W_Q.shape[0], self.W_Q.shape[2]
 
@@ -192,6 +194,8 @@ class Attention(nn.Module):
             pattern = torch.softmax(scores, dim=-1)
         pattern = self.hook_pattern(pattern)
         z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # [B, T, H, dh]
+        if at is not None:
+            z, T = z[torch.arange(B, device=z.device), at].unsqueeze(1), 1
         return z.reshape(B, T, H * dh) @ self.W_O.reshape(H * dh, D) + self.b_O
 
 
@@ -232,9 +236,13 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, resid: torch.Tensor) -> torch.Tensor:
+    def forward(self, resid: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """``at`` [B]: everything after attention only at these positions (``[B, 1, D]`` out)."""
         resid = self.hook_resid_pre(resid)
-        resid = self.hook_resid_mid(resid + self.hook_attn_out(self._sparsify(self.attn(self.ln1(resid)), "attn_out")))
+        attn_out = self.attn(self.ln1(resid), at)
+        if at is not None:
+            resid = resid[torch.arange(resid.shape[0], device=resid.device), at].unsqueeze(1)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self._sparsify(attn_out, "attn_out")))
         return self.hook_resid_post(resid + self.hook_mlp_out(self._sparsify(self.mlp(self.ln2(resid)), "mlp_out")))
 
     def _sparsify(self, out: torch.Tensor, site: str) -> torch.Tensor:
@@ -323,14 +331,26 @@ class Transformer(HookedModule):
             else:
                 nn.init.zeros_(p)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        T = tokens.shape[1]
+    def forward(self, tokens: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, T, V]``; with ``at`` [B] only those at position ``at[b]`` of each row, ``[B, V]``.
+
+        Only the last block's attention output and what follows it are position by position, so with
+        ``at`` they are computed at the answer positions alone: from there on every hook sees
+        ``[B, 1, ...]``. The values are the full pass's up to float rounding (the products have other
+        shapes).
+        """
+        B, T = tokens.shape
         if T > self.cfg.n_ctx:
             raise ValueError(f"sequence length {T} exceeds the model's context n_ctx={self.cfg.n_ctx}")
-        resid = self.hook_embed(self.embed.W_E[tokens]) + self.hook_pos_embed(self.pos_embed.W_pos[:T].expand(tokens.shape[0], -1, -1))
-        for block in self.blocks:
-            resid = block(resid)
-        return self.hook_logits(self.unembed_resid(resid, tokens))
+        resid = self.hook_embed(self.embed.W_E[tokens]) + self.hook_pos_embed(self.pos_embed.W_pos[:T].expand(B, -1, -1))
+        for i, block in enumerate(self.blocks):
+            resid = block(resid, at if i == len(self.blocks) - 1 else None)
+        if at is None:
+            return self.hook_logits(self.unembed_resid(resid, tokens))
+        if not self.blocks:  # no block to cut: read the embeddings at the answer
+            resid = resid[torch.arange(B, device=resid.device), at].unsqueeze(1)
+        answer_tokens = tokens[torch.arange(B, device=tokens.device), at].unsqueeze(1)
+        return self.hook_logits(self.unembed_resid(resid, answer_tokens))[:, 0]
 
     def unembed_resid(self, resid: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Logits from the final residual stream ``[..., d_model]`` and the current tokens ``[...]`` (which

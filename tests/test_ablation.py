@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from circuitspec.engine.ablation import Ablation, Reference, matmul_sites, run_conditions
+from circuitspec.engine.ablation import Ablation, Reference, _answer_only, matmul_sites, run_conditions
 from circuitspec.engine.masks import Mask, MaskSpace
 from circuitspec.engine.model import ModelConfig, Transformer
 from circuitspec.engine.sparsity import project_model_
@@ -145,7 +145,25 @@ def test_answer_positions_are_gathered():
     answer = LENGTHS - 1
     logits = run_conditions(MODEL, TOKENS, [Mask.full(SPACE)], reference_for(Ablation("mean")), answer_pos=answer)
     full = MODEL(TOKENS)
-    assert torch.equal(logits[0], full[torch.arange(3), answer])
+    assert torch.equal(logits[0], MODEL(TOKENS, answer))  # the same answer-only pass, bit for bit
+    assert torch.allclose(logits[0], full[torch.arange(3), answer], atol=1e-5)  # the full pass, up to rounding
+
+
+def test_answer_only_pass_matches_the_full_pass_under_every_ablation():
+    """The last block computed at the answer alone gives the full pass's answer logits, for node and edge
+    masks and references with and without a position axis (which take the full pass)."""
+    answer = LENGTHS - 1
+    gen = torch.Generator().manual_seed(5)
+    last_w_o = f"blocks.{MODEL.cfg.n_layers - 1}.attn.W_O"
+    masks = [Mask(SPACE, {h: torch.rand(s, generator=gen) < 0.6 for h, s in SPACE.node_shapes.items()},
+                  {p: (torch.rand(s, generator=gen) < 0.8) | (p == last_w_o) for p, s in SPACE.edge_shapes.items()})
+             for _ in range(3)]
+    for ablation in (Ablation("mean"), Ablation("zero"), Ablation("mean", per_position=True), Ablation("resample")):
+        reference = reference_for(ablation)
+        assert _answer_only(MODEL, masks, reference, {}) == (not ablation.per_position and ablation.kind != "resample")
+        at_answer = run_conditions(MODEL, TOKENS, masks, reference, answer_pos=answer)
+        everywhere = run_conditions(MODEL, TOKENS, masks, reference)[:, torch.arange(3), answer]
+        assert torch.allclose(at_answer, everywhere, atol=1e-5), ablation
 
 
 def test_mean_reference_ignores_padding():
