@@ -114,6 +114,14 @@ class Reference:
     def value(self, hook: str) -> torch.Tensor:
         return self.values[hook]
 
+    def same_at_every_position(self, cfg) -> bool:
+        """Whether no value has a position (or row) axis: zero, or a mean over all positions. Then the
+        last block may be computed at the answer positions alone (see :func:`_answer_only`)."""
+        if getattr(self, "_position_free", None) is None:
+            shapes = MaskSpace.for_config(cfg).node_shapes  # a value with a position axis has more dims
+            self._position_free = all(v.dim() <= len(shapes.get(h, (0,))) for h, v in self.values.items())
+        return self._position_free
+
     def select(self, rows: torch.Tensor, width: int) -> "Reference":
         """The reference for rows ``rows`` of the target batch, cut to its first ``width`` positions (what a
         pass over ``tokens[rows, :width]`` reads): resampled activations are per row and position, per-position
@@ -302,8 +310,7 @@ def _answer_only(model: Transformer, masks: Sequence[Mask], reference: Reference
     position (zero, or a mean over all positions), no condition cuts paths, and no condition ablates an
     edge of the last block's ``W_O``, the one matrix whose input (every position) and output (the answer
     alone) are then cut differently."""
-    shapes = MaskSpace.for_config(model.cfg).node_shapes  # a value with a position axis has more dims
-    if any(v.dim() > len(shapes.get(h, (0,))) for h, v in reference.values.items()):
+    if not reference.same_at_every_position(model.cfg):
         return False
     last_w_o = f"blocks.{model.cfg.n_layers - 1}.attn.W_O"
     return all(not m.cuts and (last_w_o not in m.edges or _all_true(m.edges[last_w_o], memo)) for m in masks)

@@ -93,6 +93,9 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
         const = cached(("const", rid, name), lambda: ref(hook_in)[..., ~k] @ W[~k])
         return (kept_x @ kept_w + const) * scale
 
+    # the last block after attention only at the answer, when the reference is the same at every position
+    at = answer_pos if answer_pos is not None and L > 0 and reference.same_at_every_position(cfg) else None
+    rows = torch.arange(B, device=device)
     pre_hook = resid_hook(0, L)
     embed = cached(("kept", "embed"), lambda: (model.embed.W_E.index_select(1, index(pre_hook)),
                                                 model.pos_embed.W_pos.index_select(1, index(pre_hook))))
@@ -101,6 +104,7 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
         pre_hook, mid_hook, post_hook = resid_hook(layer, L), f"blocks.{layer}.hook_resid_mid", resid_hook(layer + 1, L)
         a = f"blocks.{layer}.attn"
         attn = block.attn
+        tail = at is not None and layer == L - 1
         scale1 = norm_scale(resid, pre_hook)
         z_hook = f"{a}.hook_z"
         heads = cached(("heads", a), lambda: keep[z_hook].any(-1).nonzero().flatten())  # heads with a kept z channel
@@ -133,10 +137,14 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
             else:
                 pattern = torch.softmax(scores, -1)
             z = (pattern @ v).transpose(1, 2).reshape(B, T, n * dh)
+            if tail:
+                z = z[rows, at].unsqueeze(1)
             z_cols = cached(("cols", z_hook), lambda: keep[z_hook][heads].flatten().nonzero().flatten())
             W_z = cached(("kept", f"{a}.W_O"), lambda: W_O[heads].reshape(n * dh, D)[z_cols][:, mid_keep])
             attn_out = attn_out + z.index_select(-1, z_cols) @ W_z
         # attn_out for kept resid_mid channels: kept z rows plus the reference z for the rest
+        if tail:
+            resid = resid[rows, at].unsqueeze(1)
         resid_pre_full = _mix(resid, ref(pre_hook), index(pre_hook), D)
         mid = resid_pre_full.index_select(-1, index(mid_hook)) + attn_out
         scale2 = norm_scale(mid, mid_hook)
@@ -156,8 +164,12 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
     scale = norm_scale(resid, final_hook)
     W_U = cached(("W", "unembed.W_U"), lambda: gained(model.ln_final, model.unembed.W_U))
     logits = split_matmul(resid, final_hook, scale, W_U, "unembed.W_U") + model.unembed.b_U
+    if at is not None:
+        tokens = tokens[rows, at].unsqueeze(1)
     if model.unembed.bigram is not None:
         logits = logits + model.unembed.bigram[tokens]
+    if at is not None:
+        return logits[:, 0]
     if answer_pos is not None:
-        logits = logits[torch.arange(B, device=device), answer_pos]
+        logits = logits[rows, answer_pos]
     return logits
