@@ -90,3 +90,74 @@ def build_graph(model: Transformer) -> nx.DiGraph:
 
 def weight_edges(g: nx.DiGraph) -> list[tuple[str, str, dict]]:
     return [(u, v, d) for u, v, d in g.edges(data=True) if d["kind"] == "weight"]
+
+
+def walk_tables(model: Transformer) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Each node's successors, in the order :func:`build_graph` adds their edges, and each node's kind:
+    what a random walk over the graph reads, built from the weights in a fraction of the graph's time
+    (it stores no edge attributes). Tests check it against the graph."""
+    cfg = model.cfg
+    L, H, D, dh = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head
+    params = dict(model.named_parameters())
+    succ: dict[str, list[str]] = {}
+    kinds: dict[str, str] = {}
+
+    def names(hook: str, count: int, head: int | None = None) -> list[str]:
+        return [str(NodeName(hook, i, head)) for i in range(count)]
+
+    def nodes(kind: str, listed: list[str]) -> None:
+        for n in listed:
+            kinds[n] = kind
+            succ[n] = []
+
+    def link(param: str, src_names, dst_names) -> None:
+        """Edges of the non-zero entries of ``param`` seen as a [sources, targets] matrix (row-major, the
+        order of ``torch.nonzero`` on the parameter, which is the graph's)."""
+        w = params[param].detach().cpu()
+        rows, cols = w.reshape(len(src_names), len(dst_names)).nonzero(as_tuple=True)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            succ[src_names[r]].append(dst_names[c])
+
+    tokens, positions = names("hook_tokens", cfg.d_vocab), names("hook_positions", cfg.n_ctx)
+    nodes("tokens", tokens)
+    nodes("positions", positions)
+    resid = [names(resid_hook(b, L), D) for b in range(L + 1)]
+    for b in range(L + 1):
+        nodes("resid", resid[b])
+    per_layer = []
+    for layer in range(L):
+        a = f"blocks.{layer}.attn"
+        heads = {kind: [names(f"{a}.hook_{kind}", dh, h) for h in range(H)] for kind in "qkvz"}
+        for kind in "qkvz":
+            nodes(kind, [n for head in heads[kind] for n in head])
+        patterns = [str(NodeName(f"{a}.hook_pattern", None, h)) for h in range(H)]
+        nodes("pattern", patterns)
+        mid = names(f"blocks.{layer}.hook_resid_mid", D)
+        nodes("resid", mid)
+        post = names(f"blocks.{layer}.mlp.hook_post", cfg.d_mlp)
+        nodes("mlp", post)
+        per_layer.append((a, heads, patterns, mid, post))
+    logits = names("hook_logits", cfg.d_vocab)
+    nodes("logits", logits)
+    link("embed.W_E", tokens, resid[0])
+    link("pos_embed.W_pos", positions, resid[0])
+    for layer, (a, heads, patterns, mid, post) in enumerate(per_layer):
+        for kind in "QKV":  # [H, D, dh] as (h, i, j): row-major over the head first, so per head
+            w = params[f"{a}.W_{kind}"].detach().cpu()
+            h_idx, i_idx, j_idx = w.nonzero(as_tuple=True)
+            for h, i, j in zip(h_idx.tolist(), i_idx.tolist(), j_idx.tolist()):
+                succ[resid[layer][i]].append(heads[kind.lower()][h][j])
+        link(f"{a}.W_O", [n for head in heads["z"] for n in head], mid)
+        link(f"blocks.{layer}.mlp.W_in", mid, post)
+        link(f"blocks.{layer}.mlp.W_out", post, resid[layer + 1])
+        for i in range(D):
+            succ[resid[layer][i]].append(mid[i])
+            succ[mid[i]].append(resid[layer + 1][i])
+        for h in range(H):
+            for j in range(dh):
+                succ[heads["v"][h][j]].append(heads["z"][h][j])
+                succ[heads["q"][h][j]].append(patterns[h])
+                succ[heads["k"][h][j]].append(patterns[h])
+                succ[patterns[h]].append(heads["z"][h][j])
+    link("unembed.W_U", resid[L], logits)
+    return succ, kinds

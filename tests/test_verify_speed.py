@@ -16,6 +16,8 @@ from circuitspec.engine import subgraph
 from circuitspec.engine.ablation import Ablation, Reference, plain_answer_logits, run_conditions, run_conditions_with_cache
 from circuitspec.engine.batch import length_buckets
 from circuitspec.engine.checkpoint import save_checkpoint
+from circuitspec.engine.graph import build_graph, walk_tables
+from circuitspec.engine.zoo import load_model
 from circuitspec.engine.masks import Mask
 from circuitspec.engine.tasks import register_task, unregister_task
 from circuitspec.verify import baselines as baseline_module
@@ -162,6 +164,31 @@ def test_the_fast_walk_draws_the_same_random_circuits(oracle_spec, monkeypatch):
         monkeypatch.undo()
         assert all(a == b for a, b in zip(fast, slow)) and len(fast) == len(slow) == 6
         assert all(m.node_count() == min(size, sum(math.prod(s) for s in space.node_shapes.values())) for m in fast)
+
+
+def test_walks_read_from_the_weights_are_the_graphs(oracle_spec):
+    """The baselines walk tables built from the weights alone (no graph) list every node's successors
+    in the graph's order, so they draw the same random circuits; a weight written in place is seen."""
+    resolved, _, _ = check_file(oracle_spec)
+    model, space = resolved.context.model, resolved.mask.space
+    for candidate in (model, load_model("py-sparse-small")):
+        graph = build_graph(candidate)
+        succ, kinds = walk_tables(candidate)
+        assert succ == {n: list(graph.successors(n)) for n in graph.nodes}
+        assert kinds == {n: d["kind"] for n, d in graph.nodes(data=True)}
+    for size in (3, 40):
+        assert all(a == b for a, b in zip(random_circuits(model, space, size, 4, 1),
+                                          random_circuits(build_graph(model), space, size, 4, 1)))
+    weight = model.blocks[0].mlp.W_in
+    saved = weight.detach().clone()
+    try:
+        with torch.no_grad():
+            weight.zero_()
+        assert all(a == b for a, b in zip(random_circuits(model, space, 5, 4, 1),
+                                          random_circuits(build_graph(model), space, 5, 4, 1)))
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
 
 
 def test_groups_sharing_one_cache_judge_exactly_as_groups_alone(oracle_spec):

@@ -65,7 +65,7 @@ class ModelContext:
     path: Path
     model: Transformer
     space: MaskSpace
-    graph: nx.DiGraph = field(repr=False)
+    _graph: nx.DiGraph | None = field(default=None, repr=False)
     _corpus: Reference | None = field(default=None, repr=False)
     _nodes: list[tuple[str, NodeName]] | None = field(default=None, repr=False)
     _weights: list[tuple[str, str]] | None = field(default=None, repr=False)
@@ -73,6 +73,14 @@ class ModelContext:
     @property
     def cfg(self) -> ModelConfig:
         return self.model.cfg
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The model's channel graph (:func:`~..engine.graph.build_graph`), built on first use: seconds
+        for a 4-layer model, and verifying a spec without stated edges never needs it."""
+        if self._graph is None:
+            self._graph = build_graph(self.model)
+        return self._graph
 
     def corpus_reference(self) -> Reference:
         """The checkpoint's stored pretraining means (``mean over corpus``), validated once and kept;
@@ -105,7 +113,7 @@ class ModelContext:
 @lru_cache(maxsize=8)
 def _load_context(path: str) -> ModelContext:
     model = load_model(path)
-    return ModelContext(path, Path(path), model, MaskSpace.for_config(model.cfg), build_graph(model))
+    return ModelContext(path, Path(path), model, MaskSpace.for_config(model.cfg))
 
 
 def load_context(ref: str, base: Path | None = None) -> ModelContext:

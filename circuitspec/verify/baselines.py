@@ -16,7 +16,9 @@ import networkx as nx
 import numpy as np
 import torch
 
+from ..engine.graph import walk_tables
 from ..engine.masks import Mask, MaskSpace
+from ..engine.model import Transformer
 from ..engine.naming import NodeName, parse_node_name
 
 _MASKABLE = {"resid", "q", "k", "v", "z", "mlp"}
@@ -66,7 +68,7 @@ def _walk(steps: dict[str, tuple[tuple[str, ...], tuple[int, ...]]], randbelow, 
 class _Walks:
     """What the random walks read from a graph, built once per graph (and rebuilt if it grows)."""
 
-    size: tuple[int, int]
+    size: tuple  # the source's fingerprint when they were built
     starts: list[str]
     successors: dict[str, list[str]]
     kinds: dict[str, str]
@@ -74,20 +76,32 @@ class _Walks:
     positions: dict[tuple, dict[str, tuple[str, int]]] = field(default_factory=dict)  # space -> node -> (hook, flat index)
 
 
-_WALKS: "weakref.WeakKeyDictionary[nx.DiGraph, _Walks]" = weakref.WeakKeyDictionary()
+_WALKS: "weakref.WeakKeyDictionary[object, _Walks]" = weakref.WeakKeyDictionary()
 
 
-def _walks(graph: nx.DiGraph) -> _Walks:
-    size = (graph.number_of_nodes(), graph.number_of_edges())
-    walks = _WALKS.get(graph)
+def _fingerprint(source: "nx.DiGraph | Transformer") -> tuple:
+    """What changes when a graph grows or a model's weights are written to (in place or replaced)."""
+    if isinstance(source, nx.DiGraph):
+        return (source.number_of_nodes(), source.number_of_edges())
+    return tuple((id(p), p._version) for p in source.weight_matrices().values())
+
+
+def _walks(source: "nx.DiGraph | Transformer") -> _Walks:
+    """The walk tables of a model's graph (:func:`~..engine.graph.build_graph`), read from the graph or,
+    for a model, straight from its weights (:func:`~..engine.graph.walk_tables`: the same tables)."""
+    size = _fingerprint(source)
+    walks = _WALKS.get(source)
     if walks is None or walks.size != size:
-        successors = {n: list(graph.successors(n)) for n in graph.nodes}
-        kinds = {n: d["kind"] for n, d in graph.nodes(data=True)}
+        if isinstance(source, nx.DiGraph):
+            successors = {n: list(source.successors(n)) for n in source.nodes}
+            kinds = {n: d["kind"] for n, d in source.nodes(data=True)}
+        else:
+            successors, kinds = walk_tables(source)
         code = {n: _STOP if k == "logits" else _KEEP if k in _MASKABLE else _PASS for n, k in kinds.items()}
         steps = {n: (tuple(out), tuple(code[m] for m in out)) for n, out in successors.items()}
-        walks = _Walks(size, sorted(n for n, k in kinds.items() if k == "tokens" and graph.out_degree(n)),
+        walks = _Walks(size, sorted(n for n, k in kinds.items() if k == "tokens" and successors[n]),
                        successors, kinds, steps)
-        _WALKS[graph] = walks
+        _WALKS[source] = walks
     return walks
 
 
@@ -110,11 +124,12 @@ def _draws_like_choice() -> bool:
 _SAME_DRAWS = _draws_like_choice()
 
 
-def random_circuits(graph: nx.DiGraph, space: MaskSpace, size: int, count: int, seed: int) -> list[Mask]:
+def random_circuits(source: "nx.DiGraph | Transformer", space: MaskSpace, size: int, count: int, seed: int) -> list[Mask]:
     """``count`` circuits of exactly ``size`` channels each (node masks, every weight kept; the circuits
-    share one set of all-True edge masks, which masks never change in place)."""
+    share one set of all-True edge masks, which masks never change in place), walked on the graph of
+    ``source``: a model's graph, or the model itself (the same circuits, without building the graph)."""
     rng = random.Random(f"baselines:{seed}:{size}")
-    walks = _walks(graph)
+    walks = _walks(source)
     # The walks draw from the generator exactly as random_path would (rng.choice, rng.randrange), through
     # the method those two call, when it is there: the same circuits for the same seed, 3-4x faster.
     randbelow = rng._randbelow if _SAME_DRAWS else None

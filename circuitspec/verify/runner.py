@@ -411,7 +411,7 @@ def _random_circuits(resolved: ResolvedSpec, space, size: int, settings: RunSett
     key = (size, settings.baselines, settings.seed)
     if cache is not None and key in cache.baselines:
         return cache.baselines[key]
-    circuits = random_circuits(resolved.context.graph, space, size, settings.baselines, settings.seed)
+    circuits = random_circuits(resolved.context.model, space, size, settings.baselines, settings.seed)
     if cache is not None:
         cache.baselines[key] = circuits
     return circuits
