@@ -79,10 +79,10 @@ def run_in_process(paths: list[str], seed: int, profile: int) -> dict:
 
     forward = Transformer.forward
 
-    def counted_forward(self, tokens):
+    def counted_forward(self, tokens, *args, **kwargs):
         counts["model forwards"] += 1
         counts["model forward rows"] += tokens.shape[0]
-        return forward(self, tokens)
+        return forward(self, tokens, *args, **kwargs)
 
     Transformer.forward = counted_forward
     run_circuit = subgraph.run_circuit
