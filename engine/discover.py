@@ -162,7 +162,7 @@ class TaskInputs:
         device = model.device
         chunks = [encode_for(model, examples[i : i + chunk], task.name).to(device) for i in range(0, n, chunk)]
         with torch.no_grad():
-            full = torch.cat([answer_logits(model(c.tokens), c.answer_pos) for c in chunks])
+            full = torch.cat([model(c.tokens, c.answer_pos) for c in chunks])
         inputs = cls(examples, chunks, torch.cat([c.correct for c in chunks]), torch.cat([c.wrong for c in chunks]),
                      full, full)
         inputs.empty = inputs.run(model, empty_mask(MaskSpace.for_config(model.cfg)), reference)
@@ -261,6 +261,14 @@ def _frozen(model: Transformer) -> Iterator[None]:
         model.train(was_training)
 
 
+def _answer_logits(model: Transformer, chunk: TaskBatch, reference: Reference) -> torch.Tensor:
+    """Answer logits of a pass with gate hooks, its last block at the answer alone where the reference
+    allows (the same values at every position: the gates then mix shapes that broadcast)."""
+    if reference.same_at_every_position(model.cfg):
+        return model(chunk.tokens, chunk.answer_pos)
+    return answer_logits(model(chunk.tokens), chunk.answer_pos)
+
+
 def _gate_hooks(layout: _Layout, gates: list[torch.Tensor], reference: Reference, device: torch.device) -> dict:
     """One hook per maskable hook point: ``ref + g * (act - ref)`` with the current step's gates."""
     fns = {}
@@ -304,7 +312,7 @@ def _train_logits(model: Transformer, layout: _Layout, train: TaskInputs, refere
             chunk, rows = train.chunks[i], slice(offsets[i], offsets[i + 1])
             theta.requires_grad_(True)
             gates[0], kept_nodes, _ = _step_gates(theta, settings, gen)
-            logits = answer_logits(model(chunk.tokens), chunk.answer_pos)
+            logits = _answer_logits(model, chunk, reference)
             bce = binary_cross_entropy(logits, chunk.correct, chunk.wrong).mean()
             kept = kept_nodes.mean()
             (grad,) = torch.autograd.grad(bce + math.exp(log_lambda) * kept, theta)
@@ -376,7 +384,7 @@ def _train_path(model: Transformer, layout: _Layout, train: TaskInputs, referenc
             theta.requires_grad_(True)
             gates[0], kept, hard = _step_gates(theta, settings, gen)
             last_on[hard.bool()] = step + 1
-            logits = answer_logits(model(chunk.tokens), chunk.answer_pos)
+            logits = _answer_logits(model, chunk, reference)
             bce = binary_cross_entropy(logits, chunk.correct, chunk.wrong).mean()
             (grad,) = torch.autograd.grad(bce + weight * kept.sum(), theta)
             theta = adam.step(theta.detach(), grad)
@@ -526,7 +534,7 @@ def _removal_costs(model: Transformer, layout: _Layout, inputs: TaskInputs, refe
     start = 0
     with _frozen(model), model.hooks(fns):
         for chunk in inputs.chunks:
-            logits = answer_logits(model(chunk.tokens), chunk.answer_pos)
+            logits = _answer_logits(model, chunk, reference)
             rows = slice(start, start + chunk.tokens.shape[0])
             start = rows.stop
             if kind == "loss":

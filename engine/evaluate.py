@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .batch import answer_logits, encode_for
+from .batch import encode_for
 from .metrics import accuracy, binary_cross_entropy, logit_diff
 from .model import Transformer
 from .tasks import Task
@@ -33,7 +33,7 @@ def score_task(model: Transformer, task: Task, n: int = 500, seed: int | str = E
     acc, diff, bce = [], [], []
     for start in range(0, n, batch_size):
         batch = encode_for(model, examples[start : start + batch_size], task.name).to(model.device)
-        logits = answer_logits(model(batch.tokens), batch.answer_pos)
+        logits = model(batch.tokens, batch.answer_pos)
         acc.append(accuracy(logits, batch.correct, batch.wrong))
         diff.append(logit_diff(logits, batch.correct, batch.wrong))
         bce.append(binary_cross_entropy(logits, batch.correct, batch.wrong))

@@ -36,7 +36,8 @@ def _presence_effects(model: Transformer, circuit: Mask, batch: TaskBatch, refer
         return ref + gates[name] * (x - ref)
 
     with _frozen(model), model.hooks({h: gate for h in gates}):
-        logits = answer_logits(model(batch.tokens), batch.answer_pos)
+        logits = (model(batch.tokens, batch.answer_pos) if reference.same_at_every_position(model.cfg)
+                  else answer_logits(model(batch.tokens), batch.answer_pos))
         diff = logit_diff(logits, batch.correct, batch.wrong).mean()
         grads = torch.autograd.grad(diff, list(gates.values()))
     return {h: g.detach().cpu() for h, g in zip(gates, grads)}
