@@ -7,7 +7,8 @@ and 50% of the nodes (the most a CPU computes on the circuit's own subgraph). Ar
 rounds (each round runs every arm once, starting from a different arm):
 
 - plain: K unablated forward passes of circuitspec's model (the floor a one-pass-per-condition design
-  can reach), and K of the TransformerLens port (its own floor, the sink emulation included);
+  can reach; answer-only, its last block after attention at the answer positions alone, as circuitspec's
+  own conditions run), and K of the TransformerLens port (its own floor, the sink emulation included);
 - circuitspec: ``run_conditions`` over the K masks (on a CPU it computes only the circuit's own channels
   for each node mask keeping at most SUBGRAPH_MAX_FRACTION (50%) of the nodes, and runs the full masked
   forward for the rest);
@@ -128,6 +129,9 @@ def main() -> None:
             return torch.stack([forward(tokens)[rows, answer_pos] for _ in masks])
         return arm
 
+    def plain_answer_only(masks: list[Mask]) -> torch.Tensor:  # the floor of circuitspec's own passes
+        return torch.stack([model(tokens, answer_pos) for _ in masks])
+
     def circuitspec(masks: list[Mask]) -> torch.Tensor:
         return run_conditions(model, tokens, masks, reference, answer_pos=answer_pos)
 
@@ -143,7 +147,7 @@ def main() -> None:
                             [rows, answer_pos] for mask in masks])
 
     # (label, function, workload or None for the plain arms, which do not depend on the masks)
-    arms: list[tuple[str, Callable, str | None]] = [("plain forwards, circuitspec model", plain(model), None)]
+    arms: list[tuple[str, Callable, str | None]] = [("plain forwards, circuitspec model", plain_answer_only, None)]
     if peer is not None:
         arms.append(("plain forwards, TransformerLens port", plain(peer), None))
     for name in workloads:

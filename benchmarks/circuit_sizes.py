@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from circuitspec.engine.checkpoint import read_manifest  # noqa: E402
-from circuitspec.engine.discover import discover  # noqa: E402
+from circuitspec.engine.discover import DEFAULT_STEPS, discover  # noqa: E402
 from circuitspec.engine.evaluate import score_task  # noqa: E402
 from circuitspec.engine.tasks import get_task, task_names  # noqa: E402
 from circuitspec.engine.zoo import load_model, resolve_model_path  # noqa: E402
@@ -193,7 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target-loss", type=float, default=0.15)
     parser.add_argument("--tasks", nargs="+", help="default: every task the shipped sparse model solves at >= 90%%")
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="+", help="labels to include (default: all)")

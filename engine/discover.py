@@ -68,13 +68,15 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 #: The default loss target: the full model's loss plus this many nats.
 DEFAULT_MARGIN = 0.1
+#: Training steps of the mask, ``SearchSettings.batch_size`` inputs each (docs/discovery.md, "Many small steps").
+DEFAULT_STEPS = 600
 
 
 @dataclass(frozen=True)
 class SearchSettings:
     """Knobs of the search; the defaults are what the shipped models were measured with (docs/discovery.md)."""
 
-    batch_size: int = 64  # training inputs per step (one length bucket)
+    batch_size: int = 16  # training inputs per step (one length bucket): many small steps (see docs/discovery.md)
     lr: float = 0.1  # Adam on the node logits
     init_logit: float = 3.0  # every node starts kept; the penalty has to earn each removal
     surrogate_temperature: float = 1.0  # width of the sigmoid whose slope stands in for the step's
@@ -642,7 +644,7 @@ def drop_dead_nodes(mask: Mask, model: Transformer) -> Mask:
 
 
 def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_loss: float | None = None,
-             target_faithfulness: float | None = None, samples: int = 256, steps: int = 150, seed: int = 0,
+             target_faithfulness: float | None = None, samples: int = 256, steps: int = DEFAULT_STEPS, seed: int = 0,
              device: str = "cpu", progress: Progress | None = None,
              settings: SearchSettings = SearchSettings(), reference: str = "task") -> Discovery:
     """Find a small node circuit of ``model`` for ``task`` that meets the target (see the module doc).

@@ -288,6 +288,7 @@ def test_help_imports_nothing_heavy():
 def test_command_line_defaults_match_the_modules_that_use_them():
     from circuitspec.commands import defaults
     from circuitspec.engine.corpus_means import DEFAULT_WINDOWS
+    from circuitspec.engine.discover import DEFAULT_STEPS
     from circuitspec.engine.evaluate import EVAL_SEED
     from circuitspec.engine.train_state import STATE_DIR
     from circuitspec.engine.zoo import DEFAULT_MODEL
@@ -301,6 +302,7 @@ def test_command_line_defaults_match_the_modules_that_use_them():
         show.samples, show.seed, show.max_edges, show.expand)
     assert (defaults.DEFAULT_MODEL, defaults.EVAL_SEED, defaults.STATE_DIR, defaults.DEFAULT_WINDOWS) == (
         DEFAULT_MODEL, EVAL_SEED, STATE_DIR, DEFAULT_WINDOWS)
+    assert defaults.DISCOVER_STEPS == DEFAULT_STEPS
 
 
 @pytest.mark.parametrize("typed, meant", [

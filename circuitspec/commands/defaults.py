@@ -17,3 +17,4 @@ SHOW_SAMPLES = 200  # circuitspec.show.ShowOptions.samples
 SHOW_SEED = 0  # ShowOptions.seed
 SHOW_MAX_EDGES = 120  # ShowOptions.max_edges
 SHOW_EXPAND = 8  # ShowOptions.expand
+DISCOVER_STEPS = 600  # circuitspec.engine.discover.DEFAULT_STEPS

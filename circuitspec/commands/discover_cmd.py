@@ -66,7 +66,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed, help=f"seed of the search (default: [tool.circuitspec] seed, else {defaults.SEED})")
     p.add_argument("--samples", type=bounded(MIN_SAMPLES, MAX_SAMPLES), default=256,
                    help=f"inputs per phase of the search (default 256, at least {MIN_SAMPLES})")
-    p.add_argument("--steps", type=positive_int(MAX_STEPS), default=150, help="optimisation steps of the mask (default 150)")
+    p.add_argument("--steps", type=positive_int(MAX_STEPS), default=defaults.DISCOVER_STEPS,
+                   help=f"optimisation steps of the mask, 16 inputs each (default {defaults.DISCOVER_STEPS})")
     p.add_argument("--no-compare", action="store_true", help="skip the zero- (or mean-) ablation comparison")
     p.add_argument("--no-verify", action="store_true", help="write the proposed claims without verifying them")
     p.add_argument("--json", type=output_file, metavar="FILE", help="write the figures as JSON ('-' for stdout)")
