@@ -239,3 +239,21 @@ def test_a_self_check_still_catches_an_engine_that_breaks_the_full_model(oracle_
     sufficient = [c for c in resolved.claims if c.kind == "sufficient"][:1]
     with pytest.raises(runner.SelfCheckError):
         run_group(resolved, sufficient, RunSettings(samples=30, baselines=2, partial_ablations=1))
+
+
+def test_inputs_read_from_a_shared_stream_are_those_a_fresh_sampler_draws():
+    """Claim groups read one stream of inputs per task and seed; whatever was drawn before, a group gets
+    exactly the inputs a sampler of its own would draw, filtered the same way."""
+    from circuitspec.engine.tasks import RandomSampler, get_task
+    from circuitspec.verify import examples
+
+    task = get_task("closing_quote")
+    sampler = RandomSampler(f"{task.name}:verify:shared-stream")
+    fresh = [task.example(sampler).prefix for _ in range(400)]
+    examples._STREAMS.clear()
+    short = examples.sample_examples(task, 30, "shared-stream")
+    doubles = examples.sample_examples(task, 50, "shared-stream", keep=lambda e: e.features["opening_quote"] == '"')
+    long = examples.sample_examples(task, 200, "shared-stream")
+    assert [e.prefix for e in short] == fresh[:30] and [e.prefix for e in long] == fresh[:200]
+    expected = [p for p, e in zip(fresh, long) if e.features["opening_quote"] == '"']
+    assert [e.prefix for e in doubles][: len(expected)] == expected[:50]
