@@ -24,7 +24,7 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 
-from .batch import length_buckets
+from .batch import answer_logits, length_buckets
 from .masks import POSITIONS as _POSITIONS, TOKENS as _TOKENS, Mask, MaskSpace
 from .model import Transformer
 from .paths import path_hooks
@@ -110,6 +110,7 @@ class Reference:
     def __init__(self, values: dict[str, torch.Tensor], ablation: Ablation) -> None:
         self.values = values
         self.ablation = ablation
+        self._position_free: bool | None = None  # see same_at_every_position
 
     def value(self, hook: str) -> torch.Tensor:
         return self.values[hook]
@@ -117,7 +118,7 @@ class Reference:
     def same_at_every_position(self, cfg) -> bool:
         """Whether no value has a position (or row) axis: zero, or a mean over all positions. Then the
         last block may be computed at the answer positions alone (see :func:`_answer_only`)."""
-        if getattr(self, "_position_free", None) is None:
+        if self._position_free is None:
             shapes = MaskSpace.for_config(cfg).node_shapes  # a value with a position axis has more dims
             self._position_free = all(v.dim() <= len(shapes.get(h, (0,))) for h, v in self.values.items())
         return self._position_free
@@ -314,6 +315,16 @@ def _answer_only(model: Transformer, masks: Sequence[Mask], reference: Reference
         return False
     last_w_o = f"blocks.{model.cfg.n_layers - 1}.attn.W_O"
     return all(not m.cuts and (last_w_o not in m.edges or _all_true(m.edges[last_w_o], memo)) for m in masks)
+
+
+def mixed_answer_logits(model: Transformer, tokens: torch.Tensor, answer_pos: torch.Tensor,
+                        reference: Reference) -> torch.Tensor:
+    """Answer logits ``[B, V]`` of a pass whose hooks mix activations with ``reference`` (discovery's gates,
+    the falsifier's presence gradient): the last block at the answer alone where the reference is the same
+    at every position, so that the mixed shapes broadcast; the whole pass otherwise."""
+    if reference.same_at_every_position(model.cfg):
+        return model(tokens, answer_pos)
+    return answer_logits(model(tokens), answer_pos)
 
 
 def run_conditions(model: Transformer, tokens: torch.Tensor, masks: Sequence[Mask], reference: Reference,

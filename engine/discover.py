@@ -54,8 +54,8 @@ from typing import Callable, Iterator, Literal
 
 import torch
 
-from .ablation import Ablation, Reference, run_conditions
-from .batch import TaskBatch, answer_logits, encode_for
+from .ablation import Ablation, Reference, mixed_answer_logits, run_conditions
+from .batch import TaskBatch, encode_for
 from .errors import UsageError
 from .masks import IO_WEIGHTS, Mask, MaskSpace
 from .metrics import binary_cross_entropy, logit_diff
@@ -263,14 +263,6 @@ def _frozen(model: Transformer) -> Iterator[None]:
         model.train(was_training)
 
 
-def _answer_logits(model: Transformer, chunk: TaskBatch, reference: Reference) -> torch.Tensor:
-    """Answer logits of a pass with gate hooks, its last block at the answer alone where the reference
-    allows (the same values at every position: the gates then mix shapes that broadcast)."""
-    if reference.same_at_every_position(model.cfg):
-        return model(chunk.tokens, chunk.answer_pos)
-    return answer_logits(model(chunk.tokens), chunk.answer_pos)
-
-
 def _gate_hooks(layout: _Layout, gates: list[torch.Tensor], reference: Reference, device: torch.device) -> dict:
     """One hook per maskable hook point: ``ref + g * (act - ref)`` with the current step's gates."""
     fns = {}
@@ -314,7 +306,7 @@ def _train_logits(model: Transformer, layout: _Layout, train: TaskInputs, refere
             chunk, rows = train.chunks[i], slice(offsets[i], offsets[i + 1])
             theta.requires_grad_(True)
             gates[0], kept_nodes, _ = _step_gates(theta, settings, gen)
-            logits = _answer_logits(model, chunk, reference)
+            logits = mixed_answer_logits(model, chunk.tokens, chunk.answer_pos, reference)
             bce = binary_cross_entropy(logits, chunk.correct, chunk.wrong).mean()
             kept = kept_nodes.mean()
             (grad,) = torch.autograd.grad(bce + math.exp(log_lambda) * kept, theta)
@@ -386,7 +378,7 @@ def _train_path(model: Transformer, layout: _Layout, train: TaskInputs, referenc
             theta.requires_grad_(True)
             gates[0], kept, hard = _step_gates(theta, settings, gen)
             last_on[hard.bool()] = step + 1
-            logits = _answer_logits(model, chunk, reference)
+            logits = mixed_answer_logits(model, chunk.tokens, chunk.answer_pos, reference)
             bce = binary_cross_entropy(logits, chunk.correct, chunk.wrong).mean()
             (grad,) = torch.autograd.grad(bce + weight * kept.sum(), theta)
             theta = adam.step(theta.detach(), grad)
@@ -536,7 +528,7 @@ def _removal_costs(model: Transformer, layout: _Layout, inputs: TaskInputs, refe
     start = 0
     with _frozen(model), model.hooks(fns):
         for chunk in inputs.chunks:
-            logits = _answer_logits(model, chunk, reference)
+            logits = mixed_answer_logits(model, chunk.tokens, chunk.answer_pos, reference)
             rows = slice(start, start + chunk.tokens.shape[0])
             start = rows.stop
             if kind == "loss":

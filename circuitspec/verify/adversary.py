@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from ..engine.ablation import Reference
-from ..engine.batch import TaskBatch, answer_logits
+from ..engine.ablation import Reference, mixed_answer_logits
+from ..engine.batch import TaskBatch
 from ..engine.discover import _frozen  # gradients to the gates only; the model's own flags restored
 from ..engine.masks import Mask
 from ..engine.metrics import logit_diff
@@ -36,8 +36,7 @@ def _presence_effects(model: Transformer, circuit: Mask, batch: TaskBatch, refer
         return ref + gates[name] * (x - ref)
 
     with _frozen(model), model.hooks({h: gate for h in gates}):
-        logits = (model(batch.tokens, batch.answer_pos) if reference.same_at_every_position(model.cfg)
-                  else answer_logits(model(batch.tokens), batch.answer_pos))
+        logits = mixed_answer_logits(model, batch.tokens, batch.answer_pos, reference)
         diff = logit_diff(logits, batch.correct, batch.wrong).mean()
         grads = torch.autograd.grad(diff, list(gates.values()))
     return {h: g.detach().cpu() for h, g in zip(gates, grads)}

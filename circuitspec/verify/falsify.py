@@ -97,7 +97,7 @@ def _random_draws(spec: LoadedSpec, claim, conditions, count: int, seed: int) ->
     exactly as verify judges the claim."""
     examples = sample_examples(spec.resolved.task, count, f"falsify-random:{seed}", conditions,
                                keep=partner_filter(spec.resolved.task, claim.ablation, spec.settings.seed,
-                                                                   spec.resolved.context.model.tokenizer))
+                                                   spec.resolved.context.model.tokenizer))
     worst: tuple[float, TaskExample] | None = None
     failures = 0
     for start in range(0, len(examples), RANDOM_BATCH):
