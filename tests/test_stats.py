@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from circuitspec.stats import (Interval, binomial_cdf, binomial_tail, compare_to_baselines, faithfulness, faithfulness_interval, holm,
-                               verdict_at_least, verdict_at_most)
+from circuitspec.stats import (BASELINE_QUANTILE, Interval, baseline_looks, binomial_cdf, binomial_tail, compare_to_baselines,
+                               faithfulness, faithfulness_interval, holm, look_alpha, stops_early, verdict_at_least,
+                               verdict_at_most)
 
 
 def test_faithfulness_definition():
@@ -156,3 +157,68 @@ def test_a_baseline_within_float_error_of_the_circuit_is_a_tie():
     # a real difference is still a win
     assert compare_to_baselines(0.9, [0.5] * 10).losses == 0
     assert compare_to_baselines(0.2, [1.0] * 10, higher_is_better=False).losses == 0
+
+
+def _comparison(losses: int, trials: int):
+    """A necessity comparison in which ``losses`` of ``trials`` random circuits hurt as much as the circuit."""
+    return compare_to_baselines(0.0, [-1.0] * losses + [1.0] * (trials - losses), higher_is_better=False,
+                                quantile=BASELINE_QUANTILE["necessary"])
+
+
+def test_baseline_looks():
+    assert baseline_looks(50) == [10, 20, 30, 40, 50]
+    assert baseline_looks(45) == [10, 20, 30, 40, 45]
+    assert baseline_looks(10) == [10] and baseline_looks(3) == [3] and baseline_looks(0) == []
+
+
+@given(st.integers(1, 300), st.sampled_from([0.1, 0.05, 0.01, 0.001]))
+def test_the_looks_spend_exactly_alpha(planned, alpha):
+    looks = baseline_looks(planned)
+    assert sum(look_alpha(alpha, ran, planned) for ran in looks) == pytest.approx(alpha)
+    if len(looks) == 1:
+        assert look_alpha(alpha, planned, planned) == alpha
+
+
+@pytest.mark.parametrize("planned", [20, 50, 100])
+@pytest.mark.parametrize("alpha", [0.1, 0.05, 0.01])
+def test_staged_baselines_pass_at_most_alpha_at_the_null_boundary(planned, alpha):
+    """Exact, by dynamic programming over the looks: when each random circuit hurts as much as the
+    circuit with probability exactly 1/2 (the null's boundary), the staged test passes (at an interim
+    look or the last) with probability at most alpha."""
+    looks = baseline_looks(planned)
+    alive = {0: 1.0}  # losses so far -> probability of having reached this look without stopping
+    passed, done = 0.0, 0
+    for look in looks:
+        step = look - done
+        grown: dict[int, float] = {}
+        for losses, p in alive.items():
+            for extra in range(step + 1):
+                grown[losses + extra] = grown.get(losses + extra, 0.0) + p * math.comb(step, extra) / 2**step
+        done, alive = look, {}
+        for losses, p in grown.items():
+            comparison = _comparison(losses, look)
+            if look < planned and stops_early(comparison, look, planned, alpha):
+                passed += p
+            elif look == planned and comparison.p_value <= look_alpha(alpha, look, planned):
+                passed += p
+            else:
+                alive[losses] = p
+    assert passed <= alpha + 1e-12
+
+
+@pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])
+def test_the_last_look_passes_on_the_counts_one_look_would_at_50_baselines(confidence):
+    alpha = 1 - confidence
+    staged = [L for L in range(51) if _comparison(L, 50).p_value <= look_alpha(alpha, 50, 50)]
+    single = [L for L in range(51) if _comparison(L, 50).p_value <= alpha]
+    assert staged == single and staged
+
+
+def test_an_interim_look_stops_only_when_its_test_passes():
+    assert stops_early(_comparison(0, 10), 10, 50, 0.05)  # p = 0.5^10 = 0.00098 <= 0.05 * 0.1 / 4
+    assert not stops_early(_comparison(1, 10), 10, 50, 0.05)  # p = 11 / 1024
+    assert not stops_early(_comparison(0, 10), 10, 50, 0.01)  # 0.00098 > 0.01 * 0.1 / 4
+    assert stops_early(_comparison(2, 20), 20, 50, 0.01)
+    assert not stops_early(_comparison(0, 50), 50, 50, 0.05)  # the last look is judged, not stopped
+    assert not stops_early(_comparison(0, 15), 15, 50, 0.05)  # not a look
+    assert not stops_early(_comparison(0, 9), 10, 50, 0.05)  # a baseline with undefined F: no early stop

@@ -125,6 +125,19 @@ def test_true_claims_pass(folder, ablation):
     else:  # mean and resample leave the constant channels as they are: the circuit is the model
         assert claims["sufficient"]["statistic"] == pytest.approx(1.0, abs=1e-4)
     assert claims["sufficient"]["baseline"]["as_good_or_better"] == 0
+    necessity = claims["necessary"]["baseline"]  # 40 planned: looks after 10, 20, 30 and 40
+    assert necessity["planned"] == 40 and necessity["random_circuits"] in (10, 20, 30, 40)
+    if necessity["random_circuits"] < 40:  # stopped at an interim look: its test passed at its own level
+        assert necessity["alpha"] == pytest.approx(0.05 * 0.1 / 3, abs=1e-6) and necessity["p_value"] <= necessity["alpha"]
+
+
+def test_a_necessity_claim_that_fails_runs_every_baseline(folder):
+    """Random circuits hurt as much as a decoy when ablated: no look stops them, all 40 run."""
+    path = write(folder, "decoy_necessary", "node decoy = blocks.0.mlp.hook_post[4]\nclaim necessary faithfulness <= 0.05\n")
+    code, claims = verify(folder, path)
+    assert code == 1 and claims["necessary"]["verdict"] == "fail"
+    assert claims["necessary"]["baseline"]["random_circuits"] == claims["necessary"]["baseline"]["planned"] == 40
+    assert claims["necessary"]["baseline"]["alpha"] == pytest.approx(0.05 * 0.9)
 
 
 def test_a_wrong_node_is_not_sufficient(folder):

@@ -25,7 +25,7 @@ from circuitspec.verify import runner
 from circuitspec.verify.baselines import random_circuits
 from circuitspec.verify.judge import judge
 from circuitspec.verify.runner import RunCache, RunSettings, run_group
-from circuitspec.verify.verifier import claim_groups, verify_spec
+from circuitspec.verify.verifier import claim_groups, shared_cache, verify_spec
 from test_ablation import ABLATIONS, MODEL, SPACE, brute_force, random_mask
 from test_verify_oracle import CIRCUIT, HEADER, TASK, hand_set_model
 
@@ -202,6 +202,21 @@ def test_groups_sharing_one_cache_judge_exactly_as_groups_alone(oracle_spec):
     by_claim = {id(c): r for c, r in alone}
     assert [r.to_json() for r in shared] == [by_claim[id(c)].to_json() for c in resolved.claims]
     assert "fail" not in {r.verdict for r in shared}  # true claims (some inconclusive on so few inputs)
+
+
+def test_specs_of_one_model_sharing_a_cache_judge_exactly_as_specs_alone(oracle_spec):
+    """verify shares one RunCache among the specs of a model: a second spec of the same task (here the same
+    file, resolved twice onto the same model object) reuses its references, full logits and baselines."""
+    first, _, _ = check_file(oracle_spec)
+    second, _, _ = check_file(oracle_spec)
+    assert first.context.model is second.context.model
+    settings = RunSettings(samples=40, baselines=6, partial_ablations=2, resamples=200)
+    caches: dict = {}
+    shared = [verify_spec(r, settings, cache=shared_cache(caches, r)) for r in (first, second)]
+    cache = shared_cache(caches, first)
+    assert len(caches) == 1 and cache.references and cache.full and cache.baselines
+    alone = [verify_spec(r, settings) for r in (first, second)]
+    assert [[r.to_json() for r in rs] for rs in shared] == [[r.to_json() for r in rs] for rs in alone]
 
 
 def test_per_input_groups_run_the_circuit_and_self_check_on_a_few_inputs(oracle_spec, monkeypatch):

@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"inputs per claim group when the spec does not say (default: [tool.circuitspec] samples, "
                         f"else {defaults.SAMPLES})")
     p.add_argument("--baselines", type=non_negative_int(MAX_BASELINES), default=defaults.BASELINES,
-                   help="random same-size circuits per check")
+                   help="random same-size circuits per check (default %(default)s); a necessary claim's run 10 at "
+                        "a time and stop early once the circuit clearly beats them (docs/verification.md, \"Staged baselines\")")
     p.add_argument("--partial-ablations", type=non_negative_int(MAX_BASELINES), default=defaults.PARTIAL_ABLATIONS, metavar="N",
                    help="random partial ablations of the outside a sufficient claim must also survive "
                         f"(default {defaults.PARTIAL_ABLATIONS}; 0 turns the check off)")
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..verify.falsify import falsify_spec
     from ..verify.report import falsify_annotations, github_annotations, json_report, junit_report, manifest, print_table, summary
     from ..verify.runner import RunSettings
-    from ..verify.verifier import claim_groups, verify_spec
+    from ..verify.verifier import claim_groups, shared_cache, verify_spec
     from .specs import resolve_specs
 
     for given, flag in ((args.max_examples is not None, "--max-examples"), (args.database is not None, "--database"),
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     for resolved in resolved_specs:
         resolved.context.model.to(settings.device)
     results, specs_manifest = [], []
+    caches: dict = {}  # one RunCache per model object, shared by its specs
     started = time.perf_counter()
     with report.progress() as progress:
         total = sum(len(claim_groups(r)) for r in resolved_specs)
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         for resolved in resolved_specs:
             progress.update(bar, description=f"verifying {Path(resolved.file).name}")
             try:
-                results.extend(verify_spec(resolved, settings, lambda: progress.advance(bar)))
+                results.extend(verify_spec(resolved, settings, lambda: progress.advance(bar), shared_cache(caches, resolved)))
             except CircuitspecError as e:
                 progress.console.print("[bold red]error:[/] " + escape(f"{resolved.file}: {e}"))
                 exit_code = max(exit_code, e.exit_code)

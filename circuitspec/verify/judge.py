@@ -29,16 +29,12 @@ import numpy as np
 from ..lang import ast
 from ..lang.fmt import format_statement
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
-from ..stats import (Verdict, binomial_tail, bootstrap_indices, bootstrap_p_at_least, compare_to_baselines,
-                     faithfulness, faithfulness_interval, holm, quantiles, verdict_at_least, verdict_at_most)
+from ..stats import (BASELINE_QUANTILE, Verdict, binomial_tail, bootstrap_indices, bootstrap_p_at_least,
+                     compare_to_baselines, faithfulness, faithfulness_interval, holm, look_alpha, quantiles, verdict_at_least,
+                     verdict_at_most)
 from .examples import compare
 from .runner import EVERY_INPUT_RESOLUTION, GroupData, RunSettings, activation_at, per_input_samples, per_input_target
 
-# How much of the random same-size circuits a circuit must beat. Sufficiency: 90% (random circuits are
-# rarely sufficient, so doing as well as many of them means the threshold is easy). Necessity: the
-# typical one (50%): any set holding a single bottleneck channel is as necessary as the real circuit,
-# so random circuits that happen to hold one are expected, and not evidence against the claim.
-BASELINE_QUANTILE = {"sufficient": 0.9, "necessary": 0.5}
 SEVERITY = {"fail": 0, "inconclusive": 1, "pass": 2}  # the worst of several verdicts is the lowest
 
 
@@ -164,12 +160,17 @@ def _faithfulness_claim(result: ClaimResult, claim: ResolvedClaim, body: ast.Fai
     quantile = BASELINE_QUANTILE[claim.kind]
     comparison = compare_to_baselines(interval.estimate, baseline_f, higher_is_better=sufficient, quantile=quantile)
     alpha = 1 - claim.confidence
-    result.baseline = {"random_circuits": comparison.trials, "as_good_or_better": comparison.losses,
-                       "median_faithfulness": comparison.baseline_median, "beats_quantile": quantile,
-                       "p_value": comparison.p_value, "rank_p_value": comparison.rank_p_value}
+    # necessity's baselines run in stages (runner._run_staged_complements): judged at the level of the
+    # look they stopped at; sufficiency's all run, at one look
+    planned = len(pool) if sufficient else data.complements_planned
+    level = alpha if sufficient else look_alpha(alpha, len(pool), planned)
+    result.baseline = {"random_circuits": comparison.trials, "planned": planned,
+                       "as_good_or_better": comparison.losses, "median_faithfulness": comparison.baseline_median,
+                       "beats_quantile": quantile, "p_value": comparison.p_value, "alpha": level,
+                       "rank_p_value": comparison.rank_p_value}
     if math.isnan(interval.estimate):
         result.note = UNDEFINED_FAITHFULNESS
-    elif verdict == "pass" and comparison.p_value > alpha:
+    elif verdict == "pass" and comparison.p_value > level:
         # fail only when significantly more random circuits do as well than "beats the quantile" allows;
         # otherwise the baselines are too few to tell either way
         if binomial_tail(comparison.losses, comparison.trials, 1 - quantile) > alpha:
