@@ -33,6 +33,7 @@ with the largest difference in logits.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -81,6 +82,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     parser.add_argument("--peer", choices=["transformer-lens", "none"], default="transformer-lens")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", metavar="FILE", help="write the ratios here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)  # what a TransformerLens user does before a loop of forwards, too
@@ -185,8 +187,11 @@ def main() -> None:
         print(f"  {arms[i][0]:<38} {K / statistics.median(t):8.1f} conditions/s  median {statistics.median(t):7.2f} s  "
               f"worst round {max(t):7.2f} s")
 
+    ratios: dict[str, float] = {}
+
     def ratio(num: int, den: int, what: str) -> None:
         per_round = [a / b for a, b in zip(times[num], times[den])]
+        ratios[f"{arms[num][2]}: {what}"] = statistics.median(times[num]) / statistics.median(times[den])
         print(f"  {what}: {statistics.median(times[num]) / statistics.median(times[den]):.2f}x "
               f"(per round {min(per_round):.2f}-{max(per_round):.2f})")
 
@@ -205,11 +210,16 @@ def main() -> None:
             ratio(mine["TransformerLens run_with_hooks loop"], cs, "TransformerLens loop / circuitspec cost")
             ratio(mine["TransformerLens run_with_hooks loop"], plain_arms[1], "TransformerLens loop / its plain forwards")
         ratio(mine["hook loop, circuitspec model"], cs, "hook loop / circuitspec cost")
-    subgraph_section(model, batch, reference, space, gen, args)
+    ratios.update(subgraph_section(model, batch, reference, space, gen, args))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": args.device, "model": args.model, "conditions": K,
+                                               "peer": peer is not None, "ratios": ratios}, indent=1))
 
 
-def subgraph_section(model, batch, reference, space, gen, args) -> None:
-    """Stretch: a sufficiency check computed on the circuit's own subgraph vs the full masked forward."""
+def subgraph_section(model, batch, reference, space, gen, args) -> dict[str, float]:
+    """Stretch: a sufficiency check computed on the circuit's own subgraph vs the full masked forward;
+    returns full / subgraph cost per circuit size."""
+    ratios = {}
     from circuitspec.engine.subgraph import run_circuit
     total = sum(t.numel() for t in Mask.full(space).nodes.values())
     for fraction in (0.01, 0.10):
@@ -229,6 +239,8 @@ def subgraph_section(model, batch, reference, space, gen, args) -> None:
         print(f"circuit of {fraction:.0%} of {total} nodes: subgraph {len(circuits) / s_t:7.1f} conditions/s, "
               f"full masked {len(circuits) / f_t:7.1f} conditions/s, full / subgraph cost {f_t / s_t:.1f}x "
               f"(target >= 10x at 1%), max |difference| {worst:.1e}")
+        ratios[f"circuit of {fraction:.0%} of the nodes: full masked / subgraph cost"] = f_t / s_t
+    return ratios
 
 
 if __name__ == "__main__":

@@ -82,11 +82,11 @@ def _clean(value):
 
 def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
     """Exact (Clopper-Pearson) two-sided interval for a proportion k/n: quantiles of beta distributions."""
-    from scipy.stats import beta  # imported when a verdict needs it
+    from scipy.special import betaincinv  # the beta quantile; imported when a verdict needs it
 
     alpha = 1 - confidence
-    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
-    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
+    low = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, alpha / 2))
+    high = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1 - alpha / 2))
     return low, high
 
 
