@@ -167,22 +167,23 @@ def plot(rows: list[dict], tasks: list[str], stem: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=150)
-    for size in dict.fromkeys(r["size"] for r in rows):
-        line = sorted((r for r in rows if r["size"] == size and reached(r, tasks)), key=lambda r: r["density"])
-        xs = [_mean([r["tasks"][t]["nodes"] for t in reached(r, tasks)]) for r in line]
-        ys = [r["val_loss"] for r in line]
-        ax.plot(xs, ys, marker="o", label=size)
-        for x, y, r in zip(xs, ys, line):
-            density = f"{r['density']:.0%}" if r["density"] < 1 else "dense"
-            ax.annotate(f"{density} ({len(reached(r, tasks))}/{len(tasks)} tasks)", (x, y), textcoords="offset points",
-                        xytext=(6, 4), fontsize=7)
-    ax.set_xscale("log")
-    ax.set_xlabel("mean discovered circuit size in nodes (log)  <- more interpretable")
-    ax.set_ylabel("validation loss on Python code  <- more capable")
-    ax.set_title("Capability vs interpretability (circuitspec models)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="model size")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), dpi=150, sharey=True)
+    for ax, unit in zip(axes, ("nodes", "edges")):  # the paper counts edges; nodes are what a picture shows
+        for size in dict.fromkeys(r["size"] for r in rows):
+            line = sorted((r for r in rows if r["size"] == size and reached(r, tasks)), key=lambda r: r["density"])
+            xs = [_mean([r["tasks"][t][unit] for t in reached(r, tasks)]) for r in line]
+            ys = [r["val_loss"] for r in line]
+            ax.plot(xs, ys, marker="o", label=size)
+            for x, y, r in zip(xs, ys, line):
+                density = f"{r['density']:.0%}" if r["density"] < 1 else "dense"
+                ax.annotate(f"{density} ({len(reached(r, tasks))}/{len(tasks)} tasks)", (x, y), textcoords="offset points",
+                            xytext=(6, 4), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"mean discovered circuit size in {unit} (log)  <- more interpretable")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("validation loss on Python code  <- more capable")
+    axes[1].legend(title="model size")
+    fig.suptitle("Capability vs interpretability (circuitspec models)")
     fig.tight_layout()
     for suffix in (".png", ".svg"):
         fig.savefig(stem.with_suffix(suffix), metadata={"Date": None} if suffix == ".svg" else None)
