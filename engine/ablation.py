@@ -149,7 +149,7 @@ class Reference:
         the whole batch at once; the same means up to float rounding.
         """
         B, T = tokens.shape
-        hooks = _needed_hooks(model)
+        hooks = reference_hooks(model)
         if ablation.kind == "zero":
             _, shapes = model.run_with_cache(tokens[:1, :1], hooks)
             values = {h: torch.zeros_like(a[0, 0]) for h, a in shapes.items()}
@@ -177,37 +177,73 @@ def _add_one_hot_inputs(model: Transformer, cache: dict[str, torch.Tensor], toke
 def _bucketed_means(model: Transformer, ablation: Ablation, hooks: list[str], ref_tokens: torch.Tensor,
                     ref_lengths: torch.Tensor, T: int) -> dict[str, torch.Tensor]:
     """Mean references (as :func:`_reduce`) from per-position sums accumulated over length buckets."""
-    Tref = ref_tokens.shape[1]
-    sums: dict[str, torch.Tensor] = {}
-    count = torch.zeros(Tref, device=ref_tokens.device)
-    for rows, width in length_buckets(ref_lengths):
-        rows = rows.to(ref_tokens.device)
-        tokens = ref_tokens[rows, :width]
-        _, cache = model.run_with_cache(tokens, hooks)
-        _add_one_hot_inputs(model, cache, tokens)
-        real = _lengths_mask(ref_lengths[rows], width).float()
-        count[:width] += real.sum(0)
-        for hook, act in cache.items():
-            weighted = (act * real.view(*real.shape, *[1] * (act.dim() - 2))).sum(0)
-            if hook not in sums:
-                sums[hook] = torch.zeros(Tref, *act.shape[2:], device=act.device)
-            sums[hook][:width] += weighted
-    values = {}
-    for hook, per_pos_sum in sums.items():
-        extra = [1] * (per_pos_sum.dim() - 1)
-        global_mean = per_pos_sum.sum(0) / count.sum().clamp(min=1)
-        if not ablation.per_position:
-            values[hook] = global_mean
-            continue
-        per_pos = per_pos_sum / count.clamp(min=1).view(-1, *extra)
-        per_pos = torch.where((count > 0).view(-1, *extra), per_pos, global_mean)
-        out = global_mean.expand(max(T, per_pos.shape[0]), *global_mean.shape).clone()
-        out[: per_pos.shape[0]] = per_pos
-        values[hook] = out[:T]
-    return values
+    return MeanSums.empty(ref_tokens.shape[1], ref_tokens.device).add(model, hooks, ref_tokens, ref_lengths).means(ablation, T)
 
 
-def _needed_hooks(model: Transformer) -> list[str]:
+@dataclass(frozen=True)
+class MeanSums:
+    """Per-position sums of every hook's activation over the real positions of some reference inputs, and
+    how many inputs reached each position. The means over the first N inputs of a stream extend to the
+    first M > N by running only the M - N new ones (:meth:`add` returns a new object: a kept one stays
+    valid); :meth:`means` gives :func:`_bucketed_means`' values for any target width."""
+
+    sums: dict[str, torch.Tensor]  # hook -> [width, *channels]
+    count: torch.Tensor  # [width]
+    inputs: int = 0
+
+    @classmethod
+    def empty(cls, width: int, device) -> "MeanSums":
+        return cls({}, torch.zeros(width, device=device), 0)
+
+    def add(self, model: Transformer, hooks: list[str], ref_tokens: torch.Tensor, ref_lengths: torch.Tensor) -> "MeanSums":
+        """These sums plus those of ``ref_tokens`` (true lengths ``ref_lengths``), run in length buckets."""
+        width = max(self.count.shape[0], ref_tokens.shape[1])
+        count = F.pad(self.count, (0, width - self.count.shape[0]))
+        sums = {h: F.pad(v, (0, 0) * (v.dim() - 1) + (0, width - v.shape[0])) for h, v in self.sums.items()}
+        for rows, cut in length_buckets(ref_lengths):
+            rows = rows.to(ref_tokens.device)
+            tokens = ref_tokens[rows, :cut]
+            _, cache = model.run_with_cache(tokens, hooks)
+            _add_one_hot_inputs(model, cache, tokens)
+            real = _lengths_mask(ref_lengths[rows], cut).float()
+            count[:cut] += real.sum(0)
+            for hook, act in cache.items():
+                weighted = (act * real.view(*real.shape, *[1] * (act.dim() - 2))).sum(0)
+                if hook not in sums:
+                    sums[hook] = torch.zeros(width, *act.shape[2:], device=act.device)
+                sums[hook][:cut] += weighted
+        return MeanSums(sums, count, self.inputs + ref_tokens.shape[0])
+
+    def plus(self, other: "MeanSums") -> "MeanSums":
+        """The sums over both sets of inputs (padded to the wider; adding to zeros is exact)."""
+        width = max(self.count.shape[0], other.count.shape[0])
+
+        def pad(v: torch.Tensor) -> torch.Tensor:
+            return F.pad(v, (0, 0) * (v.dim() - 1) + (0, width - v.shape[0]))
+
+        sums = {h: pad(self.sums[h]) + pad(v) if h in self.sums else pad(v) for h, v in other.sums.items()}
+        return MeanSums(sums, pad(self.count) + pad(other.count), self.inputs + other.inputs)
+
+    def means(self, ablation: Ablation, T: int) -> dict[str, torch.Tensor]:
+        """Global means, or per-position ones (the global mean where no input reaches), cut to width ``T``."""
+        count = self.count
+        values = {}
+        for hook, per_pos_sum in self.sums.items():
+            extra = [1] * (per_pos_sum.dim() - 1)
+            global_mean = per_pos_sum.sum(0) / count.sum().clamp(min=1)
+            if not ablation.per_position:
+                values[hook] = global_mean
+                continue
+            per_pos = per_pos_sum / count.clamp(min=1).view(-1, *extra)
+            per_pos = torch.where((count > 0).view(-1, *extra), per_pos, global_mean)
+            out = global_mean.expand(max(T, per_pos.shape[0]), *global_mean.shape).clone()
+            out[: per_pos.shape[0]] = per_pos
+            values[hook] = out[:T]
+        return values
+
+
+def reference_hooks(model: Transformer) -> list[str]:
+    """Every hook a reference holds a value for: the node hooks and the inputs of the maskable matrices."""
     space = MaskSpace.for_config(model.cfg)
     inputs = [src for src, _, _ in matmul_sites(model).values() if not src.startswith("<")]
     return sorted(set(space.node_shapes) | set(inputs))

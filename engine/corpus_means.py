@@ -53,7 +53,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as dump_tensors
 
-from .ablation import _POSITIONS, _TOKENS, Ablation, Reference, _needed_hooks
+from .ablation import _POSITIONS, _TOKENS, Ablation, Reference, reference_hooks
 from .atomic import write_bytes
 from .checkpoint import MANIFEST_FILE, read_manifest
 from .corpus import Corpus, CorpusConfig, load_corpus
@@ -142,7 +142,7 @@ def _window_moments(model: Transformer, tokens: torch.Tensor, batch_size: int) -
     """Moments of every reference key over every position of ``tokens`` [N, T] (all positions real).
 
     The one-hot inputs are counted rather than materialised: a one-hot entry is its own square."""
-    hooks = _needed_hooks(model)
+    hooks = reference_hooks(model)
     cfg = model.cfg
     moments: dict[str, _Moments] = {h: _Moments() for h in [*hooks, _TOKENS, _POSITIONS]}
     for start in range(0, tokens.shape[0], batch_size):

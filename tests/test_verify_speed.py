@@ -14,7 +14,7 @@ from circuitspec.commands.check_cmd import check_file
 from circuitspec.engine import ablation as engine
 from circuitspec.engine import subgraph
 from circuitspec.engine.ablation import Ablation, Reference, plain_answer_logits, run_conditions, run_conditions_with_cache
-from circuitspec.engine.batch import length_buckets
+from circuitspec.engine.batch import encode_for, length_buckets
 from circuitspec.engine.checkpoint import save_checkpoint
 from circuitspec.engine.graph import build_graph, walk_tables
 from circuitspec.engine.zoo import load_model
@@ -23,6 +23,7 @@ from circuitspec.engine.tasks import register_task, unregister_task
 from circuitspec.verify import baselines as baseline_module
 from circuitspec.verify import runner
 from circuitspec.verify.baselines import random_circuits
+from circuitspec.verify.examples import sample_examples
 from circuitspec.verify.judge import judge
 from circuitspec.verify.runner import RunCache, RunSettings, run_group
 from circuitspec.verify.verifier import claim_groups, shared_cache, verify_spec
@@ -217,6 +218,32 @@ def test_specs_of_one_model_sharing_a_cache_judge_exactly_as_specs_alone(oracle_
     assert len(caches) == 1 and cache.references and cache.full and cache.baselines
     alone = [verify_spec(r, settings) for r in (first, second)]
     assert [[r.to_json() for r in rs] for rs in shared] == [[r.to_json() for r in rs] for rs in alone]
+
+
+@pytest.mark.parametrize("per_position", [False, True])
+def test_task_means_summed_in_chunks_do_not_depend_on_what_ran_before(oracle_spec, per_position):
+    """make_reference sums the reference stream in chunks a RunCache keeps: a group of 598 inputs after
+    groups of 100 and 1,000 runs only the chunk [400, 598) and gets, bit for bit, the reference it gets
+    alone; which is the whole-batch mean up to float rounding."""
+    resolved, _, _ = check_file(oracle_spec)
+    model, task, settings = resolved.context.model, resolved.task, RunSettings()
+    ablation = Ablation("mean", per_position=per_position)
+
+    def batch(n):
+        return encode_for(model, sample_examples(task, n, 0), task.name)
+
+    alone = runner.make_reference(resolved, ablation, None, batch(598), settings)
+    cache = RunCache()
+    for n in (100, 1000, 598):
+        after = runner.make_reference(resolved, ablation, None, batch(n), settings, cache)
+    chunks = cache.mean_sums[(task.name, 0, "cpu")]
+    assert sorted(chunks) == [(0, 200), (200, 400), (400, 598), (400, 600), (600, 800), (800, 1000)]
+    assert all(torch.equal(alone.values[h], after.values[h]) for h in alone.values)
+    target = batch(598)
+    ref = encode_for(model, sample_examples(task, 598, "0:reference"), task.name)
+    whole = Reference.compute(model, ablation, target.tokens, target.answer_pos + 1, ref.tokens, ref.answer_pos + 1)
+    assert set(whole.values) == set(after.values)
+    assert all(torch.allclose(whole.values[h], after.values[h], atol=1e-5) for h in whole.values)
 
 
 def test_per_input_groups_run_the_circuit_and_self_check_on_a_few_inputs(oracle_spec, monkeypatch):

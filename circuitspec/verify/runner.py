@@ -23,7 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engine.ablation import Ablation, Reference, plain_answer_logits, run_conditions_with_cache
+from ..engine.ablation import (Ablation, MeanSums, Reference, plain_answer_logits, reference_hooks,
+                               run_conditions_with_cache)
 from ..engine.batch import TaskBatch, encode_for
 from ..engine.errors import CircuitspecError
 from ..engine.masks import Mask
@@ -98,12 +99,15 @@ class RunCache:
 
     - references: a task mean's reference batch is drawn from the task and the seed alone, so groups with
       as many inputs share it (resampled references depend on the group's inputs and are not kept);
+    - mean_sums: the per-position sums behind those means, per chunk of the reference stream
+      (:data:`REFERENCE_CHUNK`): a group that needs more inputs runs only the chunks not summed yet;
     - full: the full model's logits on a batch, already checked against a plain forward (the
       self-check), for groups that run on the same inputs (same samples and ``when``, other ablations);
     - baselines: random same-size circuits, drawn from the graph, the size and the seed alone.
     """
 
     references: dict[tuple, Reference] = field(default_factory=dict)
+    mean_sums: dict[tuple, dict[tuple[int, int], MeanSums]] = field(default_factory=dict)  # (task, seed, device) -> chunk -> sums
     full: dict[tuple, torch.Tensor] = field(default_factory=dict)
     baselines: dict[tuple, list[Mask]] = field(default_factory=dict)
 
@@ -227,7 +231,8 @@ def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | 
     inputs drawn with ``settings.seed``; for ``resample from corrupted(F)``, the activations of each input's
     own partner (``examples``: the inputs of ``batch``, in order), position by position; or, for ``mean over
     corpus``, the checkpoint's stored pretraining means (the same whatever the seed). Reference inputs run
-    grouped by length (on a CPU). ``cache``: reuse a task mean computed for another group of the same spec."""
+    grouped by length (on a CPU). ``cache``: reuse a task mean (and the sums behind it) computed for another
+    group of the spec, or of another spec of the model."""
     model = resolved.context.model
     lengths = batch.answer_pos + 1
     if ablation.corrupted is not None:
@@ -243,17 +248,40 @@ def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | 
         return Reference.compute(model, ablation, batch.tokens, lengths)
     task = get_task(task_name or resolved.task.name)
     count = max(settings.reference_samples, batch.tokens.shape[0])
-    key = None
-    if cache is not None and ablation.kind == "mean":  # per-position means also depend on the batch width
-        key = (task.name, count, settings.seed, ablation, str(batch.tokens.device),
-               batch.tokens.shape[1] if ablation.per_position else None)
-        if key in cache.references:
-            return cache.references[key]
-    ref = encode_for(model, sample_examples(task, count, f"{settings.seed}:reference"), task.name).to(batch.tokens.device)
-    reference = Reference.compute(model, ablation, batch.tokens, lengths, ref.tokens, ref.answer_pos + 1, by_length=True)
-    if key is not None:
+    if ablation.kind != "mean":  # resampled: each input reads its own reference input, nothing to share
+        ref = encode_for(model, sample_examples(task, count, f"{settings.seed}:reference"), task.name).to(batch.tokens.device)
+        return Reference.compute(model, ablation, batch.tokens, lengths, ref.tokens, ref.answer_pos + 1, by_length=True)
+    key = (task.name, count, settings.seed, ablation, str(batch.tokens.device),
+           batch.tokens.shape[1] if ablation.per_position else None)  # per-position means depend on the width
+    if cache is not None and key in cache.references:
+        return cache.references[key]
+    chunks = cache.mean_sums.setdefault((task.name, settings.seed, str(batch.tokens.device)), {}) if cache else {}
+    sums = _reference_sums(model, task, count, settings.seed, batch.tokens.device, chunks)
+    reference = Reference(sums.means(ablation, batch.tokens.shape[1]), ablation)
+    if cache is not None:
         cache.references[key] = reference
     return reference
+
+
+#: A task mean's reference inputs are summed in chunks of this many inputs of the reference stream, each
+#: chunk once per spec (kept in the RunCache) and added in stream order: groups of 200, 598, 600 and 1,000
+#: inputs run 1,198 reference inputs instead of 2,398, and a mean over N inputs is the same number to
+#: the last bit whichever groups ran before it.
+REFERENCE_CHUNK = 200
+
+
+def _reference_sums(model, task, count: int, seed: int, device, chunks: dict[tuple[int, int], MeanSums]) -> MeanSums:
+    """Per-position sums over the first ``count`` inputs of ``task``'s reference stream for ``seed``."""
+    total = MeanSums.empty(0, device)
+    for start in range(0, count, REFERENCE_CHUNK):
+        stop = min(start + REFERENCE_CHUNK, count)
+        part = chunks.get((start, stop))
+        if part is None:
+            ref = encode_for(model, sample_examples(task, stop, f"{seed}:reference")[start:], task.name).to(device)
+            part = chunks[(start, stop)] = MeanSums.empty(0, device).add(model, reference_hooks(model), ref.tokens,
+                                                                          ref.answer_pos + 1)
+        total = total.plus(part)
+    return total
 
 
 def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: RunSettings,
