@@ -314,11 +314,13 @@ def _edge_hooks(weight_ablated: torch.Tensor, ref: torch.Tensor, equation: str, 
 
 
 # On a CPU, a node mask keeping at most this share of the nodes (and every edge) is computed on its own
-# subgraph (subgraph.py), the rest through the full masked forward. Measured on the shipped model with
-# rows grouped by length (docs/verification.md, "Performance"): the subgraph path costs about 0.3x the
-# full masked forward at 2% of the nodes, 0.45-0.55x at 10-25%, 0.55-0.7x at 30-55% (random paths or
-# random partial ablations), and breaks even near 65%.
-SUBGRAPH_MAX_FRACTION = 0.5
+# subgraph (subgraph.py), the rest through the full masked forward. Measured with
+# benchmarks/path_chooser.py (uniform random node sets, 100 inputs grouped by length, both paths in one
+# run; docs/verification.md, "Performance"): the subgraph path costs 0.28 / 0.56 / 0.70 / 0.98 / 1.20x
+# the full masked forward at 1 / 10 / 50 / 75 / 90% of the nodes on py-sparse-small, and 0.15 / 0.36 /
+# 0.64 / 0.91 / 1.19x on py-sparse-medium: it breaks even near 75-80% (it was near 65% before the last
+# block ran at the answer alone; at the old threshold of 50%, masks of 60% cost 1.3-1.5x the faster path).
+SUBGRAPH_MAX_FRACTION = 0.75
 # Elsewhere (a GPU) the subgraph path is taken only when every condition qualifies, under this share
 # (unchanged from before: on a GPU one batched forward usually beats the subgraph's small products).
 SUBGRAPH_MAX_FRACTION_OTHER_DEVICES = 0.25
