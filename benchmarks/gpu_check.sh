@@ -2,7 +2,7 @@
 # Everything issue "Fast on the GPU the mission names" needs measured on a GPU, in one call of at most
 # 8 minutes, ending in one table of ratios (each measured within one run of its benchmark).
 #
-#   bash benchmarks/gpu_check.sh [cuda|cpu]      # cpu: the same steps on this machine, to try the script
+#   bash benchmarks/gpu_check.sh [cuda|cpu]      # cpu: the same steps, small, to try the script here
 #
 # Steps (each under its own time limit, so one slow step cannot eat the others' time):
 #   1. ablation_throughput.py: K conditions / K plain forwards, hook loop and TransformerLens loop (when
@@ -13,11 +13,15 @@
 #   4. `circuitspec verify specs/` wall time on the device.
 # Raw outputs and JSON go to $OUT (the device tool brings that folder back) or ./gpu-check-out.
 #
-# On the device machine (its Python lacks lark and z3-solver: carry them as wheels, see
-# /work/.library/device/README.md), e.g.:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-#   python3 -m pip install -q --no-deps --no-build-isolation --target /tmp/cs . && export PYTHONPATH=/tmp/cs:$PYTHONPATH
-#   PATH=/tmp/cs/bin:$PATH bash benchmarks/gpu_check.sh cuda
+# On the device machine its Python lacks lark, z3-solver and shtab: carry them as wheels
+# (/work/.library/device/README.md). Here, once (`.whl/` is in .git/info/exclude):
+#   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+#     -d .whl lark==1.3.1 z3-solver==5.4.1.0 shtab==1.13.0
+# then one device call, carry [".whl"], timeout_s 540:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl &&
+#   python3 -m pip install -q --no-deps --no-build-isolation --target /tmp/cs . &&
+#   export PYTHONPATH=/tmp/cs:/tmp/site PATH=/tmp/cs/bin:$PATH && bash benchmarks/gpu_check.sh cuda
 set -u
 DEVICE="${1:-cuda}"
 OUT="${OUT:-$PWD/gpu-check-out}"
@@ -38,11 +42,18 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, keep its log, never 
     tail -n 4 "$OUT/$name.log" | sed 's/^/   | /'
 }
 
+# on a CPU the same steps run small (they check the script, not the speed)
+ABL=(--rounds 3) PATHS=() TRAIN=()
+if [ "$DEVICE" = cpu ]; then
+    ABL=(--rounds 1 --examples 40 --knockouts 4 --baselines 8 --peer none)
+    PATHS=(--conditions 2 --rounds 1 --fractions 0.05 0.5 0.9)
+    TRAIN=(--steps 2 --rounds 1)
+fi
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
-step ablation 150 "$PY" "$HERE/ablation_throughput.py" --device "$DEVICE" --rounds 3 --json "$OUT/ablation.json"
-step path_chooser 100 "$PY" "$HERE/path_chooser.py" --device "$DEVICE" --json "$OUT/path_chooser.json"
-step train_small 60 "$PY" "$HERE/train_throughput.py" --device "$DEVICE" --config configs/py-sparse-small.toml --json "$OUT/train_small.json"
-step train_medium 60 "$PY" "$HERE/train_throughput.py" --device "$DEVICE" --config configs/py-sparse-medium.toml --json "$OUT/train_medium.json"
+step ablation 150 "$PY" "$HERE/ablation_throughput.py" --device "$DEVICE" "${ABL[@]}" --json "$OUT/ablation.json"
+step path_chooser 100 "$PY" "$HERE/path_chooser.py" --device "$DEVICE" "${PATHS[@]}" --json "$OUT/path_chooser.json"
+step train_small 60 "$PY" "$HERE/train_throughput.py" --device "$DEVICE" --config configs/py-sparse-small.toml "${TRAIN[@]}" --json "$OUT/train_small.json"
+step train_medium 60 "$PY" "$HERE/train_throughput.py" --device "$DEVICE" --config configs/py-sparse-medium.toml "${TRAIN[@]}" --json "$OUT/train_medium.json"
 step verify 90 "$PY" -c "
 import json, subprocess, sys, time
 t = time.perf_counter()

@@ -402,7 +402,7 @@ def run_conditions_with_cache(model: Transformer, tokens: torch.Tensor, masks: S
     """Logits as :func:`run_conditions`, plus the (ablated) activations at the ``capture`` hooks,
     each ``[K, B, T, *channels]``.
 
-    Each condition takes the cheaper of two paths. Without ``capture``, on a CPU, a node mask that keeps
+    Each condition takes the cheaper of two paths. On a CPU, a node mask that keeps
     at most :data:`SUBGRAPH_MAX_FRACTION` of the nodes and every edge is computed on its own subgraph
     (:func:`~.subgraph.run_circuit`), decided per condition; elsewhere the subgraph path is taken only
     when every condition keeps at most :data:`SUBGRAPH_MAX_FRACTION_OTHER_DEVICES` (on a GPU one batched
@@ -442,7 +442,14 @@ def _run_conditions(model: Transformer, tokens: torch.Tensor, masks: Sequence[Ma
                     answer_pos: torch.Tensor | None, capture: Sequence[str], max_tokens: int | None,
                     memos: list[dict] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     memo: dict[int, bool] = {}
-    from .subgraph import run_circuit, supports  # computes only the circuit's channels (see subgraph.py)
+    from .subgraph import can_capture, run_circuit, supports  # computes only the circuit's channels (see subgraph.py)
+    if capture and len(masks) == 1 and tokens.device.type == "cpu" and supports(model.cfg) \
+            and _small_node_mask(masks[0], memo) and can_capture(masks[0], capture):
+        # one small circuit whose activations are read (role claims): on its subgraph, as without capture
+        captured: dict[str, torch.Tensor] = {}
+        logits = run_circuit(model, tokens, masks[0], reference, answer_pos, memos[0] if memos else None,
+                             capture, captured)
+        return logits.unsqueeze(0), {h: captured[h].unsqueeze(0) for h in capture}
     if capture or not supports(model.cfg):
         small = [False] * len(masks)
     elif tokens.device.type == "cpu":

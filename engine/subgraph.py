@@ -18,6 +18,7 @@ table are computed here as the model computes them.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
@@ -38,9 +39,35 @@ def _mix(kept: torch.Tensor, ref: torch.Tensor, index: torch.Tensor, width: int)
     return out.index_copy_(-1, index, kept)
 
 
+def _capture_kind(hook: str, n_layers: int) -> str | None:
+    """What a node hook is to :func:`run_circuit`'s capture ("resid", "qkv", "z", "mlp"), or None."""
+    if hook == resid_hook(n_layers, n_layers) or hook.endswith((".hook_resid_pre", ".hook_resid_mid")):
+        return "resid"
+    if hook.endswith((".attn.hook_q", ".attn.hook_k", ".attn.hook_v")):
+        return "qkv"
+    return {".attn.hook_z": "z", ".mlp.hook_post": "mlp"}.get(hook[hook.find(".", len("blocks.")):], None)
+
+
+def can_capture(mask: Mask, hooks: Sequence[str]) -> bool:
+    """Whether :func:`run_circuit` can return the activations at ``hooks`` under ``mask``: node hooks
+    only (residual stream, q/k/v/z, MLP neurons), and query, key and value channels kept only in heads
+    whose output is kept too (the subgraph computes no other head)."""
+    L = mask.space.n_layers
+    for hook in hooks:
+        kind = _capture_kind(hook, L) if hook in mask.nodes else None
+        if kind is None:
+            return False
+        if kind == "qkv":
+            z = mask.nodes[hook.rsplit(".", 1)[0] + ".hook_z"].any(-1)  # [H]: heads the subgraph computes
+            if bool((mask.nodes[hook].any(-1) & ~z).any()):
+                return False
+    return True
+
+
 @torch.no_grad()
 def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
-                answer_pos: torch.Tensor | None = None, memo: dict | None = None) -> torch.Tensor:
+                answer_pos: torch.Tensor | None = None, memo: dict | None = None,
+                capture: Sequence[str] = (), captured: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Logits of one node-ablated condition, ``[B, T, V]`` (or ``[B, V]`` at ``answer_pos``).
 
     Attention runs for the heads with a kept z channel only, all of them at once; their query, key
@@ -48,10 +75,15 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
     reference elsewhere. ``memo``: a dict kept by the caller across calls with the same ``mask`` (the
     length groups of one batch): the kept channels' indices, the weight blocks and biases the circuit
     reads, and the reference's constant parts while the caller passes the same reference object, are
-    then gathered once instead of on every call.
+    then gathered once instead of on every call. ``capture`` (hooks :func:`can_capture` accepts): their
+    activations, ``[B, T, *channels]`` as the full masked forward has them (kept channels computed, the
+    reference elsewhere), are written into ``captured``; every position is then computed.
     """
     if memo is None:
         memo = {}
+    if capture and captured is None:
+        raise ValueError("capture needs a dict to write into")
+    want = set(capture)
 
     def cached(key, compute):
         if key not in memo:
@@ -94,7 +126,18 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
         return (kept_x @ kept_w + const) * scale
 
     # the last block after attention only at the answer, when the reference is the same at every position
-    at = answer_pos if answer_pos is not None and L > 0 and reference.same_at_every_position(cfg) else None
+    at = answer_pos if answer_pos is not None and L > 0 and reference.same_at_every_position(cfg) and not want else None
+
+    def heads_view(hook: str, heads: torch.Tensor, computed: torch.Tensor, kept_only: bool) -> torch.Tensor:
+        """[B, T, H, dh]: the reference, with ``computed`` [B, T, n * dh] for ``heads`` (only at the hook's
+        kept channels when ``kept_only``)."""
+        out = ref(hook).expand(B, T, H, dh).clone()
+        if len(heads):
+            mine = computed.view(B, T, len(heads), dh)
+            if kept_only:
+                mine = torch.where(keep[hook][heads], mine, out[:, :, heads])
+            out[:, :, heads] = mine
+        return out
     rows = torch.arange(B, device=device)
     pre_hook = resid_hook(0, L)
     embed = cached(("kept", "embed"), lambda: (model.embed.W_E.index_select(1, index(pre_hook)),
@@ -126,6 +169,8 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
                     bias = cached(("b", hook), lambda: b[heads].flatten()[cols])
                     full.index_copy_(-1, cols, split_matmul(resid, pre_hook, scale1, W_cols, f"{a}.W_{kind}") + bias)
                 parts.append(full.view(B, T, n, dh).transpose(1, 2))  # [B, n, T, dh]
+                if hook in want:
+                    captured[hook] = heads_view(hook, heads, full, kept_only=False)
             q, k, v = parts
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
             scores = scores.masked_fill(~attn.causal[:T, :T], float("-inf"))
@@ -137,15 +182,23 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
             else:
                 pattern = torch.softmax(scores, -1)
             z = (pattern @ v).transpose(1, 2).reshape(B, T, n * dh)
+            if z_hook in want:
+                captured[z_hook] = heads_view(z_hook, heads, z, kept_only=True)
             if tail:
                 z = z[rows, at].unsqueeze(1)
             z_cols = cached(("cols", z_hook), lambda: keep[z_hook][heads].flatten().nonzero().flatten())
             W_z = cached(("kept", f"{a}.W_O"), lambda: W_O[heads].reshape(n * dh, D)[z_cols][:, mid_keep])
             attn_out = attn_out + z.index_select(-1, z_cols) @ W_z
+        else:  # no head computed: every q/k/v/z channel of the layer carries the reference
+            for kind in "qkvz":
+                if f"{a}.hook_{kind}" in want:
+                    captured[f"{a}.hook_{kind}"] = heads_view(f"{a}.hook_{kind}", heads, resid[..., :0], kept_only=False)
         # attn_out for kept resid_mid channels: kept z rows plus the reference z for the rest
         if tail:
             resid = resid[rows, at].unsqueeze(1)
         resid_pre_full = _mix(resid, ref(pre_hook), index(pre_hook), D)
+        if pre_hook in want:
+            captured[pre_hook] = resid_pre_full
         mid = resid_pre_full.index_select(-1, index(mid_hook)) + attn_out
         scale2 = norm_scale(mid, mid_hook)
         n_keep = keep[f"blocks.{layer}.mlp.hook_post"]
@@ -159,8 +212,15 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
                             lambda: ref(f"blocks.{layer}.mlp.hook_post")[..., ~n_keep] @ W_out[~n_keep][:, out_keep])
                    + cached(("b", f"blocks.{layer}.mlp.W_out"), lambda: block.mlp.b_out[out_keep]))
         mid_full = _mix(mid, ref(mid_hook), index(mid_hook), D)
+        post_hook_mlp = f"blocks.{layer}.mlp.hook_post"
+        if mid_hook in want:
+            captured[mid_hook] = mid_full
+        if post_hook_mlp in want:
+            captured[post_hook_mlp] = _mix(post_kept, ref(post_hook_mlp), index(post_hook_mlp), cfg.d_mlp)
         resid = mid_full.index_select(-1, index(post_hook)) + mlp_out
     final_hook = resid_hook(L, L)
+    if final_hook in want:
+        captured[final_hook] = _mix(resid, ref(final_hook), index(final_hook), D)
     scale = norm_scale(resid, final_hook)
     W_U = cached(("W", "unembed.W_U"), lambda: gained(model.ln_final, model.unembed.W_U))
     logits = split_matmul(resid, final_hook, scale, W_U, "unembed.W_U") + model.unembed.b_U

@@ -218,6 +218,54 @@ def test_circuit_subgraph_equals_the_full_masked_forward(seed, p_node, ablation)
     assert torch.allclose(run_circuit(MODEL, TOKENS, mask, reference), full, atol=1e-4, rtol=1e-4)
 
 
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), p_node=st.sampled_from([0.0, 0.05, 0.3, 0.6, 1.0]), ablation=st.sampled_from(ABLATIONS))
+def test_the_subgraph_captures_what_the_full_masked_forward_captures(seed, p_node, ablation):
+    """Role claims read a small circuit's activations from its subgraph run: every node hook it can
+    capture holds what the full masked forward's hooks hold (kept channels computed, the reference
+    elsewhere), at every position; by_length routes a single small mask with capture there."""
+    from circuitspec.engine import ablation as engine
+    from circuitspec.engine.ablation import run_conditions_with_cache
+    from circuitspec.engine.subgraph import can_capture, run_circuit
+    mask = random_mask(seed, p_node, 1.0)
+    reference = reference_for(ablation)
+    hooks = [h for h in SPACE.node_shapes if can_capture(mask, [h])]
+    assert {h for h in SPACE.node_shapes if not h.endswith(("hook_q", "hook_k", "hook_v"))} <= set(hooks)
+    saved, engine.SUBGRAPH_MAX_FRACTION = engine.SUBGRAPH_MAX_FRACTION, -1.0  # force the full masked forward
+    try:
+        full_logits, full = run_conditions_with_cache(MODEL, TOKENS, [mask], reference, capture=hooks)
+        answer = LENGTHS - 1
+        by_length_full = run_conditions_with_cache(MODEL, TOKENS, [mask], reference, answer, hooks, by_length=True)
+    finally:
+        engine.SUBGRAPH_MAX_FRACTION = saved
+    captured = {}
+    logits = run_circuit(MODEL, TOKENS, mask, reference, capture=hooks, captured=captured)
+    assert torch.allclose(logits, full_logits[0], atol=1e-4, rtol=1e-4)
+    for hook in hooks:
+        assert captured[hook].shape == full[hook][0].shape, hook
+        assert torch.allclose(captured[hook], full[hook][0], atol=1e-4, rtol=1e-4), hook
+    saved, engine.SUBGRAPH_MAX_FRACTION = engine.SUBGRAPH_MAX_FRACTION, 1.0  # every node mask counts as small
+    try:
+        routed = run_conditions_with_cache(MODEL, TOKENS, [mask], reference, answer, hooks, by_length=True)
+    finally:
+        engine.SUBGRAPH_MAX_FRACTION = saved
+    assert torch.allclose(routed[0], by_length_full[0], atol=1e-4, rtol=1e-4)
+    for hook in hooks:
+        assert torch.allclose(routed[1][hook], by_length_full[1][hook], atol=1e-4, rtol=1e-4), hook
+
+
+def test_the_subgraph_does_not_capture_queries_of_heads_it_does_not_compute():
+    from circuitspec.engine.subgraph import can_capture
+    nodes = {h: torch.zeros(s, dtype=torch.bool) for h, s in SPACE.node_shapes.items()}
+    nodes["blocks.0.attn.hook_q"][1, 0] = True  # a query channel of head 1, whose output is not kept
+    mask = Mask(SPACE, nodes, Mask.full(SPACE).edges)
+    assert not can_capture(mask, ["blocks.0.attn.hook_q"])
+    assert can_capture(mask, ["blocks.0.attn.hook_k", "blocks.0.attn.hook_z", "blocks.0.mlp.hook_post"])
+    nodes["blocks.0.attn.hook_z"][1, 2] = True
+    assert can_capture(Mask(SPACE, nodes, Mask.full(SPACE).edges), ["blocks.0.attn.hook_q"])
+    assert not can_capture(mask, ["blocks.0.attn.hook_pattern"])  # not a node hook
+
+
 def test_models_with_act_topk_never_take_the_subgraph_path():
     """AbsTopK reads every channel, which the subgraph path does not compute: on such a model a small
     node mask must give what the full masked forward gives (before this was checked, a small mask took

@@ -36,9 +36,9 @@ from ..engine.tasks import TaskExample, get_task
 from ..engine.tokenizer import BYTES, Tokenizer
 from ..lang.ast import PER_INPUT_KINDS
 from ..lang.resolve import ResolvedClaim, ResolvedSpec
+from ..stats import BASELINE_QUANTILE, baseline_looks, compare_to_baselines, faithfulness, stops_early
 from .adversary import adversarial_parts
 from .baselines import random_circuits
-from ..stats import BASELINE_QUANTILE, baseline_looks, compare_to_baselines, faithfulness, stops_early
 from .examples import sample_examples
 from .pairs import partner_filter, partners_of
 
@@ -255,7 +255,7 @@ def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | 
            batch.tokens.shape[1] if ablation.per_position else None)  # per-position means depend on the width
     if cache is not None and key in cache.references:
         return cache.references[key]
-    chunks = cache.mean_sums.setdefault((task.name, settings.seed, str(batch.tokens.device)), {}) if cache else {}
+    chunks = cache.mean_sums.setdefault((task.name, settings.seed, str(batch.tokens.device)), {}) if cache is not None else {}
     sums = _reference_sums(model, task, count, settings.seed, batch.tokens.device, chunks)
     reference = Reference(sums.means(ablation, batch.tokens.shape[1]), ablation)
     if cache is not None:
@@ -264,7 +264,7 @@ def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | 
 
 
 #: A task mean's reference inputs are summed in chunks of this many inputs of the reference stream, each
-#: chunk once per spec (kept in the RunCache) and added in stream order: groups of 200, 598, 600 and 1,000
+#: chunk once per model (kept in its RunCache) and added in stream order: groups of 200, 598, 600 and 1,000
 #: inputs run 1,198 reference inputs instead of 2,398, and a mean over N inputs is the same number to
 #: the last bit whichever groups ran before it.
 REFERENCE_CHUNK = 200
