@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from .masks import Mask
-from .model import ModelConfig, Transformer
+from .model import ModelConfig, Transformer, sink_softmax
 from .naming import resid_hook
 
 
@@ -175,10 +175,7 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
             scores = scores.masked_fill(~attn.causal[:T, :T], float("-inf"))
             if attn.sink is not None:
-                sink = cached(("sink", a), lambda: attn.sink[heads].view(1, n, 1, 1))
-                top = torch.maximum(scores.amax(-1, keepdim=True), sink)
-                weights = (scores - top).exp()
-                pattern = weights / (weights.sum(-1, keepdim=True) + (sink - top).exp())
+                pattern = sink_softmax(scores, cached(("sink", a), lambda: attn.sink[heads].view(1, n, 1, 1)))
             else:
                 pattern = torch.softmax(scores, -1)
             z = (pattern @ v).transpose(1, 2).reshape(B, T, n * dh)
