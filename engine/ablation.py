@@ -177,29 +177,30 @@ def _add_one_hot_inputs(model: Transformer, cache: dict[str, torch.Tensor], toke
 def _bucketed_means(model: Transformer, ablation: Ablation, hooks: list[str], ref_tokens: torch.Tensor,
                     ref_lengths: torch.Tensor, T: int) -> dict[str, torch.Tensor]:
     """Mean references (as :func:`_reduce`) from per-position sums accumulated over length buckets."""
-    return MeanSums.empty(ref_tokens.shape[1], ref_tokens.device).add(model, hooks, ref_tokens, ref_lengths).means(ablation, T)
+    return MeanSums.of(model, hooks, ref_tokens, ref_lengths).means(ablation, T)
+
+
+def _pad_positions(v: torch.Tensor, width: int) -> torch.Tensor:
+    """``v`` [positions, *channels] with zero rows appended up to ``width`` positions."""
+    return F.pad(v, (0, 0) * (v.dim() - 1) + (0, width - v.shape[0]))
 
 
 @dataclass(frozen=True)
 class MeanSums:
     """Per-position sums of every hook's activation over the real positions of some reference inputs, and
-    how many inputs reached each position. The means over the first N inputs of a stream extend to the
-    first M > N by running only the M - N new ones (:meth:`add` returns a new object: a kept one stays
-    valid); :meth:`means` gives :func:`_bucketed_means`' values for any target width."""
+    how many inputs reached each position. Sums of disjoint sets of inputs add up (:meth:`plus`), so the
+    means over the first N inputs of a stream extend to the first M > N by running only the M - N new
+    ones; :meth:`means` gives :func:`_bucketed_means`' values for any target width."""
 
     sums: dict[str, torch.Tensor]  # hook -> [width, *channels]
     count: torch.Tensor  # [width]
-    inputs: int = 0
 
     @classmethod
-    def empty(cls, width: int, device) -> "MeanSums":
-        return cls({}, torch.zeros(width, device=device), 0)
-
-    def add(self, model: Transformer, hooks: list[str], ref_tokens: torch.Tensor, ref_lengths: torch.Tensor) -> "MeanSums":
-        """These sums plus those of ``ref_tokens`` (true lengths ``ref_lengths``), run in length buckets."""
-        width = max(self.count.shape[0], ref_tokens.shape[1])
-        count = F.pad(self.count, (0, width - self.count.shape[0]))
-        sums = {h: F.pad(v, (0, 0) * (v.dim() - 1) + (0, width - v.shape[0])) for h, v in self.sums.items()}
+    def of(cls, model: Transformer, hooks: list[str], ref_tokens: torch.Tensor, ref_lengths: torch.Tensor) -> "MeanSums":
+        """The sums over ``ref_tokens`` (true lengths ``ref_lengths``), run in length buckets."""
+        width = ref_tokens.shape[1]
+        sums: dict[str, torch.Tensor] = {}
+        count = torch.zeros(width, device=ref_tokens.device)
         for rows, cut in length_buckets(ref_lengths):
             rows = rows.to(ref_tokens.device)
             tokens = ref_tokens[rows, :cut]
@@ -212,17 +213,15 @@ class MeanSums:
                 if hook not in sums:
                     sums[hook] = torch.zeros(width, *act.shape[2:], device=act.device)
                 sums[hook][:cut] += weighted
-        return MeanSums(sums, count, self.inputs + ref_tokens.shape[0])
+        return cls(sums, count)
 
     def plus(self, other: "MeanSums") -> "MeanSums":
-        """The sums over both sets of inputs (padded to the wider; adding to zeros is exact)."""
+        """The sums over both sets of inputs (padded to the wider; adding to zeros is exact, so an empty
+        ``self`` gives ``other``'s values bit for bit)."""
         width = max(self.count.shape[0], other.count.shape[0])
-
-        def pad(v: torch.Tensor) -> torch.Tensor:
-            return F.pad(v, (0, 0) * (v.dim() - 1) + (0, width - v.shape[0]))
-
-        sums = {h: pad(self.sums[h]) + pad(v) if h in self.sums else pad(v) for h, v in other.sums.items()}
-        return MeanSums(sums, pad(self.count) + pad(other.count), self.inputs + other.inputs)
+        sums = {h: (_pad_positions(self.sums[h], width) if h in self.sums else 0) + _pad_positions(v, width)
+                for h, v in other.sums.items()}
+        return MeanSums(sums, _pad_positions(self.count, width) + _pad_positions(other.count, width))
 
     def means(self, ablation: Ablation, T: int) -> dict[str, torch.Tensor]:
         """Global means, or per-position ones (the global mean where no input reaches), cut to width ``T``."""

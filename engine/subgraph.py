@@ -39,25 +39,14 @@ def _mix(kept: torch.Tensor, ref: torch.Tensor, index: torch.Tensor, width: int)
     return out.index_copy_(-1, index, kept)
 
 
-def _capture_kind(hook: str, n_layers: int) -> str | None:
-    """What a node hook is to :func:`run_circuit`'s capture ("resid", "qkv", "z", "mlp"), or None."""
-    if hook == resid_hook(n_layers, n_layers) or hook.endswith((".hook_resid_pre", ".hook_resid_mid")):
-        return "resid"
-    if hook.endswith((".attn.hook_q", ".attn.hook_k", ".attn.hook_v")):
-        return "qkv"
-    return {".attn.hook_z": "z", ".mlp.hook_post": "mlp"}.get(hook[hook.find(".", len("blocks.")):], None)
-
-
 def can_capture(mask: Mask, hooks: Sequence[str]) -> bool:
     """Whether :func:`run_circuit` can return the activations at ``hooks`` under ``mask``: node hooks
-    only (residual stream, q/k/v/z, MLP neurons), and query, key and value channels kept only in heads
-    whose output is kept too (the subgraph computes no other head)."""
-    L = mask.space.n_layers
+    only (residual stream, q/k/v/z, MLP neurons: the mask space's hooks), and query, key and value
+    channels kept only in heads whose output is kept too (the subgraph computes no other head)."""
     for hook in hooks:
-        kind = _capture_kind(hook, L) if hook in mask.nodes else None
-        if kind is None:
+        if hook not in mask.nodes:
             return False
-        if kind == "qkv":
+        if hook.endswith((".attn.hook_q", ".attn.hook_k", ".attn.hook_v")):
             z = mask.nodes[hook.rsplit(".", 1)[0] + ".hook_z"].any(-1)  # [H]: heads the subgraph computes
             if bool((mask.nodes[hook].any(-1) & ~z).any()):
                 return False
@@ -128,11 +117,11 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
     # the last block after attention only at the answer, when the reference is the same at every position
     at = answer_pos if answer_pos is not None and L > 0 and reference.same_at_every_position(cfg) and not want else None
 
-    def heads_view(hook: str, heads: torch.Tensor, computed: torch.Tensor, kept_only: bool) -> torch.Tensor:
+    def heads_view(hook: str, heads: torch.Tensor, computed: torch.Tensor | None, kept_only: bool = False) -> torch.Tensor:
         """[B, T, H, dh]: the reference, with ``computed`` [B, T, n * dh] for ``heads`` (only at the hook's
-        kept channels when ``kept_only``)."""
+        kept channels when ``kept_only``); the reference alone when no head is computed."""
         out = ref(hook).expand(B, T, H, dh).clone()
-        if len(heads):
+        if computed is not None and len(heads):
             mine = computed.view(B, T, len(heads), dh)
             if kept_only:
                 mine = torch.where(keep[hook][heads], mine, out[:, :, heads])
@@ -170,7 +159,7 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
                     full.index_copy_(-1, cols, split_matmul(resid, pre_hook, scale1, W_cols, f"{a}.W_{kind}") + bias)
                 parts.append(full.view(B, T, n, dh).transpose(1, 2))  # [B, n, T, dh]
                 if hook in want:
-                    captured[hook] = heads_view(hook, heads, full, kept_only=False)
+                    captured[hook] = heads_view(hook, heads, full)
             q, k, v = parts
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
             scores = scores.masked_fill(~attn.causal[:T, :T], float("-inf"))
@@ -189,7 +178,7 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
         else:  # no head computed: every q/k/v/z channel of the layer carries the reference
             for kind in "qkvz":
                 if f"{a}.hook_{kind}" in want:
-                    captured[f"{a}.hook_{kind}"] = heads_view(f"{a}.hook_{kind}", heads, resid[..., :0], kept_only=False)
+                    captured[f"{a}.hook_{kind}"] = heads_view(f"{a}.hook_{kind}", heads, None)
         # attn_out for kept resid_mid channels: kept z rows plus the reference z for the rest
         if tail:
             resid = resid[rows, at].unsqueeze(1)
@@ -198,7 +187,8 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
             captured[pre_hook] = resid_pre_full
         mid = resid_pre_full.index_select(-1, index(mid_hook)) + attn_out
         scale2 = norm_scale(mid, mid_hook)
-        n_keep = keep[f"blocks.{layer}.mlp.hook_post"]
+        mlp_hook = f"blocks.{layer}.mlp.hook_post"
+        n_keep = keep[mlp_hook]
         W_in = cached(("W", f"blocks.{layer}.mlp.W_in"), lambda: gained(block.ln2, block.mlp.W_in[:, n_keep]))
         b_in = cached(("b", f"blocks.{layer}.mlp.W_in"), lambda: block.mlp.b_in[n_keep])
         post_kept = block.mlp.act(split_matmul(mid, mid_hook, scale2, W_in, f"blocks.{layer}.mlp.W_in") + b_in)
@@ -206,14 +196,13 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
         W_out = block.mlp.W_out
         mlp_out = (post_kept @ cached(("kept", f"blocks.{layer}.mlp.W_out"), lambda: W_out[n_keep][:, out_keep])
                    + cached(("const", rid, f"blocks.{layer}.mlp.W_out"),
-                            lambda: ref(f"blocks.{layer}.mlp.hook_post")[..., ~n_keep] @ W_out[~n_keep][:, out_keep])
+                            lambda: ref(mlp_hook)[..., ~n_keep] @ W_out[~n_keep][:, out_keep])
                    + cached(("b", f"blocks.{layer}.mlp.W_out"), lambda: block.mlp.b_out[out_keep]))
         mid_full = _mix(mid, ref(mid_hook), index(mid_hook), D)
-        post_hook_mlp = f"blocks.{layer}.mlp.hook_post"
         if mid_hook in want:
             captured[mid_hook] = mid_full
-        if post_hook_mlp in want:
-            captured[post_hook_mlp] = _mix(post_kept, ref(post_hook_mlp), index(post_hook_mlp), cfg.d_mlp)
+        if mlp_hook in want:
+            captured[mlp_hook] = _mix(post_kept, ref(mlp_hook), index(mlp_hook), cfg.d_mlp)
         resid = mid_full.index_select(-1, index(post_hook)) + mlp_out
     final_hook = resid_hook(L, L)
     if final_hook in want:

@@ -272,14 +272,13 @@ REFERENCE_CHUNK = 200
 
 def _reference_sums(model, task, count: int, seed: int, device, chunks: dict[tuple[int, int], MeanSums]) -> MeanSums:
     """Per-position sums over the first ``count`` inputs of ``task``'s reference stream for ``seed``."""
-    total = MeanSums.empty(0, device)
+    total = MeanSums({}, torch.zeros(0, device=device))
     for start in range(0, count, REFERENCE_CHUNK):
         stop = min(start + REFERENCE_CHUNK, count)
         part = chunks.get((start, stop))
         if part is None:
             ref = encode_for(model, sample_examples(task, stop, f"{seed}:reference")[start:], task.name).to(device)
-            part = chunks[(start, stop)] = MeanSums.empty(0, device).add(model, reference_hooks(model), ref.tokens,
-                                                                          ref.answer_pos + 1)
+            part = chunks[(start, stop)] = MeanSums.of(model, reference_hooks(model), ref.tokens, ref.answer_pos + 1)
         total = total.plus(part)
     return total
 
