@@ -222,28 +222,46 @@ def test_specs_of_one_model_sharing_a_cache_judge_exactly_as_specs_alone(oracle_
 
 @pytest.mark.parametrize("per_position", [False, True])
 def test_task_means_summed_in_chunks_do_not_depend_on_what_ran_before(oracle_spec, per_position):
-    """make_reference sums the reference stream in chunks a RunCache keeps: a group of 598 inputs after
-    groups of 100 and 1,000 runs only the chunk [400, 598) and gets, bit for bit, the reference it gets
-    alone; which is the whole-batch mean up to float rounding."""
+    """make_reference sums the reference stream in chunks a RunCache keeps: a mean over 598 reference
+    inputs after means over 100 and 1,000 runs only the chunk [400, 598) and gets, bit for bit, the
+    reference it gets alone; which is the whole-batch mean up to float rounding."""
     resolved, _, _ = check_file(oracle_spec)
-    model, task, settings = resolved.context.model, resolved.task, RunSettings()
+    model, task = resolved.context.model, resolved.task
     ablation = Ablation("mean", per_position=per_position)
+    target = encode_for(model, sample_examples(task, 100, 0), task.name)
 
-    def batch(n):
-        return encode_for(model, sample_examples(task, n, 0), task.name)
-
-    alone = runner.make_reference(resolved, ablation, None, batch(598), settings)
+    alone = runner.make_reference(resolved, ablation, None, target, RunSettings(reference_samples=598))
     cache = RunCache()
     for n in (100, 1000, 598):
-        after = runner.make_reference(resolved, ablation, None, batch(n), settings, cache)
+        after = runner.make_reference(resolved, ablation, None, target, RunSettings(reference_samples=n), cache)
     chunks = cache.mean_sums[(task.name, 0, "cpu")]
-    assert sorted(chunks) == [(0, 200), (200, 400), (400, 598), (400, 600), (600, 800), (800, 1000)]
+    assert sorted(chunks) == [(0, 100), (0, 200), (200, 400), (400, 598), (400, 600), (600, 800), (800, 1000)]
     assert all(torch.equal(alone.values[h], after.values[h]) for h in alone.values)
-    target = batch(598)
     ref = encode_for(model, sample_examples(task, 598, "0:reference"), task.name)
     whole = Reference.compute(model, ablation, target.tokens, target.answer_pos + 1, ref.tokens, ref.answer_pos + 1)
     assert set(whole.values) == set(after.values)
     assert all(torch.allclose(whole.values[h], after.values[h], atol=1e-5) for h in whole.values)
+
+
+@pytest.mark.parametrize("per_position", [False, True])
+def test_a_task_mean_does_not_depend_on_the_group_size(oracle_spec, per_position):
+    """Every group of a spec is judged against the same task mean, over ``reference_samples`` inputs, however
+    many inputs the group itself runs (per-input claims draw 598): the same constants verify, falsify and
+    prove's certificate use. A resampled reference still draws one reference input per group input."""
+    resolved, _, _ = check_file(oracle_spec)
+    model, task, settings = resolved.context.model, resolved.task, RunSettings()
+    ablation = Ablation("mean", per_position=per_position)
+    small, large = (encode_for(model, sample_examples(task, n, 0), task.name) for n in (100, 598))
+    ref_small = runner.make_reference(resolved, ablation, None, small, settings)
+    ref_large = runner.make_reference(resolved, ablation, None, large, settings)
+    ref = encode_for(model, sample_examples(task, settings.reference_samples, "0:reference"), task.name)
+    expected = Reference.compute(model, ablation, large.tokens, large.answer_pos + 1, ref.tokens, ref.answer_pos + 1)
+    for hook, value in ref_large.values.items():
+        assert torch.allclose(value, expected.values[hook], atol=1e-5), hook
+        width = min(value.shape[0], ref_small.values[hook].shape[0]) if per_position else None
+        assert torch.equal(value[:width], ref_small.values[hook][:width]), hook
+    resampled = runner.make_reference(resolved, Ablation("resample"), None, large, settings)
+    assert all(v.shape[0] == 598 for v in resampled.values.values())
 
 
 def test_per_input_groups_run_the_circuit_and_self_check_on_a_few_inputs(oracle_spec, monkeypatch):

@@ -55,7 +55,7 @@ class RunSettings:
     samples: int = 100  # inputs per claim group, unless the spec or claim says `samples N`
     baselines: int = 50  # random same-size circuits per sufficient/necessary claim group
     resamples: int = 1000  # bootstrap resamples
-    reference_samples: int = 200  # inputs the mean ablation averages over
+    reference_samples: int = 200  # inputs a task mean averages over, for every group (resample: at least the group's count)
     device: str = "cpu"
     partial_ablations: int = 8  # random partial ablations of the outside per sufficient claim group (0: no
     # partial ablations at all, random or chosen: every sufficient claim judged as `robustness none`)
@@ -247,10 +247,13 @@ def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | 
     if ablation.kind == "zero":
         return Reference.compute(model, ablation, batch.tokens, lengths)
     task = get_task(task_name or resolved.task.name)
-    count = max(settings.reference_samples, batch.tokens.shape[0])
     if ablation.kind != "mean":  # resampled: each input reads its own reference input, nothing to share
+        count = max(settings.reference_samples, batch.tokens.shape[0])
         ref = encode_for(model, sample_examples(task, count, f"{settings.seed}:reference"), task.name).to(batch.tokens.device)
         return Reference.compute(model, ablation, batch.tokens, lengths, ref.tokens, ref.answer_pos + 1, by_length=True)
+    # A task mean averages over the same reference_samples inputs for every group, whatever its size: each
+    # claim of a spec (and `prove`'s certificate) is judged against the same ablation constants.
+    count = settings.reference_samples
     key = (task.name, count, settings.seed, ablation, str(batch.tokens.device),
            batch.tokens.shape[1] if ablation.per_position else None)  # per-position means depend on the width
     if cache is not None and key in cache.references:
@@ -264,9 +267,9 @@ def make_reference(resolved: ResolvedSpec, ablation: Ablation, task_name: str | 
 
 
 #: A task mean's reference inputs are summed in chunks of this many inputs of the reference stream, each
-#: chunk once per model (kept in its RunCache) and added in stream order: groups of 200, 598, 600 and 1,000
-#: inputs run 1,198 reference inputs instead of 2,398, and a mean over N inputs is the same number to
-#: the last bit whichever groups ran before it.
+#: chunk once per model (kept in its RunCache) and added in stream order: means over 200 and then 1,000
+#: inputs (``RunSettings.reference_samples``) run 1,000 reference inputs, not 1,200, and a mean over N
+#: inputs is the same number to the last bit whichever means were computed before it.
 REFERENCE_CHUNK = 200
 
 
