@@ -210,3 +210,19 @@ def test_edge_count_equals_a_brute_force_count_of_weights_between_kept_nodes():
                 expected += bool(mlp.W_out[m, d] != 0 and nodes[f"blocks.{layer}.mlp.hook_post"][m] and nodes[post][d])
     assert expected > 0
     assert circuit_edge_count(mask, model) == expected
+
+
+def test_a_circuit_that_beats_its_model_at_the_target_is_flagged(oracle):
+    """A loss target below the model's own loss can only be met by ablating the model's errors: discover
+    warns that such a circuit explains nothing (circuit_sizes.py shows it in parentheses, never counts it)."""
+    from dataclasses import replace
+
+    from circuitspec.commands.discover_cmd import beats_the_model
+
+    _, found = oracle
+    assert found.full_loss <= found.target and beats_the_model(found) == ""
+    worse_model = replace(found, full_loss=found.target + 0.2, faithfulness=1.8)
+    warning = beats_the_model(worse_model)
+    assert "above the target" in warning and "1.80" in warning
+    assert beats_the_model(replace(worse_model, reached=False)) == ""
+    assert beats_the_model(replace(worse_model, target_kind="faithfulness")) == ""

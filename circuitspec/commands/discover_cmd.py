@@ -103,6 +103,17 @@ def search_settings(args: argparse.Namespace) -> SearchSettings:
                           partial_checks=ROBUST_CHECKS if args.robust else 0)
 
 
+def beats_the_model(found) -> str:
+    """Why a circuit that meets a loss target its own model misses explains nothing (empty when it does not):
+    it can only do better than the model by ablating parts whose errors the model makes."""
+    if found.target_kind != "loss" or not found.reached or found.full_loss <= found.target:
+        return ""
+    return (f"the model's own loss {found.full_loss:.3f} is above the target {found.target:.3f}: the circuit does better "
+            f"than the model (faithfulness {found.faithfulness:.2f}) by ablating parts that make the model's errors, so it "
+            "does not explain how the model does the task; give a target the model reaches (the default is the "
+            "model's loss plus a small margin)")
+
+
 def _label(ablation: str, args) -> str:
     return "corpus-mean" if _reference(ablation, args) == "corpus" else ablation
 
@@ -146,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
                                 "loss": alt.loss, "reached": alt.reached, "jaccard": overlap}
     if found.note:
         say.err.print(f"[yellow]note:[/] {found.note}", soft_wrap=True, highlight=False)
+    if beats_the_model(found):
+        say.err.print(f"[yellow]warning:[/] {beats_the_model(found)}", soft_wrap=True, highlight=False)
     exit_code = 0
     if not found.reached or found.node_count == 0:
         say.summary("[red]target not reached[/]: no spec written", highlight=False)
