@@ -64,7 +64,7 @@ MODELS = [
     ModelEntry("small, dense", "small (d_model 128)", 1.0, "py-dense-small"),
     ModelEntry("small, 10%", "small (d_model 128)", 0.1, "py-sparse-small"),
     ModelEntry("small, 3%", "small (d_model 128)", 0.03, str(BENCH / "checkpoints" / "bench-small-d003"), BENCH / "configs" / "bench-small-d003.toml"),
-    ModelEntry("small, 3%, lr 1e-2", "small, lr 1e-2 (the paper's larger rate for sparser models)", 0.03, "py-sparse3-small"),
+    ModelEntry("small, 3%, lr 1e-2", "small, lr 1e-2", 0.03, "py-sparse3-small"),
     ModelEntry("medium, dense", "medium (4 layers, d_model 256)", 1.0, "py-dense-medium"),
     ModelEntry("medium, 10%", "medium (4 layers, d_model 256)", 0.1, "py-sparse-medium"),
     ModelEntry("tiny, dense", "tiny (d_model 64)", 1.0, str(BENCH / "checkpoints" / "bench-tiny-d100"), BENCH / "configs" / "bench-tiny-d100.toml"),
@@ -193,6 +193,7 @@ def plot(rows: list[dict], tasks: list[str], target: float, stem: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), dpi=150, sharey=True)
     for ax, unit in zip(axes, ("nodes", "edges")):  # the paper counts edges; nodes are what a picture shows
@@ -202,16 +203,18 @@ def plot(rows: list[dict], tasks: list[str], target: float, stem: Path) -> None:
             ys = [r["val_loss"] for r in line]
             ax.plot(xs, ys, marker="o", label=size)
             for x, y, r in zip(xs, ys, line):
-                density = f"{r['density']:.0%}" if r["density"] < 1 else "dense"
+                density = r["label"].split(", ", 1)[1]  # "dense", "10%", "3%, lr 1e-2"
                 ax.annotate(f"{density} ({len(reached(r, tasks, target))}/{len(tasks)} tasks)", (x, y), textcoords="offset points",
                             xytext=(6, 4), fontsize=7)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide on a short range
         ax.set_xlabel(f"mean discovered circuit size in {unit} (log)  <- more interpretable")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("validation loss on Python code  <- more capable")
-    axes[1].legend(title="model size")
-    fig.suptitle("Capability vs interpretability (circuitspec models)")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="model size", loc="lower center", ncol=len(labels), fontsize=8, title_fontsize=8)
+    fig.suptitle("Capability vs interpretability (circuitspec models; means over the tasks each model is explained on)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     for suffix in (".png", ".svg"):
         fig.savefig(stem.with_suffix(suffix), metadata={"Date": None} if suffix == ".svg" else None)
     plt.close(fig)
