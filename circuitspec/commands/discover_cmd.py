@@ -157,8 +157,10 @@ def run(args: argparse.Namespace) -> int:
                                 "loss": alt.loss, "reached": alt.reached, "jaccard": overlap}
     if found.note:
         say.err.print(f"[yellow]note:[/] {found.note}", soft_wrap=True, highlight=False)
-    if beats_the_model(found):
-        say.err.print(f"[yellow]warning:[/] {beats_the_model(found)}", soft_wrap=True, highlight=False)
+    warning = beats_the_model(found)
+    if warning:
+        say.err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True, highlight=False)
+        report["warnings"] = [warning]
     exit_code = 0
     if not found.reached or found.node_count == 0:
         say.summary("[red]target not reached[/]: no spec written", highlight=False)
