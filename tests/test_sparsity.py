@@ -45,6 +45,15 @@ def test_schedule_anneals_linearly_then_holds():
     assert all(a >= b for a, b in zip(densities, densities[1:]))
 
 
+def test_a_geometric_anneal_removes_the_same_share_every_step():
+    s = SparsitySchedule(target_density=0.02, anneal_fraction=0.5, anneal_shape="geometric")
+    assert s.density(0, 100) == 1.0 and s.density(50, 100) == pytest.approx(0.02) and s.density(90, 100) == pytest.approx(0.02)
+    ratios = [s.density(t + 1, 100) / s.density(t, 100) for t in range(50)]
+    assert max(ratios) == pytest.approx(min(ratios)) == pytest.approx(0.02 ** (1 / 50))
+    linear = SparsitySchedule(target_density=0.02, anneal_fraction=0.5)
+    assert linear.density(49, 100) / linear.density(48, 100) < 0.7 < min(ratios)  # the linear one's last steps
+
+
 def test_dense_schedule_is_identity():
     s = SparsitySchedule(target_density=1.0)
     assert all(s.density(t, 10) == 1.0 for t in range(11))
@@ -57,3 +66,5 @@ def test_schedule_validation():
         SparsitySchedule(target_density=0)
     with pytest.raises(ValueError):
         SparsitySchedule(anneal_fraction=1.5)
+    with pytest.raises(ValueError, match="anneal_shape"):
+        SparsitySchedule(anneal_shape="cosine")
