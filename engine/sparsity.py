@@ -2,9 +2,10 @@
 
 k is annealed from dense to the target density over the first part of training (Gao et al. 2025 anneal
 the L0 budget over the first half), linearly by default. A linear anneal removes the most weights
-relative to those left in its last steps (the last 2% of a 2%-density anneal halves the count), and
-our 2-layer models at 1% and 2% density with lr 1e-2 diverged exactly there; ``anneal_shape =
-"geometric"`` shrinks the density by the same factor every step instead. With density 1 the projection
+relative to those left in its last steps (the last 2% of a 2%-density anneal halves the count);
+``anneal_shape = "geometric"`` shrinks the density by the same factor every step instead. (Our 2-layer
+models at 1% and 2% density with lr 1e-2 break where the anneal ends; a geometric anneal breaks there
+too, so the shape is not why: docs/discovery.md, "Training recipe".) With density 1 the projection
 is the identity, so the same training code produces the dense comparison model.
 """
 
