@@ -7,6 +7,12 @@ relative to those left in its last steps (the last 2% of a 2%-density anneal hal
 models at 1% and 2% density with lr 1e-2 break where the anneal ends; a geometric anneal breaks there
 too, so the shape is not why: docs/discovery.md, "Training recipe".) With density 1 the projection
 is the identity, so the same training code produces the dense comparison model.
+
+``io_density`` gives the embedding, position embedding and unembedding (``IO_WEIGHTS``) their own target:
+at 2% the unembedding of our 2-layer model keeps 655 weights for 256 output bytes, and a top-k over the
+whole matrix leaves most printable bytes with none (the break above). Those weights are no circuit edges
+(circuits count weights between kept nodes; token rows and logits are not nodes), so a denser I/O costs
+no circuit size.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from dataclasses import dataclass
 
 import torch
 
+from .masks import IO_WEIGHTS
+
 
 @dataclass(frozen=True)
 class SparsitySchedule:
     target_density: float = 1.0  # fraction of entries kept in every weight matrix at the end
     anneal_fraction: float = 0.5  # share of training over which density goes from 1 to target
     anneal_shape: str = "linear"  # "linear" (the same count removed every step) or "geometric" (the same share)
+    io_density: float | None = None  # target of W_E, W_pos and W_U; None: target_density like every matrix
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_density <= 1.0:
@@ -29,15 +38,30 @@ class SparsitySchedule:
             raise ValueError(f"anneal_fraction must be in [0, 1], got {self.anneal_fraction}")
         if self.anneal_shape not in ("linear", "geometric"):
             raise ValueError(f"anneal_shape must be 'linear' or 'geometric', got {self.anneal_shape!r}")
+        if self.io_density is not None and not 0.0 < self.io_density <= 1.0:
+            raise ValueError(f"io_density must be in (0, 1], got {self.io_density}")
 
     def density(self, step: int, total_steps: int) -> float:
         """Density allowed after optimizer step ``step`` (1-based) of ``total_steps``."""
+        return self._annealed(self.target_density, step, total_steps)
+
+    def io_density_at(self, step: int, total_steps: int) -> float:
+        """The same for the embeddings and the unembedding (``io_density``, else the common target)."""
+        target = self.target_density if self.io_density is None else self.io_density
+        return self._annealed(target, step, total_steps)
+
+    def densities(self, names, step: int, total_steps: int) -> dict[str, float]:
+        """Density of each named matrix after step ``step``."""
+        inner, io = self.density(step, total_steps), self.io_density_at(step, total_steps)
+        return {name: io if name in IO_WEIGHTS else inner for name in names}
+
+    def _annealed(self, target: float, step: int, total_steps: int) -> float:
         anneal_steps = self.anneal_fraction * total_steps
         if anneal_steps <= 0 or step >= anneal_steps:
-            return self.target_density
+            return target
         if self.anneal_shape == "geometric":
-            return self.target_density ** (step / anneal_steps)
-        return 1.0 - (1.0 - self.target_density) * (step / anneal_steps)
+            return target ** (step / anneal_steps)
+        return 1.0 - (1.0 - target) * (step / anneal_steps)
 
     def keep_count(self, numel: int, step: int, total_steps: int) -> int:
         return keep_count(numel, self.density(step, total_steps))
@@ -64,11 +88,15 @@ def project_topk_(weight: torch.Tensor, k: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def project_model_(weights: dict[str, torch.Tensor], density: float) -> dict[str, int]:
-    """Project every matrix to ``density``; returns the kept count per matrix."""
+def project_model_(weights: dict[str, torch.Tensor], density: float | dict[str, float]) -> dict[str, int]:
+    """Project every matrix to ``density`` (one for all, or one per name); returns the kept count per matrix."""
     counts = {}
     for name, w in weights.items():
-        k = keep_count(w.numel(), density)
+        d = density[name] if isinstance(density, dict) else density
+        if d >= 1.0:
+            counts[name] = w.numel()
+            continue
+        k = keep_count(w.numel(), d)
         project_topk_(w, k)
         counts[name] = k
     return counts

@@ -114,8 +114,9 @@ def train_step(model: Transformer, optimizer: torch.optim.Optimizer, matrices: d
     grad_rms = clip_grad_rms_(model, cfg.train.grad_clip_rms) if cfg.train.grad_clip_rms else float("nan")
     optimizer.step()
     density = cfg.sparsity.density(step + 1, cfg.train.steps)
-    if density < 1.0:
-        project_model_(matrices, density)
+    per_matrix = cfg.sparsity.densities(matrices, step + 1, cfg.train.steps)
+    if min(per_matrix.values()) < 1.0:
+        project_model_(matrices, per_matrix)
     return {"loss": loss.item(), "lr": lr, "density": density, "grad_rms": grad_rms}
 
 

@@ -54,6 +54,23 @@ def test_a_geometric_anneal_removes_the_same_share_every_step():
     assert linear.density(49, 100) / linear.density(48, 100) < 0.7 < min(ratios)  # the linear one's last steps
 
 
+def test_io_density_gives_embeddings_and_unembedding_their_own_target():
+    s = SparsitySchedule(target_density=0.02, anneal_fraction=0.5, io_density=0.1)
+    names = ["embed.W_E", "pos_embed.W_pos", "unembed.W_U", "blocks.0.attn.W_Q", "blocks.0.mlp.W_in"]
+    end = s.densities(names, 60, 100)
+    assert end == {"embed.W_E": 0.1, "pos_embed.W_pos": 0.1, "unembed.W_U": 0.1,
+                   "blocks.0.attn.W_Q": 0.02, "blocks.0.mlp.W_in": 0.02}
+    half = s.densities(names, 25, 100)  # both anneal from 1 over the same steps
+    assert half["unembed.W_U"] == pytest.approx(0.55) and half["blocks.0.attn.W_Q"] == pytest.approx(0.51)
+    assert SparsitySchedule(target_density=0.02).densities(names, 60, 100) == dict.fromkeys(names, 0.02)
+    model = Transformer(ModelConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, n_ctx=8))
+    matrices = {n: p.data for n, p in model.weight_matrices().items()}
+    counts = project_model_(matrices, s.densities(matrices, 100, 100))
+    for name, w in matrices.items():
+        want = keep_count(w.numel(), 0.1 if name in ("embed.W_E", "pos_embed.W_pos", "unembed.W_U") else 0.02)
+        assert int((w != 0).sum()) == counts[name] == want, name
+
+
 def test_dense_schedule_is_identity():
     s = SparsitySchedule(target_density=1.0)
     assert all(s.density(t, 10) == 1.0 for t in range(11))
@@ -68,3 +85,5 @@ def test_schedule_validation():
         SparsitySchedule(anneal_fraction=1.5)
     with pytest.raises(ValueError, match="anneal_shape"):
         SparsitySchedule(anneal_shape="cosine")
+    with pytest.raises(ValueError, match="io_density"):
+        SparsitySchedule(io_density=0.0)

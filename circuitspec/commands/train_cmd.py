@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     say = Reporter(args)  # -q: only the closing `wrote` line (on stdout) and errors
     console = say.err
     if not say.quiet:
-        console.print(f"training [bold]{cfg.name}[/] on {device}: {cfg.train.steps} steps, density -> {cfg.sparsity.target_density}")
+        console.print(f"training [bold]{cfg.name}[/] on {device}: {cfg.train.steps} steps, density -> {cfg.sparsity.target_density}"
+                      + (f" (embeddings and unembedding -> {cfg.sparsity.io_density})" if cfg.sparsity.io_density is not None else ""))
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console, disable=say.quiet) as progress:
