@@ -83,7 +83,8 @@ class SearchSettings:
     lambda_init: float = 1.0  # penalty per share of kept nodes, in nats
     lambda_gain: float = 0.3  # log(lambda) -= gain * (smoothed constraint violation) each step
     ema: float = 0.8  # smoothing of that violation
-    confidence_z: float = 2.0  # "meets the target": mean loss + z * standard error <= target
+    confidence_z: float = 2.0  # "meets the target": mean loss + z * standard error <= target (0: the mean
+    # meets it, as the paper's bisection; `discover --margin-z`)
     prune: bool = True  # greedy pass after the prefix search
     patience: int = 64  # stop the greedy pass after this many nodes in a row could not go ...
     prune_budget: int = 250  # ... or after this many forward passes
@@ -125,6 +126,7 @@ class Discovery:
     evaluations: int = 0  # hard forward passes the choice took (prefix search, pruning, re-check)
     partial_faithfulness: float = float("nan")  # worst faithfulness with random parts of the outside left in place
     partial_keep_fraction: float = float("nan")  # the share of the outside left in place in that worst case
+    margin_z: float = 2.0  # the selection's margin: mean + margin_z standard errors had to meet the target
     reference: Reference | None = field(default=None, repr=False)  # what ablated nodes carried
     history: list[dict[str, float]] = field(default_factory=list, repr=False)  # training trace
 
@@ -136,7 +138,7 @@ class Discovery:
         """JSON-ready figures (the mask as node names)."""
         keys = ("task", "ablation", "node_count", "edge_count", "target_kind", "target", "loss", "loss_stderr", "faithfulness_stderr",
                 "full_loss", "ablated_loss", "faithfulness", "full_logit_diff", "reached", "seconds", "samples",
-                "steps", "seed", "evaluations", "partial_faithfulness", "partial_keep_fraction", "note")
+                "steps", "seed", "evaluations", "partial_faithfulness", "partial_keep_fraction", "margin_z", "note")
         out = {k: getattr(self, k) for k in keys}
         out["nodes"] = [str(n) for n in self.nodes]
         return out
@@ -704,7 +706,7 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
                 large = int(keep.sum()) > settings.large_circuit  # each pass costs a full masked forward
                 budget = settings.prune_budget_large if large else settings.prune_budget
                 keep, removed = _greedy_prune(judge, keep, order, settings.patience, budget, progress)
-                recheck = replace(judge, inputs=train, z=settings.confirm_z, calls=0)
+                recheck = replace(judge, inputs=train, z=min(settings.confirm_z, settings.confidence_z), calls=0)
                 keep = _confirm(recheck, keep, removed)
                 judge.calls += recheck.calls
     mask = layout.mask(keep)
@@ -730,6 +732,7 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
                      full_logit_diff=float(held.logit_diffs(held.full).mean()), reached=reached,
                      seconds=time.perf_counter() - started, samples=samples, steps=steps, seed=seed, note=note,
                      evaluations=judge.calls, partial_faithfulness=partial, partial_keep_fraction=partial_fraction,
+                     margin_z=settings.confidence_z,
                      reference=reference, history=history)
 
 

@@ -104,7 +104,32 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert usage.value.code == 2
 
 
+def test_margin_z_reaches_the_search_and_the_report(tmp_path, capsys):
+    with pytest.raises(SystemExit) as usage:  # a negative margin is no margin
+        main(["discover", "--task", "closing_quote", "-o", str(tmp_path / "x.circ"), "--margin-z", "-1"])
+    assert usage.value.code == 2
+    from circuitspec.commands.discover_cmd import add_arguments, search_settings
+    import argparse
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--task", "closing_quote", "-o", str(tmp_path / "x.circ"), "--margin-z", "0"])
+    assert search_settings(args).confidence_z == 0.0
+    assert search_settings(parser.parse_args(["--task", "t", "-o", str(tmp_path / "x.circ")])).confidence_z == 2.0
+
+
 # ---- the search itself (engine.discover), on the hand-set model ------------------------------------
+
+
+def test_a_smaller_margin_never_chooses_a_larger_prefix(oracle):
+    """The selection asks mean + z standard errors to meet the target: z = 0 (the paper's bisection to the
+    target) accepts every prefix a larger z accepts, so its unpruned circuit is no larger; the report says
+    which z."""
+    model, _ = oracle
+    tight, loose = (discover(model, TASK, target_faithfulness=0.9, samples=64, steps=60,
+                             settings=SearchSettings(prune=False, confidence_z=z)) for z in (4.0, 0.0))
+    assert loose.margin_z == 0.0 and tight.margin_z == 4.0 and loose.summary()["margin_z"] == 0.0
+    assert loose.node_count <= tight.node_count
+    assert discover.__kwdefaults__["settings"].confidence_z == 2.0  # the default margin stays two standard errors
 
 
 def test_zero_ablation_and_a_faithfulness_target_find_the_same_circuit(oracle):

@@ -61,6 +61,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="train the mask with random parts of the outside left in place, and choose only circuits that "
                         "also meet the target under three fixed random partial ablations (larger circuits, several "
                         "times slower)")
+    p.add_argument("--margin-z", type=finite_float(0.0), default=2.0, metavar="Z",
+                   help="a circuit is chosen when its mean loss (or faithfulness) meets the target by Z standard errors on "
+                        "the selection inputs (default 2); 0 meets it on the mean, as the paper's bisection: smaller "
+                        "circuits that miss the target on held-out inputs more often")
     p.add_argument("-o", "--output", type=output_file, required=True, metavar="SPEC", help="the .circ file to write")
     p.add_argument("--name", help="spec name (default TASK_discovered)")
     p.add_argument("--seed", type=seed, help=f"seed of the search (default: [tool.circuitspec] seed, else {defaults.SEED})")
@@ -100,7 +104,7 @@ def search_settings(args: argparse.Namespace) -> SearchSettings:
     from ..engine.discover import SearchSettings
 
     return SearchSettings(training=args.training, partial_keep=ROBUST_KEEP if args.robust else 0.0,
-                          partial_checks=ROBUST_CHECKS if args.robust else 0)
+                          partial_checks=ROBUST_CHECKS if args.robust else 0, confidence_z=args.margin_z)
 
 
 def beats_the_model(found) -> str:
