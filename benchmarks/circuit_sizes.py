@@ -67,6 +67,8 @@ MODELS = [
     ModelEntry("small, 3%, lr 1e-2", "small, lr 1e-2", 0.03, "py-sparse3-small"),
     ModelEntry("small, 2%, lr 1e-2, I/O 10%", "small, lr 1e-2, I/O 10%", 0.02,
                str(BENCH / "checkpoints" / "bench-small-d002-io10-lr1e2"), BENCH / "configs" / "bench-small-d002-io10-lr1e2.toml"),
+    ModelEntry("small, 1%, lr 1e-2, I/O 10%", "small, lr 1e-2, I/O 10%", 0.01,
+               str(BENCH / "checkpoints" / "bench-small-d001-io10-lr1e2"), BENCH / "configs" / "bench-small-d001-io10-lr1e2.toml"),
     ModelEntry("medium, dense", "medium (4 layers, d_model 256)", 1.0, "py-dense-medium"),
     ModelEntry("medium, 10%", "medium (4 layers, d_model 256)", 0.1, "py-sparse-medium"),
     ModelEntry("tiny, dense", "tiny (d_model 64)", 1.0, str(BENCH / "checkpoints" / "bench-tiny-d100"), BENCH / "configs" / "bench-tiny-d100.toml"),

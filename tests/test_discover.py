@@ -271,3 +271,29 @@ def test_discover_warns_on_a_model_whose_own_loss_misses_the_target(tmp_path, ca
     assert "warning:" in err and "above the target" in err
     assert len(data["warnings"]) == 1 and f"own loss {data['discovery']['full_loss']:.3f}" in data["warnings"][0]
 
+
+
+def test_restarts_keep_the_smallest_circuit_that_reaches_the_target(oracle, tmp_path, capsys):
+    """`--restarts 3` runs seeds 5, 6 and 7 on the hand-set model; the written circuit is the smallest of
+    those reached (its header names its seed), and the JSON lists every search."""
+    from circuitspec.engine.checkpoint import save_checkpoint
+
+    model, _ = oracle
+    save_checkpoint(model, tmp_path / "model", {})
+    report, spec = tmp_path / "r.json", tmp_path / "x.circ"
+    code = main(["discover", "--model", str(tmp_path / "model"), "--task", TASK.name, "--samples", "64", "--steps", "60",
+                 "--seed", "5", "--restarts", "3", "--no-compare", "--no-verify", "-o", str(spec), "--json", str(report)])
+    data = json.loads(report.read_text())
+    validate("discover", data)
+    rows = data["restarts"]
+    assert [r["seed"] for r in rows] == [5, 6, 7]
+    reached = [r for r in rows if r["reached"] and r["node_count"] > 0]
+    assert code == 0 and reached, rows
+    best = min(reached, key=lambda r: (r["node_count"], r["edge_count"]))
+    assert data["discovery"]["seed"] == best["seed"] and data["discovery"]["node_count"] == best["node_count"]
+    assert f"seed {best['seed']}," in spec.read_text()
+    out = capsys.readouterr().out
+    assert all(f"seed {r['seed']}: {r['node_count']} nodes" in out for r in rows)
+    single = ["discover", "--model", str(tmp_path / "model"), "--task", TASK.name, "--samples", "64", "--steps", "60",
+              "--no-compare", "--no-verify", "-o", str(spec), "--json", str(report)]
+    assert main(single) == 0 and "restarts" not in json.loads(report.read_text())  # one search: no list
