@@ -92,11 +92,7 @@ def project_model_(weights: dict[str, torch.Tensor], density: float | dict[str, 
     """Project every matrix to ``density`` (one for all, or one per name); returns the kept count per matrix."""
     counts = {}
     for name, w in weights.items():
-        d = density[name] if isinstance(density, dict) else density
-        if d >= 1.0:
-            counts[name] = w.numel()
-            continue
-        k = keep_count(w.numel(), d)
+        k = keep_count(w.numel(), density[name] if isinstance(density, dict) else density)
         project_topk_(w, k)
         counts[name] = k
     return counts

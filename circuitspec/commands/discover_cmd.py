@@ -86,7 +86,8 @@ def _reference(ablation: str, args) -> str:
     return args.reference if ablation == "mean" else "task"
 
 
-def _search(model, task, args, ablation: str, say: Reporter):
+def _search(model, task, args, ablation: str, say: Reporter, seed: int | None = None):
+    """One search; ``seed`` defaults to ``args.seed``."""
     from ..engine.discover import discover
 
     with say.progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -98,7 +99,8 @@ def _search(model, task, args, ablation: str, say: Reporter):
 
         return discover(model, task, ablation=ablation, target_loss=args.target_loss,
                         target_faithfulness=args.target_faithfulness, samples=args.samples, steps=args.steps,
-                        seed=args.seed, device=args.device, progress=progress, reference=_reference(ablation, args),
+                        seed=args.seed if seed is None else seed, device=args.device, progress=progress,
+                        reference=_reference(ablation, args),
                         settings=search_settings(args))
 
 
@@ -118,19 +120,15 @@ def _best_of_restarts(model, task, args, say: Reporter):
     """The search with ``args.restarts`` seeds from ``args.seed``; the smallest circuit (nodes, then edges)
     among those that reach the target on their held-out inputs, else the first search. Returns it and one
     row per search for the report."""
-    first_seed, found, rows = args.seed, [], []
-    try:
-        for i in range(args.restarts):
-            args.seed = first_seed + i
-            one = _search(model, task, args, args.ablation, say)
-            found.append(one)
-            rows.append({"seed": one.seed, "node_count": one.node_count, "edge_count": one.edge_count,
-                         "loss": one.loss, "reached": one.reached})
-            if args.restarts > 1:
-                say.result(f"  seed {one.seed}: {one.node_count} nodes, {one.edge_count} edges, held-out loss {one.loss:.3f}"
-                           f"{'' if one.reached else ' (target not reached)'}", highlight=False)
-    finally:
-        args.seed = first_seed
+    found, rows = [], []
+    for restart_seed in range(args.seed, args.seed + args.restarts):
+        one = _search(model, task, args, args.ablation, say, restart_seed)
+        found.append(one)
+        rows.append({"seed": one.seed, "node_count": one.node_count, "edge_count": one.edge_count,
+                     "loss": one.loss, "reached": one.reached})
+        if args.restarts > 1:
+            say.result(f"  seed {one.seed}: {one.node_count} nodes, {one.edge_count} edges, held-out loss {one.loss:.3f}"
+                       f"{'' if one.reached else ' (target not reached)'}", highlight=False)
     reached = [f for f in found if f.reached and f.node_count > 0]
     best = min(reached, key=lambda f: (f.node_count, f.edge_count)) if reached else found[0]
     return best, rows
