@@ -13,7 +13,9 @@ Markers are HTML comments (invisible on GitHub) on the line before a block's ope
   imports and names), so the two run as one file.
 - ``<!-- readme-test: run -->``: a bash block cheap enough to run (from the repository root).
 
-Other blocks (the ``.circ`` example, diagnostics, TOML, the layout) are text, not run here.
+The ``.circ`` spec the README shows in short (the first ```circ block that starts with ``spec``) is
+verified through the command line and must pass every claim, as the README says it does. Other blocks
+(diagnostics, TOML, the layout) are text, not run here.
 
 The README's Hypothesis tests run under Hypothesis' default settings, deadline and health checks
 included: the point is that a user's copy passes without ``deadline=None``. Two things differ from a
@@ -181,3 +183,21 @@ BASH_TO_RUN = [b for b in BLOCKS if b.language == "bash" and b.marker == "run"]
 def test_the_readme_commands_marked_run_succeed(block: Block):
     result = run(["bash", "-euo", "pipefail", "-c", block.source], ROOT)
     assert result.returncode == 0, f"README.md:{block.line} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+SPEC_BLOCKS = [b for b in BLOCKS if b.language == "circ" and b.source.startswith("spec ")]
+
+
+def test_the_readme_spec_verifies(tmp_path: Path):
+    """The spec the README shows passes ``circuitspec verify`` with every claim, and has as many as it says."""
+    assert SPEC_BLOCKS, "the README shows no ```circ block starting with `spec`"
+    block = SPEC_BLOCKS[0]
+    path = tmp_path / "readme_spec.circ"
+    path.write_text(block.source, encoding="utf-8")
+    result = run([sys.executable, "-m", "circuitspec", "verify", str(path)], ROOT)
+    claims = len(re.findall(r"^claim ", block.source, re.M))
+    assert result.returncode == 0 and f"{claims} pass, 0 fail, 0 inconclusive" in result.stdout, (
+        f"README.md:{block.line}: the spec does not verify as the README says:\n{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
+    words = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
+    assert f"passes its {words.get(claims, claims)} claims" in README.read_text(encoding="utf-8"), (
+        "the README's count of the spec's claims is out of date")
