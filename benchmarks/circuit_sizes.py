@@ -69,7 +69,7 @@ MODELS = [
                str(BENCH / "checkpoints" / "bench-small-d002-io10-lr1e2"), BENCH / "configs" / "bench-small-d002-io10-lr1e2.toml"),
     ModelEntry("small, 1%, lr 1e-2, I/O 10%", "small, lr 1e-2, I/O 10%", 0.01,
                str(BENCH / "checkpoints" / "bench-small-d001-io10-lr1e2"), BENCH / "configs" / "bench-small-d001-io10-lr1e2.toml"),
-    ModelEntry("wide, 0.75%, lr 5e-3, I/O 10%", "wide (2 layers, d_model 256), lr 5e-3, I/O 10%", 0.0075,
+    ModelEntry("wide, 0.75%, lr 5e-3, I/O 10%", "wide (d_model 256)", 0.0075,
                str(BENCH / "checkpoints" / "bench-wide-d00075-io10-lr5e3"), BENCH / "configs" / "bench-wide-d00075-io10-lr5e3.toml"),
     ModelEntry("medium, dense", "medium (4 layers, d_model 256)", 1.0, "py-dense-medium"),
     ModelEntry("medium, 10%", "medium (4 layers, d_model 256)", 0.1, "py-sparse-medium"),
