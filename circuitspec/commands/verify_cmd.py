@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from .outputs import check_output_dir, output_dir, output_file, save_output
 from .reporting import Reporter, add_output_format_argument, writes_to_stdout
 
 MAX_EXAMPLES = 200  # --falsify: inputs tried per claim
+MAX_JOBS = 256
 NAME, HELP = "verify", "verify every claim of .circ specs (exit 0 pass, 1 fail, 2 spec error, 3 model error)"
 
 
@@ -52,13 +54,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                "the current folder)")
     database.add_argument("--no-database", action="store_true",
                           help="with --falsify: neither replay nor store counterexamples")
+    p.add_argument("--jobs", type=_jobs, default="auto", metavar="N",
+                   help="processes that verify specs side by side on a CPU, each (model, task) in one of them "
+                        "(default auto: one per CPU thread torch may use, at most one per model and task; 1 on a GPU)")
     add_device_argument(p)
 
 
+def _jobs(text: str) -> int | str:
+    """``auto`` or a whole number from 1 to :data:`MAX_JOBS`."""
+    return "auto" if text.strip().lower() == "auto" else positive_int(MAX_JOBS)(text)
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..verify.parallel import Workers
+
+    workers = Workers(_early_workers(args))  # they import torch while this process does and resolves the specs
+    try:
+        return _run(args, workers)
+    finally:
+        workers.close()
+
+
+def _early_workers(args: argparse.Namespace) -> int:
+    """Worker processes worth starting before the specs are read: one fewer than the processes ``--jobs``
+    allows (auto: one per CPU thread, :data:`~circuitspec.verify.parallel.MAX_AUTO_JOBS` at most), none
+    for a single file or on a GPU. Those the resolved specs do not need are stopped unused."""
+    from ..verify.parallel import MAX_AUTO_JOBS
+    from .paths import circ_files
+
+    if args.jobs == 1 or args.device == "cuda":
+        return 0
+    try:
+        files = len(circ_files(args.paths))
+    except CircuitspecError:
+        return 0  # reported when the specs are resolved
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = args.threads or cpus
+    wanted = min(threads, MAX_AUTO_JOBS) if args.jobs == "auto" else args.jobs
+    return max(0, min(wanted, files) - 1)
+
+
+def _run(args: argparse.Namespace, workers) -> int:
     from ..verify.report import falsify_annotations, github_annotations, json_report, junit_report, manifest, print_table, summary
     from ..verify.runner import RunSettings
-    from ..verify.verifier import claim_groups, shared_cache, verify_spec
     from .specs import resolve_specs
 
     for given, flag in ((args.max_examples is not None, "--max-examples"), (args.database is not None, "--database"),
@@ -77,20 +115,17 @@ def run(args: argparse.Namespace) -> int:
     for resolved in resolved_specs:
         resolved.context.model.to(settings.device)
     results, specs_manifest = [], []
-    caches: dict = {}  # one RunCache per model object, shared by its specs
     started = time.perf_counter()
     with report.progress() as progress:
-        total = sum(len(claim_groups(r)) for r in resolved_specs)
-        bar = progress.add_task("verifying", total=total)
-        for resolved in resolved_specs:
-            progress.update(bar, description=f"verifying {Path(resolved.file).name}")
-            try:
-                results.extend(verify_spec(resolved, settings, lambda: progress.advance(bar), shared_cache(caches, resolved)))
-            except CircuitspecError as e:
-                progress.console.print("[bold red]error:[/] " + escape(f"{resolved.file}: {e}"))
-                exit_code = max(exit_code, e.exit_code)
-                continue
-            specs_manifest.append(_spec_manifest(resolved))
+        outcomes = _verify_specs(resolved_specs, settings, args, progress, report, workers)
+    for index, resolved in enumerate(resolved_specs):
+        outcome = outcomes[index]
+        if outcome.error is not None:
+            report.err.print("[bold red]error:[/] " + escape(f"{resolved.file}: {outcome.error}"))
+            exit_code = max(exit_code, outcome.exit_code)
+            continue
+        results.extend(outcome.results)
+        specs_manifest.append(_spec_manifest(resolved))
     falsified = []
     if args.falsify:
         from ..testing import LoadedSpec  # with hypothesis: imported only when falsifying (about 0.2 s)
@@ -123,6 +158,39 @@ def run(args: argparse.Namespace) -> int:
     if args.junit:
         saved &= save_output(args.junit, junit_report(results), "the JUnit report")
     return exit_code if saved else max(exit_code, 2)
+
+
+def _verify_specs(resolved_specs, settings, args, progress, report, workers) -> dict:
+    """Each spec's :class:`~circuitspec.verify.parallel.SpecOutcome`, by index: here, one after another, or
+    with ``--jobs`` processes, this one and ``workers`` (:mod:`circuitspec.verify.parallel`)."""
+    import torch
+
+    from ..verify.parallel import SpecOutcome, auto_jobs, plan_clusters
+    from ..verify.verifier import claim_groups, shared_cache, verify_spec
+
+    caches: dict = {}  # one RunCache per model object, shared by its specs
+    bar = progress.add_task("verifying", total=sum(len(claim_groups(r)) for r in resolved_specs))
+    clusters = plan_clusters(resolved_specs, settings)
+    threads = torch.get_num_threads()
+    jobs = auto_jobs(threads, len(clusters), settings.device) if args.jobs == "auto" else min(args.jobs, len(clusters))
+    jobs = 1 if settings.device != "cpu" else min(jobs, 1 + len(workers))
+
+    def verify_here(index: int) -> SpecOutcome:
+        resolved = resolved_specs[index]
+        if jobs == 1:
+            progress.update(bar, description=f"verifying {Path(resolved.file).name}")
+        try:
+            return SpecOutcome(verify_spec(resolved, settings, lambda: progress.advance(bar), shared_cache(caches, resolved)))
+        except CircuitspecError as e:
+            return SpecOutcome(error=str(e), exit_code=e.exit_code)
+
+    if jobs <= 1:
+        workers.close()
+        return {index: verify_here(index) for index in range(len(resolved_specs))}
+    progress.update(bar, description=f"verifying {len(resolved_specs)} specs in {jobs} processes")
+    job = {"files": [r.file for r in resolved_specs], "settings": settings, "tasks_modules": list(args.tasks_module)}
+    return workers.verify(resolved_specs, clusters, jobs, threads, verify_here, lambda: progress.advance(bar), job,
+                          lambda text: report.err.print(escape(text)))
 
 
 def _merge_falsification(results, falsified) -> None:
