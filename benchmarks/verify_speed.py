@@ -17,12 +17,14 @@ the imports on, and prints:
 
 ``--before PYTHONPATH`` first runs itself in a subprocess on that build, then on the current one, one
 after the other, prints both and compares every claim's verdict, statistic and interval (to ``--tol``).
-``--subprocess`` times the CLI instead (``python -m circuitspec verify ...`` from a temporary folder, a
-fresh process). ``--profile N`` prints cProfile's top N by cumulative and by own time.
+``--compare-jobs N`` times the CLI with ``--jobs 1`` and ``--jobs auto`` (one process per CPU thread),
+alternated for N rounds, and prints the ratio of the medians. ``--subprocess`` times the CLI instead
+(``python -m circuitspec verify ...`` from a temporary folder, a fresh process). ``--profile N`` prints cProfile's top N by cumulative and by own time.
 
     python benchmarks/verify_speed.py [PATHS...] [--seed 0] [--profile 25] [--json FILE]
     pip install --no-deps --no-build-isolation --target /tmp/old /path/to/older/checkout
     python benchmarks/verify_speed.py specs --before /tmp/old        # before/after in one run
+    python benchmarks/verify_speed.py specs --compare-jobs 3          # processes against one, in one run
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -187,14 +190,15 @@ def run_in_process(paths: list[str], seed: int, profile: int) -> dict:
     }
 
 
-def run_cli(paths: list[str], seed: int) -> dict:
+def run_cli(paths: list[str], seed: int, jobs: str | None = None) -> dict:
     load_before = _load()
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         # from a folder that is not a checkout (`-m` puts the working folder first on the path)
         proc = subprocess.run([sys.executable, "-m", "circuitspec", "verify", *(str(Path(p).resolve()) for p in paths),
-                               "--seed", str(seed), "--json", str(report)], capture_output=True, text=True, cwd=tmp)
+                               "--seed", str(seed), "--json", str(report), *(["--jobs", jobs] if jobs else [])],
+                              capture_output=True, text=True, cwd=tmp)
         wall = time.perf_counter() - t
         results = json.loads(report.read_text())["claims"] if report.exists() else []
     return {"wall_s": wall, "exit_code": proc.returncode, "load_before": load_before, "load_after": _load(),
@@ -245,6 +249,26 @@ def compare(before: list[dict], after: list[dict], tol: float) -> list[str]:
     return problems
 
 
+def compare_jobs(paths: list[str], seed: int, rounds: int) -> None:
+    """The CLI with ``--jobs 1`` and ``--jobs auto`` alternated (each round starts with the other one), the
+    wall times, the ratio of the medians, and whether the two give the same claims."""
+    walls: dict[str, list[float]] = {"1": [], "auto": []}
+    claims: dict[str, list] = {}
+    for i in range(rounds):
+        for jobs in (("1", "auto") if i % 2 == 0 else ("auto", "1")):
+            r = run_cli(paths, seed, jobs)
+            walls[jobs].append(r["wall_s"])
+            claims.setdefault(jobs, r["results"])
+            print(f"   round {i + 1}: --jobs {jobs:4s} {r['wall_s']:6.1f} s wall, exit {r['exit_code']}, "
+                  f"load average before {r['load_before']}", flush=True)
+    median = {k: statistics.median(v) for k, v in walls.items()}
+    print(f"== --jobs 1: median {median['1']:.1f} s; --jobs auto: median {median['auto']:.1f} s; "
+          f"jobs 1 / auto = {median['1'] / median['auto']:.2f}x (per round "
+          + ", ".join(f"{a / b:.2f}" for a, b in zip(walls["1"], walls["auto"])) + ")")
+    same = claims["1"] == claims["auto"]
+    print(f"== {len(claims['auto'])} claims: " + ("the same report either way" if same else "THE REPORTS DIFFER"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", default=["specs"])
@@ -254,7 +278,12 @@ def main() -> None:
     parser.add_argument("--before", metavar="PYTHONPATH", help="first run on this build, then on the current one, and compare")
     parser.add_argument("--tol", type=float, default=1e-6, help="largest statistic difference allowed by --before")
     parser.add_argument("--json", metavar="FILE", help="write the measurements (and every claim result) here")
+    parser.add_argument("--compare-jobs", type=int, metavar="ROUNDS", default=0,
+                        help="time the CLI with --jobs 1 and --jobs auto, alternated for ROUNDS rounds")
     args = parser.parse_args()
+    if args.compare_jobs:
+        compare_jobs(args.paths, args.seed, args.compare_jobs)
+        return
     if args.before:
         runs = {}
         for label, pythonpath in (("before", args.before), ("after", None)):
