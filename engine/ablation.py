@@ -378,16 +378,24 @@ def _by_length(tokens: torch.Tensor, answer_pos: torch.Tensor | None, by_length:
 
 @torch.no_grad()
 def plain_answer_logits(model: Transformer, tokens: torch.Tensor, answer_pos: torch.Tensor,
-                        by_length: bool = False) -> torch.Tensor:
+                        by_length: bool = False, whole_pass: bool = False) -> torch.Tensor:
     """The unablated model's logits at ``answer_pos``, ``[B, V]``, computed on the same row groups as
     :func:`run_conditions_with_cache` with the same ``by_length``, so that an all-True condition
-    reproduces them exactly (bit for bit on a CPU)."""
+    reproduces them exactly (bit for bit on a CPU). ``whole_pass``: the last block at every position, as
+    a condition runs when activations are captured; otherwise at the answer alone, as it runs without
+    (the two agree to float rounding only, about 1e-6)."""
+
+    def forward(toks: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        if whole_pass:
+            return model(toks)[torch.arange(toks.shape[0], device=toks.device), at]
+        return model(toks, at)
+
     B = tokens.shape[0]
     if not _by_length(tokens, answer_pos, by_length):
-        return model(tokens, answer_pos)
+        return forward(tokens, answer_pos)
     out = None
     for rows, width in length_buckets(answer_pos + 1):
-        logits = model(tokens[rows, :width], answer_pos[rows])
+        logits = forward(tokens[rows, :width], answer_pos[rows])
         out = logits.new_empty(B, logits.shape[-1]) if out is None else out
         out[rows] = logits
     return out

@@ -189,3 +189,27 @@ def test_a_claim_that_holds_with_every_node_ablated_is_flagged(folder):
     assert "also holds with every node ablated" in says_a["note"]
     assert says_a["when_ablated"]["median_margin_ablated"] < says_a["when_ablated"]["median_margin_circuit"]
     assert not agrees["when_ablated"]["would_pass"] and "every node ablated" not in agrees["note"]
+
+
+def test_in_full_model_claims_self_check_against_a_pass_like_their_own():
+    """An `in full model` claim captures the full model's activations, so that run computes the last block
+    at every position; at the answer alone the logits differ by float rounding on some rows (rows 52 and
+    58 of these 60 inputs, 1.9e-6), so the self-check must compare it with a whole pass (it raised a
+    SelfCheckError here before)."""
+    from pathlib import Path
+
+    import torch
+
+    from circuitspec.commands.check_cmd import check_file
+    from circuitspec.engine.ablation import plain_answer_logits
+    from circuitspec.engine.batch import encode_for
+    from circuitspec.verify.runner import RunSettings, run_group
+
+    resolved = check_file(Path("specs/call_arity.circ"))[0]
+    group = [c for c in resolved.claims if c.claim.name == "later_argument"]
+    assert group and group[0].in_model
+    data = run_group(resolved, group, RunSettings(seed=1))
+    model = resolved.context.model
+    batch = encode_for(model, data.examples, resolved.task.name)
+    whole = plain_answer_logits(model, batch.tokens, batch.answer_pos, by_length=True, whole_pass=True)
+    assert torch.equal(data.model_logits, whole)

@@ -411,7 +411,10 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
         by_name["full"] = model_logits[0]
     elif known_full is not None:
         by_name["full"] = known_full
-    self_check(resolved, batch, reference, by_name, plain=known_full)
+    # the full model's run that captured activations computed its last block at every position: checked
+    # against a plain pass that does the same, not against logits computed at the answer alone
+    self_check(resolved, batch, reference, by_name, plain=None if model_hooks else known_full,
+               whole_pass=bool(model_hooks))
     if cache is not None:
         cache.full[key] = by_name["full"]
     full_logits = by_name["full"]
@@ -477,15 +480,16 @@ def _random_circuits(resolved: ResolvedSpec, space, size: int, settings: RunSett
 
 
 def self_check(resolved: ResolvedSpec, batch: TaskBatch, reference: Reference, logits: dict[str, torch.Tensor],
-               plain: torch.Tensor | None = None) -> None:
+               plain: torch.Tensor | None = None, whole_pass: bool = False) -> None:
     """Cheap checks on every run; any failure means the engine, not the circuit, is wrong.
 
     ``plain``: the unablated model's logits on this batch when a group of the same spec already compared
     them with a plain forward; otherwise that forward runs here, on the row groups the conditions ran on
-    (:func:`~circuitspec.engine.ablation.plain_answer_logits`)."""
+    (:func:`~circuitspec.engine.ablation.plain_answer_logits`; ``whole_pass``: with the last block at every
+    position, as the full model's run that captured activations for an `in full model` claim did)."""
     model = resolved.context.model
     if plain is None:
-        plain = plain_answer_logits(model, batch.tokens, batch.answer_pos, by_length=True)
+        plain = plain_answer_logits(model, batch.tokens, batch.answer_pos, by_length=True, whole_pass=whole_pass)
     # Exact on CPU; on a GPU, batch shapes change which kernels run, so allow float32 rounding there.
     same = (torch.equal(logits["full"], plain) if plain.device.type == "cpu"
             else torch.allclose(logits["full"], plain, rtol=1e-4, atol=1e-4))
