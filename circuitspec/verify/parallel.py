@@ -204,6 +204,12 @@ class Workers:
                 if worker.process.poll() is None:
                     worker.process.kill()
                     worker.process.wait()
+            for worker in spare:  # told to stop before the work began
+                try:
+                    worker.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    worker.process.kill()
+                    worker.process.wait()
         for worker in active:
             outcomes.update(worker.outcomes)
             missing = [i for c in worker.taken for i in c.specs if i not in worker.outcomes]
