@@ -104,3 +104,27 @@ def test_workers_see_the_projects_own_tasks(tmp_path):
     assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
     assert "in 2 processes" in proc.stderr and "worker stopped" not in proc.stderr
     assert sorted(Path(c["file"]).name for c in json.loads(out.read_text())["claims"]) == ["mine.circ", "other.circ"]
+
+
+def test_a_worker_that_cannot_start_is_reported_and_its_share_done_here(monkeypatch):
+    """A worker that fails while importing what it needs sends its traceback and stops; the command's own
+    process verifies everything and says why the worker is missing."""
+    from circuitspec.verify import parallel
+
+    monkeypatch.setattr(parallel, "_BOOTSTRAP", "import sys; sys.path[:0] = {path!r}; "
+                                                "import circuitspec.verify.worker as w; w.importlib = None; w.main()")
+    resolved = [check_file(Path(p))[0] for p in SPECS]
+    clusters = plan_clusters(resolved, RunSettings())
+    workers = Workers(1)
+    worker = workers.workers[0]
+    notes, done_here = [], []
+
+    def verify_here(index):
+        worker.process.wait(timeout=120)  # let it fail first
+        done_here.append(index)
+        return SpecOutcome(results=[])
+
+    outcomes = workers.verify(resolved, clusters, 2, 2, verify_here, lambda: None, {"files": [], "settings": RunSettings(),
+                                                                                   "tasks_modules": []}, notes.append)
+    assert sorted(outcomes) == [0, 1] and sorted(done_here) == [0, 1]
+    assert len(notes) == 1 and "failed to start" in notes[0] and "AttributeError" in notes[0]

@@ -184,8 +184,8 @@ class Workers:
             for worker in active:
                 try:
                     _send(worker.process.stdin, {**job, "threads": per_job})
-                except OSError:
-                    continue
+                except OSError:  # it has stopped already: its thread still reads why, if it said
+                    pass
                 service = threading.Thread(target=_serve, args=(worker, queue, on_group), daemon=True)
                 service.start()
                 services.append(service)
@@ -213,13 +213,15 @@ class Workers:
         for worker in active:
             outcomes.update(worker.outcomes)
             missing = [i for c in worker.taken for i in c.specs if i not in worker.outcomes]
+            lines = worker.failure.strip().splitlines()
+            why = lines[-1] if lines else f"exit code {worker.process.returncode}"
             if missing:
-                lines = worker.failure.strip().splitlines()
-                why = lines[-1] if lines else f"exit code {worker.process.returncode}"
                 names = ", ".join(Path(resolved_specs[i].file).name for i in missing)
                 note(f"a verify worker stopped ({why}); verifying {names} in the command's own process")
                 for index in missing:
                     outcomes[index] = verify_here(index)
+            elif lines:  # it failed before taking any work: the others did it, only slower
+                note(f"a verify worker failed to start ({why}); its share was verified by the other processes")
         return outcomes
 
 
