@@ -254,6 +254,7 @@ def test_the_table_above_the_spec_applies_when_the_working_directory_has_none(tm
     ("samples = 0", "[tool.circuitspec] samples must be from 1 to 100,000, got 0"),
     ("device = 'gpu'", "[tool.circuitspec] device must be one of 'auto', 'cpu', 'cuda', got 'gpu'"),
     ("threads = 1.5", "[tool.circuitspec] threads must be a whole number, got 1.5"),
+    ("jobs = 0", "[tool.circuitspec] jobs must be from 1 to 256 or 'auto', got 0"),
 ])
 def test_a_bad_project_table_is_a_one_line_usage_error(tmp_path, table, message):
     pyproject = project(tmp_path, table)
@@ -329,4 +330,4 @@ def test_the_readme_table_of_defaults_is_valid(tmp_path):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[tool.circuitspec]" in b and "seed" in b)
     (tmp_path / "pyproject.toml").write_text(block)
-    assert project_defaults(tmp_path / "pyproject.toml") == {"seed": 0, "samples": 200, "device": "cpu", "threads": 1}
+    assert project_defaults(tmp_path / "pyproject.toml") == {"seed": 0, "samples": 200, "device": "cpu", "threads": 1, "jobs": "auto"}

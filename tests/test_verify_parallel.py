@@ -128,3 +128,14 @@ def test_a_worker_that_cannot_start_is_reported_and_its_share_done_here(monkeypa
                                                                                    "tasks_modules": []}, notes.append)
     assert sorted(outcomes) == [0, 1] and sorted(done_here) == [0, 1]
     assert len(notes) == 1 and "failed to start" in notes[0] and "AttributeError" in notes[0]
+
+
+def test_jobs_from_the_project_table(tmp_path):
+    """`jobs = 1` under [tool.circuitspec] keeps verify in one process; the flag wins over the table."""
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n\n[tool.circuitspec]\njobs = 1\n")
+    specs = [str(Path(p).resolve()) for p in SPECS]
+    for extra, processes in (([], False), (["--jobs", "2"], True)):
+        proc = subprocess.run([sys.executable, "-m", "circuitspec", "verify", *specs, *SMALL, *extra], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
+        assert ("in 2 processes" in proc.stderr) == processes

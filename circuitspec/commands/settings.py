@@ -7,6 +7,7 @@
     samples = 200     # verify and falsify: inputs per claim group
     device = "cpu"    # auto, cpu or cuda: every command with --device
     threads = 1       # every command
+    jobs = "auto"     # verify: processes side by side (a number, or "auto")
 
 The table is read from the nearest pyproject.toml above the working directory, else above the first
 spec PATH the command names. A flag on the command line wins over the table, and the table over the
@@ -24,6 +25,7 @@ from ..engine.tasks.project import find_pyproject, read_project_table
 from .argtypes import MAX_SAMPLES, MAX_SEED
 
 MAX_THREADS = 1024
+MAX_JOBS = 256  # verify --jobs
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -41,8 +43,16 @@ def _device(value) -> str | None:
     return None if value in DEVICES else f"must be one of {', '.join(map(repr, DEVICES))}, got {value!r}"
 
 
+def _jobs(value) -> str | None:
+    if value == "auto":
+        return None
+    problem = _whole(1, MAX_JOBS)(value)
+    return problem and f"{problem.split(', got ')[0]} or 'auto', got {value!r}"
+
+
 #: key -> check (None when the value is good, else why not); the argparse destination has the key's name.
-CHECKS = {"seed": _whole(0, MAX_SEED), "samples": _whole(1, MAX_SAMPLES), "device": _device, "threads": _whole(1, MAX_THREADS)}
+CHECKS = {"seed": _whole(0, MAX_SEED), "samples": _whole(1, MAX_SAMPLES), "device": _device, "threads": _whole(1, MAX_THREADS),
+          "jobs": _jobs}
 
 
 def settings_file(args: argparse.Namespace, cwd: Path) -> Path | None:

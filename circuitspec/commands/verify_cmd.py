@@ -19,12 +19,12 @@ from ..engine.errors import CircuitspecError, UsageError
 from ..verify.example_store import DEFAULT_ROOT, ExampleStore
 from . import defaults
 from .argtypes import MAX_BASELINES, MAX_SAMPLES, non_negative_int, positive_int, seed
+from .settings import MAX_JOBS
 from .common import add_device_argument, resolve_device
 from .outputs import check_output_dir, output_dir, output_file, save_output
 from .reporting import Reporter, add_output_format_argument, writes_to_stdout
 
 MAX_EXAMPLES = 200  # --falsify: inputs tried per claim
-MAX_JOBS = 256
 NAME, HELP = "verify", "verify every claim of .circ specs (exit 0 pass, 1 fail, 2 spec error, 3 model error)"
 
 
@@ -54,9 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                "the current folder)")
     database.add_argument("--no-database", action="store_true",
                           help="with --falsify: neither replay nor store counterexamples")
-    p.add_argument("--jobs", type=_jobs, default="auto", metavar="N",
+    p.add_argument("--jobs", type=_jobs, metavar="N",
                    help="processes that verify specs side by side on a CPU, each (model, task) in one of them "
-                        "(default auto: one per CPU thread torch may use, at most one per model and task; 1 on a GPU)")
+                        "(default: [tool.circuitspec] jobs, else auto: one per CPU thread torch may use, at most one "
+                        "per model and task; 1 on a GPU)")
     add_device_argument(p)
 
 
@@ -68,6 +69,8 @@ def _jobs(text: str) -> int | str:
 def run(args: argparse.Namespace) -> int:
     from ..verify.parallel import Workers
 
+    if args.jobs is None:  # neither the flag nor [tool.circuitspec] jobs
+        args.jobs = "auto"
     workers = Workers(_early_workers(args))  # they import torch while this process does and resolves the specs
     try:
         return _run(args, workers)

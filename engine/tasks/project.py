@@ -44,7 +44,7 @@ def find_pyproject(start: Path) -> Path | None:
 
 #: keys of [tool.circuitspec]: ``tasks`` here; the command-line defaults are checked by
 #: circuitspec.commands.settings, which reads the same table.
-KNOWN_KEYS = ("device", "samples", "seed", "tasks", "threads")
+KNOWN_KEYS = ("device", "jobs", "samples", "seed", "tasks", "threads")
 
 
 def read_project_table(pyproject: Path) -> dict:
