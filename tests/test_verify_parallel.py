@@ -139,3 +139,20 @@ def test_jobs_from_the_project_table(tmp_path):
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
         assert ("in 2 processes" in proc.stderr) == processes
+
+
+def test_falsify_in_two_processes_finds_what_one_finds(tmp_path):
+    """`verify --falsify` searches each spec in the process that verified it: the search's verdicts,
+    inputs tried and counterexamples are those of a run in one process."""
+    reports = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}.json"
+        rc, _, err = run_cli("verify", *SPECS, *SMALL, "--falsify", "--no-database", "--max-examples", "15",
+                             "--jobs", jobs, "--json", str(out))
+        assert rc in (0, 1) and "Traceback" not in err, err
+        assert ("verifying and falsifying 2 specs in 2 processes" in err) == (jobs == "2")
+        report = json.loads(out.read_text())
+        found = [{k: v for k, v in f.items() if k != "seconds"} for f in report["manifest"]["falsification"]]
+        reports[jobs] = (rc, report["claims"], found)
+    assert reports["1"] == reports["2"]
+    assert len(reports["1"][2]) > 0

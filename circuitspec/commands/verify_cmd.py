@@ -100,6 +100,7 @@ def _early_workers(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, workers) -> int:
     from ..verify.report import falsify_annotations, github_annotations, json_report, junit_report, manifest, print_table, summary
     from ..verify.runner import RunSettings
+    from ..verify.spec_outcome import FalsifyJob
     from .specs import resolve_specs
 
     for given, flag in ((args.max_examples is not None, "--max-examples"), (args.database is not None, "--database"),
@@ -120,23 +121,21 @@ def _run(args: argparse.Namespace, workers) -> int:
     results, specs_manifest = [], []
     started = time.perf_counter()
     with report.progress() as progress:
-        outcomes = _verify_specs(resolved_specs, settings, args, progress, report, workers)
+        falsify = (FalsifyJob(args.max_examples or MAX_EXAMPLES, None if store is None else str(store.root))
+                   if args.falsify else None)
+        outcomes = _verify_specs(resolved_specs, settings, args, progress, report, workers, falsify)
+    falsified = []
     for index, resolved in enumerate(resolved_specs):
         outcome = outcomes[index]
-        if outcome.error is not None:
-            report.err.print("[bold red]error:[/] " + escape(f"{resolved.file}: {outcome.error}"))
-            exit_code = max(exit_code, outcome.exit_code)
-            continue
-        results.extend(outcome.results)
-        specs_manifest.append(_spec_manifest(resolved))
-    falsified = []
+        for error, code in ((outcome.error, outcome.exit_code), (outcome.falsify_error, outcome.falsify_exit_code)):
+            if error is not None:
+                report.err.print("[bold red]error:[/] " + escape(f"{resolved.file}: {error}"))
+                exit_code = max(exit_code, code)
+        falsified += outcome.falsified
+        if outcome.error is None:
+            results.extend(outcome.results)
+            specs_manifest.append(_spec_manifest(resolved))
     if args.falsify:
-        from ..testing import LoadedSpec  # with hypothesis: imported only when falsifying (about 0.2 s)
-        from ..verify.falsify import falsify_spec
-        for resolved in resolved_specs:
-            with report.status(f"falsifying {Path(resolved.file).name}"):
-                found = falsify_spec(LoadedSpec(resolved, settings), args.max_examples or MAX_EXAMPLES, settings.seed, store)
-            falsified += found
         _merge_falsification(results, falsified)
     if results and not report.quiet:
         print_table(results, report.out, verbose=report.verbose)
@@ -163,16 +162,19 @@ def _run(args: argparse.Namespace, workers) -> int:
     return exit_code if saved else max(exit_code, 2)
 
 
-def _verify_specs(resolved_specs, settings, args, progress, report, workers) -> dict:
-    """Each spec's :class:`~circuitspec.verify.parallel.SpecOutcome`, by index: here, one after another, or
-    with ``--jobs`` processes, this one and ``workers`` (:mod:`circuitspec.verify.parallel`)."""
+def _verify_specs(resolved_specs, settings, args, progress, report, workers, falsify) -> dict:
+    """Each spec's :class:`~circuitspec.verify.spec_outcome.SpecOutcome`, by index (verified, and searched
+    when ``falsify`` says so): here, one after another, or with ``--jobs`` processes, this one and
+    ``workers`` (:mod:`circuitspec.verify.parallel`)."""
     import torch
 
-    from ..verify.parallel import SpecOutcome, auto_jobs, plan_clusters
-    from ..verify.verifier import claim_groups, shared_cache, verify_spec
+    from ..verify.parallel import auto_jobs, plan_clusters
+    from ..verify.spec_outcome import SpecOutcome, verify_and_falsify
+    from ..verify.verifier import claim_groups, shared_cache
 
     caches: dict = {}  # one RunCache per model object, shared by its specs
-    bar = progress.add_task("verifying", total=sum(len(claim_groups(r)) for r in resolved_specs))
+    total = sum(len(claim_groups(r)) for r in resolved_specs) + (len(resolved_specs) if falsify else 0)
+    bar = progress.add_task("verifying", total=total)
     clusters = plan_clusters(resolved_specs, settings)
     threads = torch.get_num_threads()
     jobs = auto_jobs(threads, len(clusters), settings.device) if args.jobs == "auto" else min(args.jobs, len(clusters))
@@ -180,18 +182,23 @@ def _verify_specs(resolved_specs, settings, args, progress, report, workers) -> 
 
     def verify_here(index: int) -> SpecOutcome:
         resolved = resolved_specs[index]
-        if jobs == 1:
-            progress.update(bar, description=f"verifying {Path(resolved.file).name}")
-        try:
-            return SpecOutcome(verify_spec(resolved, settings, lambda: progress.advance(bar), shared_cache(caches, resolved)))
-        except CircuitspecError as e:
-            return SpecOutcome(error=str(e), exit_code=e.exit_code)
+        name = Path(resolved.file).name
+
+        def describe(what: str) -> None:
+            if jobs == 1:
+                progress.update(bar, description=f"{what} {name}")
+
+        describe("verifying")
+        return verify_and_falsify(resolved, settings, lambda: progress.advance(bar), shared_cache(caches, resolved),
+                                  falsify, lambda: describe("falsifying"))
 
     if jobs <= 1:
         workers.close()
         return {index: verify_here(index) for index in range(len(resolved_specs))}
-    progress.update(bar, description=f"verifying {len(resolved_specs)} specs in {jobs} processes")
-    job = {"files": [r.file for r in resolved_specs], "settings": settings, "tasks_modules": list(args.tasks_module)}
+    what = "verifying and falsifying" if falsify else "verifying"
+    progress.update(bar, description=f"{what} {len(resolved_specs)} specs in {jobs} processes")
+    job = {"files": [r.file for r in resolved_specs], "settings": settings, "tasks_modules": list(args.tasks_module),
+           "falsify": falsify}
     return workers.verify(resolved_specs, clusters, jobs, threads, verify_here, lambda: progress.advance(bar), job,
                           lambda text: report.err.print(escape(text)))
 

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..lang.ast import PER_INPUT_KINDS
+from .spec_outcome import SpecOutcome
 
 if TYPE_CHECKING:  # this module is imported before torch is: workers start while the command imports it
     from ..lang.resolve import ResolvedSpec
-    from .judge import ClaimResult
     from .runner import RunSettings
 
 #: Full forwards of the model a claim group of each kind costs, roughly: what orders clusters, largest first.
@@ -47,15 +47,6 @@ class Cluster:
 
     specs: tuple[int, ...]
     cost: float
-
-
-@dataclass
-class SpecOutcome:
-    """What verifying one spec gave: its results, or the error that stopped it (message, exit code)."""
-
-    results: list["ClaimResult"] = field(default_factory=list)
-    error: str | None = None
-    exit_code: int = 0
 
 
 def estimated_cost(resolved: "ResolvedSpec", settings: "RunSettings") -> float:

@@ -1,7 +1,7 @@
 """A verify worker process (started by :mod:`.parallel`): resolves and verifies the specs it is handed.
 
 It imports torch and the verifier first, then reads, on stdin, one job (or ``None``: nothing to do): the
-spec files, the run settings, torch's thread count, the task modules to import. Then, after each "ready" it
+spec files, the run settings, torch's thread count, the task modules to import, ``--falsify``'s settings. Then, after each "ready" it
 sends, it reads the spec indices of a cluster to verify or ``None`` to
 stop. On its stdout it sends pickled messages: ``("ready",)``, ``("group",)`` after each claim group,
 ``("spec", index, SpecOutcome)`` after each spec, and ``("crash", traceback)`` if anything unexpected
@@ -47,10 +47,9 @@ def main() -> None:
 
 def _serve(job: dict, inbox, send) -> None:
     from ..commands.check_cmd import check_file
-    from ..engine.errors import CircuitspecError
     from ..engine.tasks.project import import_tasks_module, load_project_tasks
-    from .parallel import SpecOutcome
-    from .verifier import shared_cache, verify_spec
+    from .spec_outcome import verify_and_falsify
+    from .verifier import shared_cache
 
     for module in job["tasks_modules"]:
         import_tasks_module(module, Path.cwd(), "--tasks-module")
@@ -66,11 +65,9 @@ def _serve(job: dict, inbox, send) -> None:
             resolved, _, _ = check_file(Path(files[index]))
             if resolved is None:
                 raise RuntimeError(f"{files[index]} resolved in the command's process but not in a worker")
-            try:
-                resolved.context.model.to(settings.device)
-                outcome = SpecOutcome(verify_spec(resolved, settings, lambda: send(("group",)), shared_cache(caches, resolved)))
-            except CircuitspecError as e:
-                outcome = SpecOutcome(error=str(e), exit_code=e.exit_code)
+            resolved.context.model.to(settings.device)
+            outcome = verify_and_falsify(resolved, settings, lambda: send(("group",)), shared_cache(caches, resolved),
+                                         job.get("falsify"))
             send(("spec", index, outcome))
 
 
