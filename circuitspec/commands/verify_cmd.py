@@ -63,7 +63,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _jobs(text: str) -> int | str:
     """``auto`` or a whole number from 1 to :data:`MAX_JOBS`."""
-    return "auto" if text.strip().lower() == "auto" else positive_int(MAX_JOBS)(text)
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return positive_int(MAX_JOBS)(text)
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"{e} (or auto)") from None
 
 
 def run(args: argparse.Namespace) -> int:
