@@ -1,11 +1,12 @@
-"""A verify worker process (started by :mod:`.parallel`): resolves and verifies the specs it is handed.
+"""A verify worker process (started by :mod:`.parallel`): resolves, verifies and, with ``--falsify``,
+searches the specs it is handed.
 
 It imports torch and the verifier first, then reads, on stdin, one job (or ``None``: nothing to do): the
-spec files, the run settings, torch's thread count, the task modules to import, ``--falsify``'s settings. Then, after each "ready" it
-sends, it reads the spec indices of a cluster to verify or ``None`` to
-stop. On its stdout it sends pickled messages: ``("ready",)``, ``("group",)`` after each claim group,
-``("spec", index, SpecOutcome)`` after each spec, and ``("crash", traceback)`` if anything unexpected
-stops it. Anything else the process prints goes to stderr, so the message stream stays clean.
+spec files, the run settings, torch's thread count, the task modules to import, ``--falsify``'s
+settings. Then, after each "ready" it sends, it reads the spec indices of a cluster to verify, or
+``None`` to stop. On its stdout it sends pickled messages: ``("ready",)``, ``("group",)`` after each
+claim group, ``("spec", index, SpecOutcome)`` after each spec, and ``("crash", traceback)`` if anything
+unexpected stops it. Anything else the process prints goes to stderr, so the message stream stays clean.
 """
 
 from __future__ import annotations
