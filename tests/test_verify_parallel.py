@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from circuitspec.commands.check_cmd import check_file
-from circuitspec.verify.parallel import SpecOutcome, Workers, auto_jobs, plan_clusters
+from circuitspec.verify.parallel import SpecOutcome, Workers, plan_clusters, process_count
 from circuitspec.verify.runner import RunSettings
 
 # Two specs of different models (so two clusters), small settings: a few seconds each.
@@ -53,10 +53,11 @@ def test_clusters_keep_each_model_and_task_together_largest_first():
     assert order.index((3,)) < order.index((2,))  # the 4-layer model's necessity claim before a 35-node circuit
 
 
-@pytest.mark.parametrize("threads, clusters, device, expected", [
-    (2, 13, "cpu", 2), (16, 3, "cpu", 3), (64, 40, "cpu", 8), (1, 5, "cpu", 1), (16, 9, "cuda", 1)])
-def test_auto_jobs(threads, clusters, device, expected):
-    assert auto_jobs(threads, clusters, device) == expected
+@pytest.mark.parametrize("requested, threads, clusters, device, expected", [
+    ("auto", 2, 13, "cpu", 2), ("auto", 16, 3, "cpu", 3), ("auto", 64, 40, "cpu", 8), ("auto", 1, 5, "cpu", 1),
+    ("auto", 16, 9, "cuda", 1), (4, 2, 13, "cpu", 4), (4, 2, 3, "cpu", 3), (1, 16, 9, "cpu", 1), (4, 16, 9, "cuda", 1)])
+def test_process_count(requested, threads, clusters, device, expected):
+    assert process_count(requested, threads, clusters, device) == expected
 
 
 def test_a_worker_that_crashes_leaves_its_specs_to_the_command(tmp_path):

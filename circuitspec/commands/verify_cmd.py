@@ -85,21 +85,18 @@ def run(args: argparse.Namespace) -> int:
 
 def _early_workers(args: argparse.Namespace) -> int:
     """Worker processes worth starting before the specs are read: one fewer than the processes ``--jobs``
-    allows (auto: one per CPU thread, :data:`~circuitspec.verify.parallel.MAX_AUTO_JOBS` at most), none
-    for a single file or on a GPU. Those the resolved specs do not need are stopped unused."""
-    from ..verify.parallel import MAX_AUTO_JOBS
+    gives for the spec files (:func:`~circuitspec.verify.parallel.process_count`, with the CPUs this
+    process may use for torch's threads), none for a single file or on a GPU. Those the resolved specs do
+    not need are stopped unused."""
+    from ..verify.parallel import process_count
     from .paths import circ_files
 
-    if args.jobs == 1 or args.device == "cuda":
-        return 0
     try:
         files = len(circ_files(args.paths))
     except CircuitspecError:
         return 0  # reported when the specs are resolved
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = args.threads or cpus
-    wanted = min(threads, MAX_AUTO_JOBS) if args.jobs == "auto" else args.jobs
-    return max(0, min(wanted, files) - 1)
+    return process_count(args.jobs, args.threads or cpus, files, "cuda" if args.device == "cuda" else "cpu") - 1
 
 
 def _run(args: argparse.Namespace, workers) -> int:
@@ -173,7 +170,7 @@ def _verify_specs(resolved_specs, settings, args, progress, report, workers, fal
     ``workers`` (:mod:`circuitspec.verify.parallel`)."""
     import torch
 
-    from ..verify.parallel import auto_jobs, plan_clusters
+    from ..verify.parallel import plan_clusters, process_count
     from ..verify.spec_outcome import SpecOutcome, verify_and_falsify
     from ..verify.verifier import claim_groups, shared_cache
 
@@ -182,8 +179,7 @@ def _verify_specs(resolved_specs, settings, args, progress, report, workers, fal
     bar = progress.add_task("verifying", total=total)
     clusters = plan_clusters(resolved_specs, settings)
     threads = torch.get_num_threads()
-    jobs = auto_jobs(threads, len(clusters), settings.device) if args.jobs == "auto" else min(args.jobs, len(clusters))
-    jobs = 1 if settings.device != "cpu" else min(jobs, 1 + len(workers))
+    jobs = min(process_count(args.jobs, threads, len(clusters), settings.device), 1 + len(workers))
 
     def verify_here(index: int) -> SpecOutcome:
         resolved = resolved_specs[index]

@@ -84,13 +84,14 @@ def plan_clusters(resolved_specs: Sequence["ResolvedSpec"], settings: "RunSettin
 MAX_AUTO_JOBS = 8
 
 
-def auto_jobs(threads: int, clusters: int, device: str) -> int:
-    """Processes for ``--jobs auto``: one per CPU thread torch may use, at most one per cluster (and
-    :data:`MAX_AUTO_JOBS`); one on a GPU (processes would queue on the one device and each hold its own
-    copy of the model there)."""
+def process_count(requested: int | str, threads: int, units: int, device: str) -> int:
+    """Processes to verify ``units`` clusters (or spec files) with, for ``--jobs requested``: never more than
+    the units; for ``auto``, one per CPU thread torch may use, :data:`MAX_AUTO_JOBS` at most; one on a GPU
+    whatever was asked (processes would queue on the one device and each hold its own copy of the model)."""
     if device != "cpu":
         return 1
-    return max(1, min(threads, clusters, MAX_AUTO_JOBS))
+    wanted = min(threads, MAX_AUTO_JOBS) if requested == "auto" else requested
+    return max(1, min(wanted, units))
 
 
 class _Queue:
@@ -106,6 +107,7 @@ class _Queue:
 
 
 def _send(stream, message) -> None:
+    """One message on a pipe between the command and a worker (both ways)."""
     pickle.dump(message, stream, protocol=pickle.HIGHEST_PROTOCOL)
     stream.flush()
 
@@ -146,11 +148,7 @@ class Workers:
         for worker in self.workers:
             if worker.process.poll() is None:
                 _stop(worker)
-                try:
-                    worker.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    worker.process.kill()
-                    worker.process.wait()
+                _wait_or_kill(worker)
         self.workers = []
 
     def verify(self, resolved_specs: Sequence["ResolvedSpec"], clusters: Sequence[Cluster], jobs: int, threads: int,
@@ -196,11 +194,7 @@ class Workers:
                     worker.process.kill()
                     worker.process.wait()
             for worker in spare:  # told to stop before the work began
-                try:
-                    worker.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    worker.process.kill()
-                    worker.process.wait()
+                _wait_or_kill(worker)
         for worker in active:
             outcomes.update(worker.outcomes)
             missing = [i for c in worker.taken for i in c.specs if i not in worker.outcomes]
@@ -214,6 +208,15 @@ class Workers:
             elif lines:  # it failed before taking any work: the others did it, only slower
                 note(f"a verify worker failed to start ({why}); its share was verified by the other processes")
         return outcomes
+
+
+def _wait_or_kill(worker: _Worker, timeout: float = 10) -> None:
+    """Wait for a worker told to stop; kill it if it has not stopped within ``timeout`` seconds."""
+    try:
+        worker.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.process.kill()
+        worker.process.wait()
 
 
 def _stop(worker: _Worker) -> None:

@@ -18,6 +18,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from .parallel import _send
+
 
 def main() -> None:
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -25,8 +27,7 @@ def main() -> None:
     inbox = sys.stdin.buffer
 
     def send(message) -> None:
-        pickle.dump(message, channel, protocol=pickle.HIGHEST_PROTOCOL)
-        channel.flush()
+        _send(channel, message)
 
     try:
         import torch  # the slow imports first, while the command's process resolves the specs
