@@ -19,9 +19,10 @@ cross-entropy plus a penalty per kept node. Two ways to set the penalty (``Searc
   finds 775.
 
 Robustness (``partial_keep``, ``partial_checks``): training can leave random parts of the outside in
-place, and the selection can require the target with random parts of the outside left in place and with
-the outside nodes whose presence hurts most (first order) left in place, the partial ablations
-``verify`` and ``falsify`` judge a sufficiency claim under.
+place; the circuit chosen and pruned as usual is then grown (:func:`_grow_until_robust`) until it meets
+the target with random parts of the outside left in place, with the outside nodes whose presence hurts
+most left in place, and with those whose presence helps most ablated (first order): the partial
+ablations ``verify`` and ``falsify`` judge a sufficiency claim under.
 
 Training only ranks the nodes. The circuit is chosen with the real node-ablated forward
 (:func:`~.ablation.run_conditions`, the engine ``verify`` uses) on *selection* inputs: the smallest
@@ -95,6 +96,7 @@ class SearchSettings:
     path_end: float = 0.3  # ... and at its end
     partial_keep: float = 0.0  # robust training: outside nodes left in place with probability up to this
     partial_checks: int = 0  # robust selection: random partial ablations every chosen circuit must also pass
+    grow_step: float = 0.1  # robust selection: each round of growth adds this share of the circuit's size
     training: str = "path"  # "path" (rising penalty) or "lagrange" (one penalty, settled by the target)
 
 
@@ -126,6 +128,7 @@ class Discovery:
     evaluations: int = 0  # hard forward passes the choice took (prefix search, pruning, re-check)
     partial_faithfulness: float = float("nan")  # worst faithfulness with random parts of the outside left in place
     partial_keep_fraction: float = float("nan")  # the share of the outside left in place in that worst case
+    adversarial_faithfulness: float = float("nan")  # robust search: worst faithfulness under the chosen partial ablations
     margin_z: float = 2.0  # the selection's margin: mean + margin_z standard errors had to meet the target
     reference: Reference | None = field(default=None, repr=False)  # what ablated nodes carried
     history: list[dict[str, float]] = field(default_factory=list, repr=False)  # training trace
@@ -138,7 +141,8 @@ class Discovery:
         """JSON-ready figures (the mask as node names)."""
         keys = ("task", "ablation", "node_count", "edge_count", "target_kind", "target", "loss", "loss_stderr", "faithfulness_stderr",
                 "full_loss", "ablated_loss", "faithfulness", "full_logit_diff", "reached", "seconds", "samples",
-                "steps", "seed", "evaluations", "partial_faithfulness", "partial_keep_fraction", "margin_z", "note")
+                "steps", "seed", "evaluations", "partial_faithfulness", "partial_keep_fraction", "adversarial_faithfulness", "margin_z",
+                "note")
         out = {k: getattr(self, k) for k in keys}
         out["nodes"] = [str(n) for n in self.nodes]
         return out
@@ -442,26 +446,58 @@ class _Judge:
         return float(values.mean()), se
 
     def meets(self, keep: torch.Tensor) -> bool:
-        """The target holds with everything outside ablated and, for a robust search, also with each
-        of the fixed random parts of the outside left in place and with the outside nodes whose presence
-        hurts most left in place."""
-        if not all(self._meets_one(keep if extra is None else keep | extra) for extra in (None, *self.partials)):
-            return False
-        return not self.adversarial or all(self._meets_one(keep | extra) for extra in self._hurting_sets(keep))
+        """The target holds with everything outside ablated and, for a robust search, also under every
+        partial ablation of the outside :meth:`failing` tries."""
+        return self.failing(keep) is None
 
-    def _hurting_sets(self, keep: torch.Tensor, sizes: int = 3) -> list[torch.Tensor]:
-        """The outside nodes whose presence worsens the measure most (first order, one backward pass at the
-        circuit alone), the top k of them for k on a geometric grid: the partial ablations falsify's
-        adversary would try first."""
-        harm = -_removal_costs(self.model, self.layout, self.inputs, self.reference, keep, self.kind)
+    def failing(self, keep: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+        """The first condition under which ``keep`` misses the target, as (what, the nodes present there),
+        or None: the circuit alone; for a robust search then each fixed random part of the outside left
+        in place, the outside nodes whose presence hurts most left in place (the rest ablated), and the
+        outside nodes whose presence helps most ablated (the rest left in place): the two kinds of
+        partial ablation ``verify``'s adversary chooses."""
+        if not self._meets_one(keep):
+            return "circuit", keep
+        for extra in self.partials:
+            if not self._meets_one(keep | extra):
+                return "random", keep | extra
+        if not self.adversarial:
+            return None
+        for extra in self._hurting_sets(keep):
+            if not self._meets_one(keep | extra):
+                return "hurting", keep | extra
+        for ablated in self._helping_sets(keep):
+            if not self._meets_one(~ablated):
+                return "helping", ~ablated
+        return None
+
+    def _ranked_outside(self, keep: torch.Tensor, at: torch.Tensor, sign: float) -> list[int]:
+        """Nodes outside ``keep`` by ``sign`` times the first-order cost of removing them at ``at`` (the
+        nodes present), strongest first, those with a positive score only."""
+        score = sign * _removal_costs(self.model, self.layout, self.inputs, self.reference, at, self.kind)
         self.calls += 1
-        ranked = [i for i in torch.argsort(harm, descending=True).tolist() if harm[i] > 0 and not keep[i]]
+        return [i for i in torch.argsort(score, descending=True).tolist() if score[i] > 0 and not keep[i]]
+
+    @staticmethod
+    def _grid_sets(keep: torch.Tensor, ranked: list[int], sizes: int = 3) -> list[torch.Tensor]:
+        """The top k of ``ranked`` for k on a geometric grid from 1 to all of them, as node sets."""
         sets = []
         for k in sorted({max(1, round(len(ranked) ** (j / max(1, sizes - 1)))) for j in range(sizes)} if ranked else ()):
             extra = torch.zeros_like(keep)
             extra[ranked[:k]] = True
             sets.append(extra)
         return sets
+
+    def _hurting_sets(self, keep: torch.Tensor) -> list[torch.Tensor]:
+        """The outside nodes whose presence worsens the measure most (first order, one backward pass at the
+        circuit alone), the top k of them for k on a geometric grid: the partial ablations falsify's
+        adversary would try first."""
+        return self._grid_sets(keep, self._ranked_outside(keep, keep, -1.0))
+
+    def _helping_sets(self, keep: torch.Tensor) -> list[torch.Tensor]:
+        """The outside nodes whose presence improves the measure most with the whole model present (first
+        order), the top k of them on the same grid: ablating only those is the adversary's other attack."""
+        return self._grid_sets(keep, self._ranked_outside(keep, torch.ones_like(keep), +1.0))
 
     def _meets_one(self, keep: torch.Tensor) -> bool:
         estimate, se = self.score(keep)
@@ -515,6 +551,29 @@ def _smallest_prefix(judge: _Judge, order: torch.Tensor, progress: Progress | No
     if progress:
         progress("selecting", total, total)
     return hi
+
+
+def _grow_until_robust(judge: _Judge, keep: torch.Tensor, step: float,
+                       progress: Progress | None) -> tuple[torch.Tensor, int, bool]:
+    """Add nodes to the circuit until it meets the target under every partial ablation the robust
+    judge tries (:meth:`_Judge.failing`): at the first condition it misses, the ``step`` share of its
+    size (at least one node) among the nodes ablated there whose presence would help most (first
+    order) joins the circuit. Returns the circuit, the rounds it took and whether it is robust now: it
+    stops short when no ablated node would help."""
+    keep = keep.clone()
+    rounds = 0
+    while True:
+        failing = judge.failing(keep)
+        if progress:
+            progress("growing", int(keep.sum()), keep.numel())
+        if failing is None:
+            return keep, rounds, True
+        _, present = failing
+        helpful = judge._ranked_outside(present, present, +1.0)
+        if not helpful:
+            return keep, rounds, False
+        keep[helpful[: max(1, math.ceil(step * int(keep.sum())))]] = True
+        rounds += 1
 
 
 def _removal_costs(model: Transformer, layout: _Layout, inputs: TaskInputs, reference: Reference, keep: torch.Tensor,
@@ -679,14 +738,15 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
     keep = torch.ones(layout.size, dtype=torch.bool)
     judge = _Judge(model, select, reference, layout, kind, target, settings.confidence_z)
     trivial = (kind == "loss" and ablated_loss <= target) or (kind == "faithfulness" and target <= 0)
+    # a robust search chooses and prunes the circuit as a plain one, then grows it until random and
+    # adversarial partial ablations no longer break it (docs/discovery.md, "Growing until robust")
+    robust = replace(judge, partials=_partial_sets(layout.size, settings.partial_checks, seed),
+                 adversarial=True) if settings.partial_checks else None
     if trivial:
         note = (f"the target is met with every node ablated (on the selection inputs: all-ablated loss {ablated_loss:.3f}, full model "
                 f"{full_loss:.3f}): it says nothing about a circuit")
         keep = torch.zeros(layout.size, dtype=torch.bool)
     else:
-        if settings.partial_checks:  # a robust search: random and adversarial partial ablations too
-            judge.partials = _partial_sets(layout.size, settings.partial_checks, seed)
-            judge.adversarial = True
         if settings.training == "path":
             theta, history = _train_path(model, layout, train, reference, steps, settings, seed, progress)
         else:
@@ -709,6 +769,12 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
                 recheck = replace(judge, inputs=train, z=min(settings.confirm_z, settings.confidence_z), calls=0)
                 keep = _confirm(recheck, keep, removed)
                 judge.calls += recheck.calls
+            if robust is not None:
+                keep, rounds, robust_now = _grow_until_robust(robust, keep, settings.grow_step, progress)
+                judge.calls += robust.calls
+                if not robust_now:
+                    note = (f"after {rounds} rounds of growth the circuit still misses the target under a partial "
+                            "ablation, and no ablated node would help (first order)")
     mask = layout.mask(keep)
     names = layout.names()
     ranking = [names[i] for i in torch.argsort(theta, descending=True, stable=True).tolist()]
@@ -719,6 +785,7 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
     faith = held.faithfulness(logits)
     faith_se = _faithfulness_stderr(held, logits)
     partial, partial_fraction = _worst_partial_faithfulness(model, layout, held, reference, keep, seed)
+    adversarial = _worst_adversarial_faithfulness(model, layout, held, reference, keep) if robust is not None else float("nan")
     # held-out inputs must not show the target missed by more than one standard error
     reached = not note and (loss - loss_se <= target if kind == "loss" else faith + faith_se >= target)
     if not reached and not note:
@@ -732,6 +799,7 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
                      full_logit_diff=float(held.logit_diffs(held.full).mean()), reached=reached,
                      seconds=time.perf_counter() - started, samples=samples, steps=steps, seed=seed, note=note,
                      evaluations=judge.calls, partial_faithfulness=partial, partial_keep_fraction=partial_fraction,
+                     adversarial_faithfulness=adversarial,
                      margin_z=settings.confidence_z,
                      reference=reference, history=history)
 
@@ -752,6 +820,18 @@ def _worst_partial_faithfulness(model: Transformer, layout: _Layout, inputs: Tas
     results = [(inputs.faithfulness(inputs.run(model, layout.mask(keep | extra), reference)), PARTIAL_FRACTIONS[i % 3])
                for i, extra in enumerate(_partial_sets(layout.size, PARTIAL_CHECKS, seed + 1))]
     return min(results)
+
+
+def _worst_adversarial_faithfulness(model: Transformer, layout: _Layout, inputs: TaskInputs, reference: Reference,
+                                    keep: torch.Tensor) -> float:
+    """The lowest faithfulness of the circuit under the partial ablations a robust search grows against
+    (:meth:`_Judge.failing`: the most hurting outside nodes kept, the most helping ones ablated), chosen
+    afresh on ``inputs``: what ``verify``'s adversary will see, so the proposed claim can allow for it."""
+    if not bool(keep.any()):
+        return float("nan")
+    judge = _Judge(model, inputs, reference, layout, "faithfulness", 0.0, 0.0)
+    conditions = [keep | extra for extra in judge._hurting_sets(keep)] + [~ablated for ablated in judge._helping_sets(keep)]
+    return min((inputs.faithfulness(inputs.run(model, layout.mask(c), reference)) for c in conditions), default=float("nan"))
 
 
 def _faithfulness_stderr(inputs: TaskInputs, logits: torch.Tensor) -> float:

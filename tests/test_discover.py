@@ -297,3 +297,27 @@ def test_restarts_keep_the_smallest_circuit_that_reaches_the_target(oracle, tmp_
     single = ["discover", "--model", str(tmp_path / "model"), "--task", TASK.name, "--samples", "64", "--steps", "60",
               "--no-compare", "--no-verify", "-o", str(spec), "--json", str(report)]
     assert main(single) == 0 and "restarts" not in json.loads(report.read_text())  # one search: no list
+
+
+def test_growth_makes_a_shipped_circuit_robust_to_both_chosen_attacks():
+    """`specs/closing_quote_sparse3.circ`'s circuit (54 nodes) on its shipped model: ablating only the
+    outside nodes whose presence helps most (the rest of the model left in place) breaks it, an attack
+    the robust judge once lacked (it kept only the most hurting ones in place). Growth against every
+    attack the judge tries ends at a circuit that contains the original and that none of them breaks."""
+    from pathlib import Path
+
+    from circuitspec.commands.check_cmd import check_file
+    from circuitspec.engine.discover import TaskInputs, _grow_until_robust, _Judge, _Layout, reference_for
+
+    resolved, _, _ = check_file(Path(__file__).parent.parent / "specs" / "closing_quote_sparse3.circ")
+    model, task = resolved.context.model, resolved.task
+    layout = _Layout.of(resolved.mask.space)
+    reference = reference_for(model, task, "mean", 64, "growth:reference")
+    inputs = TaskInputs.sample(model, task, 64, "growth:select", reference)
+    judge = _Judge(model, inputs, reference, layout, "faithfulness", 0.3, 0.0, adversarial=True)
+    start = layout.flat(resolved.mask)
+    assert judge._meets_one(start)  # the circuit alone meets the target ...
+    assert any(not judge._meets_one(~ablated) for ablated in judge._helping_sets(start))  # ... one attack breaks it
+    grown, rounds, robust = _grow_until_robust(judge, start, 0.25, None)
+    assert robust and rounds > 0 and judge.failing(grown) is None
+    assert bool((grown >= start).all()) and int(grown.sum()) < grown.numel()

@@ -254,3 +254,20 @@ def test_a_keep_fraction_of_0_in_run_group_gives_the_circuit_metric_exactly(plan
     data = run_group(resolved, resolved.claims, RunSettings(samples=20, baselines=2, partial_ablations=3))
     assert [p for p, _ in data.partials] == [0.0] * 3
     assert all((m == data.metric["circuit"]).all() for _, m in data.partials)
+
+
+def test_a_robust_discovery_grows_until_the_chosen_ablations_no_longer_break_it(many_pairs, capsys):
+    """The plain search's circuit is broken by the ablations chosen against it (the test above); `--robust`
+    grows it until neither attack breaks it on its selection inputs, so the written claim keeps the
+    default `robustness adversarial` and verifies on fresh inputs."""
+    out = many_pairs / "discovered_robust.circ"
+    code = main(["discover", "--model", str(many_pairs / "model"), "--task", TASK.name, "-o", str(out),
+                 "--samples", "64", "--steps", "60", "--no-compare", "--robust"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "not robust to partial ablations chosen against it" not in captured.out
+    sufficient = next(line for line in out.read_text().splitlines() if line.startswith("claim sufficient"))
+    assert "robustness" not in sufficient
+    code, data = verify(out)
+    claim = next(c for c in data["claims"] if c["kind"] == "sufficient")
+    assert code == 0 and claim["partial"]["robustness"] == "adversarial" and claim["partial"]["chosen"] >= 2

@@ -17,6 +17,7 @@ claim failed verification; 2: bad arguments; 3: unreadable model.
 from __future__ import annotations
 
 import argparse
+import math
 import json
 from pathlib import Path
 
@@ -58,9 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how nodes are ranked: a rising penalty whose order of switch-offs is the ranking (path, "
                         "default) or one penalty settled by the target (lagrange); see docs/discovery.md")
     p.add_argument("--robust", action="store_true",
-                   help="train the mask with random parts of the outside left in place, and choose only circuits that "
-                        "also meet the target under three fixed random partial ablations (larger circuits, several "
-                        "times slower)")
+                   help="train the mask with random parts of the outside left in place, then grow the chosen circuit "
+                        "until it also meets the target under three fixed random partial ablations and under the two "
+                        "kinds verify chooses against it (the outside nodes whose presence hurts most kept, those whose "
+                        "presence helps most ablated); larger circuits, a few times slower")
     p.add_argument("--margin-z", type=finite_float(0.0), default=2.0, metavar="Z",
                    help="a circuit is chosen when its mean loss (or faithfulness) meets the target by Z standard errors on "
                         "the selection inputs (default 2); 0 meets it on the mean, as the paper's bisection: smaller "
@@ -174,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
     say.summary(f"[bold]{task.name}[/] on {model_ref}, {_label(args.ablation, args)} ablation: {found.node_count} nodes, "
                   f"{found.edge_count} edges; held-out loss {found.loss:.3f} (target {found.target_kind} "
                   f"{'<=' if found.target_kind == 'loss' else '>='} {found.target:.3f}; full model {found.full_loss:.3f}, "
-                  f"all ablated {found.ablated_loss:.3f}); faithfulness {found.faithfulness:.3f}; {found.seconds:.1f} s",
+                  f"all ablated {found.ablated_loss:.3f}); faithfulness {found.faithfulness:.3f}"
+                  + (f", {found.adversarial_faithfulness:.3f} under the worst partial ablation chosen against it"
+                     if math.isfinite(found.adversarial_faithfulness) else "") + f"; {found.seconds:.1f} s",
                   soft_wrap=True, markup=True, highlight=False)
     report = {"model": model_ref, "reference": args.reference, "discovery": found.summary()}
     if args.restarts > 1:

@@ -114,7 +114,9 @@ def draft_spec(discovery: Discovery, task: Task, model_ref: str, out_path: Path,
         f"# loss {discovery.loss:.3f} (target {target}; full model {discovery.full_loss:.3f}, everything ablated "
         f"{discovery.ablated_loss:.3f}) and faithfulness {discovery.faithfulness:.3f}; {discovery.partial_faithfulness:.3f} with a"
         f" random {discovery.partial_keep_fraction:.0%}",
-        f"# of the outside left in place (the worst of {PARTIAL_CHECKS} random partial ablations).",
+        f"# of the outside left in place (the worst of {PARTIAL_CHECKS} random partial ablations)"
+        + (f"; {discovery.adversarial_faithfulness:.3f} under the worst partial ablation chosen against it."
+           if math.isfinite(discovery.adversarial_faithfulness) else "."),
         "# Descriptions: mean activations at the answer position in the circuit-alone run.",
         f"spec {spec_name} {_quoted(task.description + ' (discovered)')}",
         f'model "{model_text}"',
@@ -142,8 +144,8 @@ def draft_spec(discovery: Discovery, task: Task, model_ref: str, out_path: Path,
         lines.append(f"    {_quoted(_description(stats, [node]))}")
     lines.append("")
     # verify also judges sufficiency with random parts of the outside left in place: allow for the worst seen
-    measured = min(discovery.faithfulness, discovery.partial_faithfulness) if math.isfinite(discovery.partial_faithfulness) \
-        else discovery.faithfulness
+    measured = min([discovery.faithfulness] + [f for f in (discovery.partial_faithfulness, discovery.adversarial_faithfulness)
+                                               if math.isfinite(f)])
     sufficient = min(measured - SUFFICIENT_MARGIN, SUFFICIENT_SHARE * measured)
     claims = [f"claim sufficient faithfulness >= {max(0.05, math.floor(sufficient * 20) / 20):g}"]
     if stats.complement_faithfulness <= 0.5:
