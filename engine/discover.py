@@ -741,7 +741,7 @@ def discover(model: Transformer, task: Task, *, ablation: str = "mean", target_l
     # a robust search chooses and prunes the circuit as a plain one, then grows it until random and
     # adversarial partial ablations no longer break it (docs/discovery.md, "Growing until robust")
     robust = replace(judge, partials=_partial_sets(layout.size, settings.partial_checks, seed),
-                 adversarial=True) if settings.partial_checks else None
+                     adversarial=True) if settings.partial_checks else None
     if trivial:
         note = (f"the target is met with every node ablated (on the selection inputs: all-ablated loss {ablated_loss:.3f}, full model "
                 f"{full_loss:.3f}): it says nothing about a circuit")
