@@ -17,8 +17,8 @@ claim failed verification; 2: bad arguments; 3: unreadable model.
 from __future__ import annotations
 
 import argparse
-import math
 import json
+import math
 from pathlib import Path
 
 from typing import TYPE_CHECKING
