@@ -60,6 +60,21 @@ def test_the_written_spec_parses_resolves_to_the_same_mask_and_is_formatted(orac
     assert draft.claims[-1] not in dropped and draft.claims[0] in dropped
 
 
+
+def test_the_written_threshold_allows_for_the_worst_chosen_partial_ablation(oracle, tmp_path):
+    """A robust search reports the held-out faithfulness under the ablations chosen against the circuit;
+    the proposed sufficiency threshold must sit below it, or verify's adversary would fail the claim."""
+    from dataclasses import replace as with_fields
+
+    model, found = oracle
+    stats = measure_nodes(model, TASK, found.mask, "mean", 128, "t")
+    out = tmp_path / "oracle.circ"
+    plain = draft_spec(found, TASK, "py-sparse-small", out, stats).claims[0]
+    attacked = draft_spec(with_fields(found, adversarial_faithfulness=0.4), TASK, "py-sparse-small", out, stats)
+    assert plain != attacked.claims[0]
+    assert float(attacked.claims[0].split(">=")[1]) < 0.4 <= float(plain.split(">=")[1])
+    assert "0.400 under the worst partial ablation chosen against it" in attacked.text
+
 def test_index_runs_become_ranges():
     assert index_ranges([7, 0, 1, 2, 3, 9, 10]) == "0:4, 7, 9:11"
     assert index_ranges([5]) == "5"
