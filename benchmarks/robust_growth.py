@@ -11,6 +11,9 @@ model (F above it) the outside nodes whose presence hurts most with the outside 
 close to the model; when the worst attack ablates the most helping nodes, the outside nodes whose
 presence helps most with everything present; otherwise the nodes ablated in the worst condition whose
 presence helps most there (first order, one backward pass each, as the adversary ranks them).
+``--write FILE.circ`` writes the last circuit as a spec (one group per hook and head, the source's model,
+task and ablation, a sufficiency claim 0.1 below the last worst faithfulness): a starting point for a
+hand-read robust spec, not one.
 
 This is the experiment behind docs/discovery.md, "Growing until robust" (the trajectories from
 `closing_quote_small.circ` with block 1 head 1, and from `bracket_nesting_sparse3.circ`); `discover
@@ -18,13 +21,14 @@ This is the experiment behind docs/discovery.md, "Growing until robust" (the tra
 ``--json``, writes them.
 
     python benchmarks/robust_growth.py SPEC [--with SPEC ...] [--target F] [--step S] [--cap C]
-        [--samples N] [--rounds N] [--seed S] [--threads N] [--json FILE]
+        [--samples N] [--rounds N] [--seed S] [--threads N] [--json FILE] [--write FILE.circ]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -34,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from circuitspec.commands.check_cmd import check_file  # noqa: E402
+from circuitspec.discover.writer import _group_name, _ref  # noqa: E402
 from circuitspec.engine.ablation import run_conditions_with_cache  # noqa: E402
 from circuitspec.engine.batch import encode_for  # noqa: E402
 from circuitspec.engine.masks import Mask  # noqa: E402
@@ -50,6 +55,23 @@ def resolve(path: str):
     return resolved
 
 
+def spec_text(resolved, circuit: Mask, last: dict, args) -> str:
+    """The grown circuit as a .circ: one group per hook (and head), the claim its last round allows."""
+    by_group: dict[tuple[str, int | None], list[int]] = {}
+    for node in circuit.node_names():
+        by_group.setdefault((node.hook, node.head), []).append(node.index)
+    claim = next((c for c in resolved.claims if c.kind == "sufficient"), None)
+    ablation = claim.claim.ablation if claim is not None and claim.claim.ablation is not None else None
+    lines = [f"# Grown by benchmarks/robust_growth.py from {args.spec}" + (f" with {', '.join(args.more)}" if args.more else "")
+             + f" ({args.samples} selection inputs, seed {args.seed!r}):",
+             f"# {last['nodes']} nodes; F {last['alone']:.3f} alone, {last['worst']:.3f} under the worst of verify's partial ablations.",
+             f"spec {resolved.spec.name}_grown", f'model "{resolved.spec.model}"', f"task {resolved.task.name}",
+             f"ablate {ablation if ablation is not None else resolved.spec.ablation}", ""]
+    lines += [f"group {_group_name(hook, head)} = {_ref(hook, head, indices)}" for (hook, head), indices in by_group.items()]
+    lines += ["", f"claim sufficient faithfulness >= {max(0.05, math.floor((last['worst'] - 0.1) * 20) / 20):g}"]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("spec", help="the .circ whose circuit is grown (its model, task and ablation are used)")
@@ -62,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", default="grow", help="seed of the selection inputs (default 'grow')")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--json", help="write the trajectory here")
+    p.add_argument("--write", metavar="FILE.circ", help="write the last circuit as a spec here")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         for hook, index in add[:size]:
             grown[hook].view(-1)[index] = True
         circuit = Mask(space, grown, full.edges)
+    if args.write:
+        Path(args.write).write_text(spec_text(resolved, circuit, rows[-1], args))
     if args.json:
         Path(args.json).write_text(json.dumps({"spec": args.spec, "with": args.more, "target": args.target,
                                                "step": args.step, "cap": args.cap, "samples": args.samples,
