@@ -336,3 +336,20 @@ def test_growth_makes_a_shipped_circuit_robust_to_both_chosen_attacks():
     grown, rounds, robust = _grow_until_robust(judge, start, 0.25, None)
     assert robust and rounds > 0 and judge.failing(grown) is None
     assert bool((grown >= start).all()) and int(grown.sum()) < grown.numel()
+
+
+def test_growth_stops_short_and_says_so_when_no_ablated_node_would_help(monkeypatch):
+    """A condition the circuit keeps failing, with nothing left to add that would help there: growth ends
+    at once, not robust, rather than adding nodes that do not help."""
+    from circuitspec.engine.discover import _grow_until_robust, _Judge
+
+    keep = torch.tensor([True, False, False])
+    monkeypatch.setattr(_Judge, "failing", lambda self, k: ("helping", ~k))
+    monkeypatch.setattr(_Judge, "_ranked_outside", lambda self, k, at, sign: [])
+    judge = _Judge.__new__(_Judge)
+    grown, rounds, robust = _grow_until_robust(judge, keep, 0.1, None)
+    assert not robust and rounds == 0 and torch.equal(grown, keep)
+    added = iter([[2], []])
+    monkeypatch.setattr(_Judge, "_ranked_outside", lambda self, k, at, sign: next(added))
+    grown, rounds, robust = _grow_until_robust(judge, keep, 0.1, None)
+    assert not robust and rounds == 1 and grown.tolist() == [True, False, True]
