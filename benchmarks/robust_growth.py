@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from circuitspec.commands.check_cmd import check_file  # noqa: E402
-from circuitspec.discover.writer import _group_name, _ref  # noqa: E402
+from circuitspec.discover.writer import group_statement, nodes_by_group  # noqa: E402
 from circuitspec.engine.ablation import run_conditions_with_cache  # noqa: E402
 from circuitspec.engine.batch import encode_for  # noqa: E402
 from circuitspec.engine.masks import Mask  # noqa: E402
@@ -57,9 +57,6 @@ def resolve(path: str):
 
 def spec_text(resolved, circuit: Mask, last: dict, args) -> str:
     """The grown circuit as a .circ: one group per hook (and head), the claim its last round allows."""
-    by_group: dict[tuple[str, int | None], list[int]] = {}
-    for node in circuit.node_names():
-        by_group.setdefault((node.hook, node.head), []).append(node.index)
     claim = next((c for c in resolved.claims if c.kind == "sufficient"), None)
     ablation = claim.claim.ablation if claim is not None and claim.claim.ablation is not None else None
     lines = [f"# Grown by benchmarks/robust_growth.py from {args.spec}" + (f" with {', '.join(args.more)}" if args.more else "")
@@ -67,7 +64,7 @@ def spec_text(resolved, circuit: Mask, last: dict, args) -> str:
              f"# {last['nodes']} nodes; F {last['alone']:.3f} alone, {last['worst']:.3f} under the worst of verify's partial ablations.",
              f"spec {resolved.spec.name}_grown", f'model "{resolved.spec.model}"', f"task {resolved.task.name}",
              f"ablate {ablation if ablation is not None else resolved.spec.ablation}", ""]
-    lines += [f"group {_group_name(hook, head)} = {_ref(hook, head, indices)}" for (hook, head), indices in by_group.items()]
+    lines += [group_statement(hook, head, nodes) for (hook, head), nodes in nodes_by_group(circuit).items()]
     lines += ["", f"claim sufficient faithfulness >= {max(0.05, math.floor((last['worst'] - 0.1) * 20) / 20):g}"]
     return "\n".join(lines) + "\n"
 

@@ -29,12 +29,15 @@ MAX_JOBS = 256  # verify --jobs
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _whole(low: int, high: int):
+def _whole(low: int, high: int, otherwise: str = ""):
+    """Check a whole number from ``low`` to ``high``; ``otherwise``: the other value allowed, for the message."""
+    alternative = f" or {otherwise}" if otherwise else ""
+
     def check(value) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
-            return f"must be a whole number, got {value!r}"
+            return f"must be a whole number{alternative}, got {value!r}"
         if not low <= value <= high:
-            return f"must be from {low:,} to {high:,}, got {value}"
+            return f"must be from {low:,} to {high:,}{alternative}, got {value}"
         return None
     return check
 
@@ -44,10 +47,7 @@ def _device(value) -> str | None:
 
 
 def _jobs(value) -> str | None:
-    if value == "auto":
-        return None
-    problem = _whole(1, MAX_JOBS)(value)
-    return problem and f"{problem.split(', got ')[0]} or 'auto', got {value!r}"
+    return None if value == "auto" else _whole(1, MAX_JOBS, "'auto'")(value)
 
 
 #: key -> check (None when the value is good, else why not); the argparse destination has the key's name.

@@ -19,10 +19,10 @@ from ..engine.errors import CircuitspecError, UsageError
 from ..verify.example_store import DEFAULT_ROOT, ExampleStore
 from . import defaults
 from .argtypes import MAX_BASELINES, MAX_SAMPLES, non_negative_int, positive_int, seed
-from .settings import MAX_JOBS
 from .common import add_device_argument, resolve_device
 from .outputs import check_output_dir, output_dir, output_file, save_output
 from .reporting import Reporter, add_output_format_argument, writes_to_stdout
+from .settings import MAX_JOBS
 
 MAX_EXAMPLES = 200  # --falsify: inputs tried per claim
 NAME, HELP = "verify", "verify every claim of .circ specs (exit 0 pass, 1 fail, 2 spec error, 3 model error)"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..engine.discover import PARTIAL_CHECKS, Discovery
+from ..engine.masks import Mask
 from ..engine.naming import NodeName, index_ranges
 from ..engine.tasks import Task
 from ..lang import format_spec, format_statement, parse_spec
@@ -45,6 +46,19 @@ def _group_name(hook: str, head: int | None) -> str:
     last = parts[-1].removeprefix("hook_")
     name = f"b{parts[1]}_{last}" if parts[0] == "blocks" else last
     return name + (f"_h{head}" if head is not None else "")
+
+
+def nodes_by_group(mask: Mask) -> dict[tuple[str, int | None], list[NodeName]]:
+    """A circuit's nodes by (hook, head), in mask order: one group each in a written spec."""
+    groups: dict[tuple[str, int | None], list[NodeName]] = {}
+    for node in mask.node_names():
+        groups.setdefault((node.hook, node.head), []).append(node)
+    return groups
+
+
+def group_statement(hook: str, head: int | None, nodes: list[NodeName]) -> str:
+    """``group b1_z_h1 = blocks.1.attn.hook_z[head=1, ...]`` for the nodes of one hook and head."""
+    return f"group {_group_name(hook, head)} = {_ref(hook, head, [n.index for n in nodes])}"
 
 
 def _ref(hook: str, head: int | None, indices: list[int]) -> str:
@@ -124,9 +138,7 @@ def draft_spec(discovery: Discovery, task: Task, model_ref: str, out_path: Path,
         f"ablate {ablation}",
         "",
     ]
-    by_group: dict[tuple[str, int | None], list[NodeName]] = {}
-    for node in discovery.mask.node_names():
-        by_group.setdefault((node.hook, node.head), []).append(node)
+    by_group = nodes_by_group(discovery.mask)
     roles = sorted((c for nodes in by_group.values() for c in _role_candidates(stats, nodes)),
                    key=lambda c: -c[0])
     chosen, seen = [], set()
@@ -135,7 +147,7 @@ def draft_spec(discovery: Discovery, task: Task, model_ref: str, out_path: Path,
             chosen.append(candidate)
             seen.add(candidate[1])
     for (hook, head), nodes in by_group.items():
-        lines.append(f"group {_group_name(hook, head)} = {_ref(hook, head, [n.index for n in nodes])}")
+        lines.append(group_statement(hook, head, nodes))
         lines.append(f"    {_quoted(_description(stats, nodes))}")
     node_names = {}
     for _, node, _, _, _ in chosen:

@@ -184,7 +184,6 @@ class Workers:
                     if not any(s.is_alive() for s in services):  # the workers are done: this process alone
                         torch.set_num_threads(threads)
                     outcomes[index] = verify_here(index)
-            torch.set_num_threads(threads)
             for service in services:
                 service.join()
         finally:
