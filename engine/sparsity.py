@@ -10,7 +10,11 @@ At 2% the unembedding of our 2-layer model keeps 655 weights for 256 output byte
 whole matrix leaves most printable bytes with none; with the I/O at 10% the same 2% model trains to a
 better loss than the 3% one (docs/discovery.md, "Training recipe"). Those weights are no circuit edges
 (circuits count weights between kept nodes; token rows and logits are not nodes), so a denser I/O costs
-no circuit size. In that 2% run no pruned weight came back between steps 2,000 and 2,560 (Adam moves a
+no circuit size. ``embed_density`` sets the input side (``W_E`` and ``W_pos``) apart from the unembedding:
+the embedding's weights are no edges either, but each non-zero channel of a token's row is a residual
+channel the first block may read, and a circuit that reads a token keeps those it needs. At d_model 256
+and the I/O at 10% the wide benchmark model's `"` row has 76 non-zero channels (py-sparse3-small's 11)
+and its closing-quote circuits keep 14-23 of them. In that 2% run no pruned weight came back between steps 2,000 and 2,560 (Adam moves a
 zero by about the learning rate per step, far below the magnitudes kept), so the anneal decides the
 topology.
 """
@@ -23,6 +27,8 @@ import torch
 
 from .masks import IO_WEIGHTS
 
+EMBEDDINGS = frozenset({"embed.W_E", "pos_embed.W_pos"})  # the input side of IO_WEIGHTS
+
 
 @dataclass(frozen=True)
 class SparsitySchedule:
@@ -30,6 +36,7 @@ class SparsitySchedule:
     anneal_fraction: float = 0.5  # share of training over which density goes from 1 to target
     anneal_shape: str = "linear"  # "linear" (the same count removed every step) or "geometric" (the same share)
     io_density: float | None = None  # target of W_E, W_pos and W_U; None: target_density like every matrix
+    embed_density: float | None = None  # target of W_E and W_pos alone; None: io_density (or target_density)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_density <= 1.0:
@@ -40,6 +47,8 @@ class SparsitySchedule:
             raise ValueError(f"anneal_shape must be 'linear' or 'geometric', got {self.anneal_shape!r}")
         if self.io_density is not None and not 0.0 < self.io_density <= 1.0:
             raise ValueError(f"io_density must be in (0, 1], got {self.io_density}")
+        if self.embed_density is not None and not 0.0 < self.embed_density <= 1.0:
+            raise ValueError(f"embed_density must be in (0, 1], got {self.embed_density}")
 
     def density(self, step: int, total_steps: int) -> float:
         """Density allowed after optimizer step ``step`` (1-based) of ``total_steps``."""
@@ -50,10 +59,17 @@ class SparsitySchedule:
         target = self.target_density if self.io_density is None else self.io_density
         return self._annealed(target, step, total_steps)
 
+    def embed_density_at(self, step: int, total_steps: int) -> float:
+        """The same for the token and position embeddings (``embed_density``, else the I/O target)."""
+        if self.embed_density is None:
+            return self.io_density_at(step, total_steps)
+        return self._annealed(self.embed_density, step, total_steps)
+
     def densities(self, names, step: int, total_steps: int) -> dict[str, float]:
         """Density of each named matrix after step ``step``."""
         inner, io = self.density(step, total_steps), self.io_density_at(step, total_steps)
-        return {name: io if name in IO_WEIGHTS else inner for name in names}
+        embed = self.embed_density_at(step, total_steps)
+        return {name: (embed if name in EMBEDDINGS else io) if name in IO_WEIGHTS else inner for name in names}
 
     def _annealed(self, target: float, step: int, total_steps: int) -> float:
         anneal_steps = self.anneal_fraction * total_steps

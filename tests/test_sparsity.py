@@ -71,6 +71,18 @@ def test_io_density_gives_embeddings_and_unembedding_their_own_target():
         assert int((w != 0).sum()) == counts[name] == want, name
 
 
+def test_embed_density_sets_the_input_side_apart_from_the_unembedding():
+    s = SparsitySchedule(target_density=0.01, anneal_fraction=0.5, io_density=0.1, embed_density=0.02)
+    names = ["embed.W_E", "pos_embed.W_pos", "unembed.W_U", "blocks.0.mlp.W_out"]
+    assert s.densities(names, 80, 100) == {"embed.W_E": 0.02, "pos_embed.W_pos": 0.02, "unembed.W_U": 0.1,
+                                           "blocks.0.mlp.W_out": 0.01}
+    assert s.densities(names, 25, 100)["embed.W_E"] == pytest.approx(0.51)  # annealed like the rest
+    without = SparsitySchedule(target_density=0.01, io_density=0.1)  # unset: the I/O target, as before
+    assert without.densities(names, 80, 100)["embed.W_E"] == 0.1
+    with pytest.raises(ValueError, match="embed_density"):
+        SparsitySchedule(embed_density=1.5)
+
+
 def test_dense_schedule_is_identity():
     s = SparsitySchedule(target_density=1.0)
     assert all(s.density(t, 10) == 1.0 for t in range(11))

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     console = say.err
     if not say.quiet:
         console.print(f"training [bold]{cfg.name}[/] on {device}: {cfg.train.steps} steps, density -> {cfg.sparsity.target_density}"
-                      + (f" (embeddings and unembedding -> {cfg.sparsity.io_density})" if cfg.sparsity.io_density is not None else ""))
+                      + _io_targets(cfg.sparsity))
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console, disable=say.quiet) as progress:
@@ -75,3 +75,13 @@ def run(args: argparse.Namespace) -> int:
                                             "git_revision": git_revision()})
     say.summary(f"wrote {args.out} ({manifest['train_tokens_per_second']:,} tok/s)", highlight=False, soft_wrap=True)
     return 0
+
+
+def _io_targets(sparsity) -> str:
+    """The embeddings' and the unembedding's own targets, where the config sets them."""
+    if sparsity.embed_density is not None:
+        io = sparsity.target_density if sparsity.io_density is None else sparsity.io_density
+        return f" (embeddings -> {sparsity.embed_density}, unembedding -> {io})"
+    if sparsity.io_density is not None:
+        return f" (embeddings and unembedding -> {sparsity.io_density})"
+    return ""
