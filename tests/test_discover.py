@@ -96,13 +96,16 @@ def test_discover_command_writes_a_spec_that_verifies(tmp_path, capsys):
     assert main(["fmt", "--check", str(out)]) == 0
 
 
-def test_shuffled_answers_give_no_circuit(tmp_path, capsys):
+@pytest.mark.parametrize("robust", [[], ["--robust"]], ids=["plain", "robust"])
+def test_shuffled_answers_give_no_circuit(tmp_path, capsys, robust):
     """Nonsense check: with the answers swapped at random, nothing in the input explains them, so the
-    search must not produce a spec (the all-ablated model already does as well as the full one)."""
+    search must not produce a spec (the all-ablated model already does as well as the full one), and
+    growing a circuit until the chosen ablations no longer break it must not make one either."""
     shuffled = register_task(shuffled_answers(get_task("closing_quote")), replace=True)
     try:
         out = tmp_path / "nonsense.circ"
-        code = main(["discover", "--task", shuffled.name, "-o", str(out), "--samples", "128", "--steps", "30", "--no-compare"])
+        code = main(["discover", "--task", shuffled.name, "-o", str(out), "--samples", "128", "--steps", "30",
+                     "--no-compare", *robust])
         assert code == 1 and not out.exists()
         assert "target not reached" in capsys.readouterr().out
     finally:
