@@ -17,6 +17,8 @@ from circuitspec.engine.errors import UsageError
     ("data", "tasks", ["for_in", 3], "[data]: tasks must be a list of strings, got a tuple"),
     ("corpus", "root", ["a"], "[corpus]: root must be a string or null, got a tuple"),
     ("sparsity", "target_density", False, "[sparsity]: target_density must be a number, got False"),
+    ("sparsity", "embed_density", "0.02", "[sparsity]: embed_density must be a number or null, got '0.02'"),
+    ("sparsity", "embed_density", 0, "[sparsity]: embed_density must be in (0, 1], got 0"),
 ])
 def test_a_field_of_the_wrong_type_is_a_usage_error(table, key, value, message):
     with pytest.raises(UsageError) as info:
