@@ -10,13 +10,16 @@ At 2% the unembedding of our 2-layer model keeps 655 weights for 256 output byte
 whole matrix leaves most printable bytes with none; with the I/O at 10% the same 2% model trains to a
 better loss than the 3% one (docs/discovery.md, "Training recipe"). Those weights are no circuit edges
 (circuits count weights between kept nodes; token rows and logits are not nodes), so a denser I/O costs
-no circuit size. ``embed_density`` sets the input side (``W_E`` and ``W_pos``) apart from the unembedding:
+no circuit size. In that 2% run no pruned weight came back between steps 2,000 and 2,560 (Adam moves a
+zero by about the learning rate per step, far below the magnitudes kept), so the anneal decides the
+topology.
+
+``embed_density`` sets the input side (``W_E`` and ``W_pos``) apart from the unembedding:
 the embedding's weights are no edges either, but each non-zero channel of a token's row is a residual
 channel the first block may read, and a circuit that reads a token keeps those it needs. At d_model 256
 and the I/O at 10% the wide benchmark model's `"` row has 76 non-zero channels (py-sparse3-small's 11)
-and its closing-quote circuits keep 14-23 of them. In that 2% run no pruned weight came back between steps 2,000 and 2,560 (Adam moves a
-zero by about the learning rate per step, far below the magnitudes kept), so the anneal decides the
-topology.
+and its closing-quote circuits keep 14-23 of them; thinning the embeddings to 1.5% made that model weaker
+without making its circuits smaller (docs/discovery.md, "A sparser embedding for the wide model").
 """
 
 from __future__ import annotations
