@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from circuitspec.commands.check_cmd import check_file  # noqa: E402
-from circuitspec.discover.writer import group_statement, nodes_by_group  # noqa: E402
+from circuitspec.discover.writer import group_statement, nodes_by_group, sufficiency_statement  # noqa: E402
 from circuitspec.engine.ablation import run_conditions_with_cache  # noqa: E402
 from circuitspec.engine.batch import encode_for  # noqa: E402
 from circuitspec.engine.masks import Mask  # noqa: E402
@@ -65,7 +64,7 @@ def spec_text(resolved, circuit: Mask, last: dict, args) -> str:
              f"spec {resolved.spec.name}_grown", f'model "{resolved.spec.model}"', f"task {resolved.task.name}",
              f"ablate {ablation if ablation is not None else resolved.spec.ablation}", ""]
     lines += [group_statement(hook, head, nodes) for (hook, head), nodes in nodes_by_group(circuit).items()]
-    lines += ["", f"claim sufficient faithfulness >= {max(0.05, math.floor((last['worst'] - 0.1) * 20) / 20):g}"]
+    lines += ["", sufficiency_statement(last["worst"] - 0.1)]
     return "\n".join(lines) + "\n"
 
 

@@ -72,7 +72,7 @@ class SparsitySchedule:
         """Density of each named matrix after step ``step``."""
         inner, io = self.density(step, total_steps), self.io_density_at(step, total_steps)
         embed = self.embed_density_at(step, total_steps)
-        return {name: (embed if name in EMBEDDINGS else io) if name in IO_WEIGHTS else inner for name in names}
+        return {name: embed if name in EMBEDDINGS else io if name in IO_WEIGHTS else inner for name in names}
 
     def _annealed(self, target: float, step: int, total_steps: int) -> float:
         anneal_steps = self.anneal_fraction * total_steps

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     console = say.err
     if not say.quiet:
         console.print(f"training [bold]{cfg.name}[/] on {device}: {cfg.train.steps} steps, density -> {cfg.sparsity.target_density}"
-                      + _io_targets(cfg.sparsity))
+                      + _io_targets(cfg.sparsity, cfg.train.steps))
     columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console, disable=say.quiet) as progress:
@@ -77,11 +77,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _io_targets(sparsity) -> str:
-    """The embeddings' and the unembedding's own targets, where the config sets them."""
+def _io_targets(sparsity, steps: int) -> str:
+    """The embeddings' and the unembedding's own targets (the schedule's densities at the last step), where
+    the config sets them."""
+    io, embed = sparsity.io_density_at(steps, steps), sparsity.embed_density_at(steps, steps)
     if sparsity.embed_density is not None:
-        io = sparsity.target_density if sparsity.io_density is None else sparsity.io_density
-        return f" (embeddings -> {sparsity.embed_density}, unembedding -> {io})"
+        return f" (embeddings -> {embed}, unembedding -> {io})"
     if sparsity.io_density is not None:
-        return f" (embeddings and unembedding -> {sparsity.io_density})"
+        return f" (embeddings and unembedding -> {io})"
     return ""

@@ -61,6 +61,11 @@ def group_statement(hook: str, head: int | None, nodes: list[NodeName]) -> str:
     return f"group {_group_name(hook, head)} = {_ref(hook, head, [n.index for n in nodes])}"
 
 
+def sufficiency_statement(allowed: float) -> str:
+    """``claim sufficient faithfulness >= T``, T the largest multiple of 0.05 at most ``allowed`` (and at least 0.05)."""
+    return f"claim sufficient faithfulness >= {max(0.05, math.floor(allowed * 20) / 20):g}"
+
+
 def _ref(hook: str, head: int | None, indices: list[int]) -> str:
     return f"{hook}[" + (f"head={head}, " if head is not None else "") + index_ranges(indices) + "]"
 
@@ -159,7 +164,7 @@ def draft_spec(discovery: Discovery, task: Task, model_ref: str, out_path: Path,
     measured = min([discovery.faithfulness] + [f for f in (discovery.partial_faithfulness, discovery.adversarial_faithfulness)
                                                if math.isfinite(f)])
     sufficient = min(measured - SUFFICIENT_MARGIN, SUFFICIENT_SHARE * measured)
-    claims = [f"claim sufficient faithfulness >= {max(0.05, math.floor(sufficient * 20) / 20):g}"]
+    claims = [sufficiency_statement(sufficient)]
     if stats.complement_faithfulness <= 0.5:
         claims.append(f"claim necessary faithfulness <= {min(0.6, math.ceil((stats.complement_faithfulness + NECESSARY_MARGIN) * 20) / 20):g}")
     for i, (_, node, op, value, threshold) in enumerate(chosen):
