@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .commands import (check_cmd, completion_cmd, convert_cmd, diff_cmd, discover_cmd, eval_cmd, export_cmd, falsify_cmd, fmt_cmd, import_cmd, means_cmd, models_cmd,
-                       prove_cmd, check_proof_cmd, schema_cmd, show_cmd, tasks_cmd, train_cmd, verify_cmd)
+                       prove_cmd, check_proof_cmd, scan_cmd, schema_cmd, show_cmd, tasks_cmd, train_cmd, verify_cmd)
 from .commands.argtypes import positive_int
 from .commands.reporting import add_verbosity_arguments
 from .commands.settings import MAX_THREADS, apply_project_defaults
@@ -26,7 +26,7 @@ from .engine.errors import CircuitspecError
 from .engine.tasks.project import import_tasks_module, load_project_tasks
 from .engine.tasks import UnknownTaskError
 
-COMMANDS = (verify_cmd, falsify_cmd, prove_cmd, check_proof_cmd, check_cmd, diff_cmd, export_cmd, import_cmd, discover_cmd, show_cmd, fmt_cmd, train_cmd, means_cmd,
+COMMANDS = (verify_cmd, falsify_cmd, prove_cmd, check_proof_cmd, check_cmd, diff_cmd, export_cmd, import_cmd, discover_cmd, scan_cmd, show_cmd, fmt_cmd, train_cmd, means_cmd,
             eval_cmd, tasks_cmd, models_cmd, convert_cmd, schema_cmd, completion_cmd)
 
 

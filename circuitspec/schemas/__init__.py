@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any
 
 #: Commands whose ``--json`` output has a schema, in the order the README lists them.
-COMMANDS = ("verify", "falsify", "diff", "export", "prove", "discover", "check", "eval", "tasks", "models")
+COMMANDS = ("verify", "falsify", "diff", "export", "prove", "discover", "scan", "check", "eval", "tasks", "models")
 
 #: Of those, the commands whose schema is of the file they write with ``-o`` (no ``--json`` option).
 FILE_OUTPUTS = ("export",)
