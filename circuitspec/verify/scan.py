@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 
 from ..engine.ablation import run_conditions_with_cache
@@ -118,7 +117,7 @@ def scan_spec_text(model_ref: str, task: str, ablation: str, units: list[ScanUni
     """A spec naming each unit as a group, with one ``ablating UNIT keeps faithfulness >= 0`` claim each:
     resolving it gives every unit's channels and the ablation, as a spec a user writes would."""
     quoted = model_ref.replace("\\", "\\\\").replace('"', '\\"')
-    lines = [f"spec knockout_scan", f'model "{quoted}"', f"task {task}", f"ablate {ablation}", ""]
+    lines = ["spec knockout_scan", f'model "{quoted}"', f"task {task}", f"ablate {ablation}", ""]
     lines += [f"group {u.name} = {u.selector}" for u in units]
     lines.append("")
     lines += [f"claim {u.name}_knockout: ablating {u.name} keeps faithfulness >= 0" for u in units]
@@ -188,7 +187,3 @@ def run_scan(resolved: ResolvedSpec, units: list[ScanUnit], ablation: str, setti
                                   sum(r <= f for r in pool), len(pool)))
     results.sort(key=lambda r: r.faithfulness)
     return ScanResult(resolved.context.ref, task.name, ablation, len(examples), settings.seed, results, random)
-
-
-def random_median(values: list[float]) -> float:
-    return float(np.median(values)) if values else float("nan")
