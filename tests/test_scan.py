@@ -81,7 +81,7 @@ def test_heads_that_write_nothing_are_not_needed_and_the_mlp_is(model_dir, tmp_p
     assert by_name["b0_head0"]["faithfulness"] == pytest.approx(1.0, abs=1e-4)  # W_O = 0
     assert data["units"][0]["name"] == "b0_mlp" and data["random"] == []
     out = capsys.readouterr().out
-    assert "b0_mlp" in out and "F without it" in out
+    assert "F without it" in out and "as a spec group: group b0_mlp = blocks.0.mlp.hook_post[*]" in out
 
 
 def test_the_figures_are_verifys_for_the_same_knockout(tmp_path):
@@ -110,3 +110,8 @@ def test_the_figures_are_verifys_for_the_same_knockout(tmp_path):
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     assert main(["scan", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_unknown_model_exits_3_with_the_shipped_names(capsys):
+    assert main(["scan", "--model", "no/such/model", "--task", "closing_quote"]) == 3
+    assert "py-sparse-small" in capsys.readouterr().err

@@ -99,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
     say.result(_table(result, top))
     if top < len(result.units):
         say.result(f"({len(result.units) - top} more units; --top N shows more, --json writes all)", highlight=False)
-    say.summary(_summary(result, task.name, model_ref, ablation), soft_wrap=True, markup=True, highlight=False)
     first = _beats_random(result) or result.units[0]
-    say.detail(f"as a spec group: group {first.name} = {first.selector}", soft_wrap=True, highlight=False, markup=False)
+    say.result(f"as a spec group: group {first.name} = {first.selector}", soft_wrap=True, highlight=False, markup=False)
+    say.summary(_summary(result, task.name, model_ref, ablation), soft_wrap=True, markup=True, highlight=False)
     if args.json is not None:
         if not save_output(args.json, json.dumps(finite(_report(result)), indent=2) + "\n", "the JSON report"):
             return 2
@@ -115,7 +115,8 @@ def _beats_random(result):
 
 
 def _figure(unit) -> str:
-    return f"F = {unit.faithfulness:.2f} [{unit.ci[0]:.2f}, {unit.ci[1]:.2f}] ({escape(unit.name)}, {unit.nodes} nodes"
+    return (f"F = {unit.faithfulness:.2f} [{unit.ci[0]:.2f}, {unit.ci[1]:.2f}] ({escape(unit.name)}, {unit.nodes} "
+            + ("node" if unit.nodes == 1 else "nodes"))
 
 
 def _summary(result, task: str, model_ref: str, ablation: str) -> str:
