@@ -11,6 +11,7 @@ ablation constants are the ones ``verify`` uses for the same task, seed and abla
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -134,7 +135,7 @@ def resolve_scan(model_ref: str, task: str, ablation: str, units: list[ScanUnit]
         resolved, more = resolve(parsed.spec, name)
         diagnostics += more
     errors = [d for d in diagnostics if d.is_error]
-    if resolved is None or errors:  # the units are generated: an error here is a bug, shown in full
+    if resolved is None or errors:  # the units are generated from the model's own hooks: shown in full
         raise UsageError("the scan's units did not resolve:\n" + render_all(errors or diagnostics, {name: text}))
     return resolved
 
@@ -185,5 +186,5 @@ def run_scan(resolved: ResolvedSpec, units: list[ScanUnit], ablation: str, setti
         unit = by_claim[name]
         results.append(UnitResult(unit.name, unit.selector, sizes[name], f, (interval.low, interval.high),
                                   sum(r <= f for r in pool), len(pool)))
-    results.sort(key=lambda r: r.faithfulness)
+    results.sort(key=lambda r: (math.isnan(r.faithfulness), r.faithfulness))  # undefined F (no behaviour to lose) last
     return ScanResult(resolved.context.ref, task.name, ablation, len(examples), settings.seed, results, random)
