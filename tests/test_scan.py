@@ -41,6 +41,9 @@ def test_units_cover_every_head_and_mlp_layer_and_name_spec_selectors():
     assert units[1].selector == ("{blocks.0.attn.hook_q[head=1, *], blocks.0.attn.hook_k[head=1, *], "
                                  "blocks.0.attn.hook_v[head=1, *], blocks.0.attn.hook_z[head=1, *]}")
     assert [u.name for u in head_and_mlp_units(space, "mlps")] == ["b0_mlp", "b1_mlp"]
+    parts = head_and_mlp_units(space, "parts")
+    assert [u.name for u in parts[:5]] == ["b0_head0_q", "b0_head0_k", "b0_head0_v", "b0_head0_z", "b0_head1_q"]
+    assert parts[2].selector == "blocks.0.attn.hook_v[head=0, *]" and len(parts) == 2 * (3 * 4 + 1)
     per_channel = channel_units(space, "blocks.1.attn.hook_z[head=2]", chunk=3)
     assert [u.selector for u in per_channel] == ["blocks.1.attn.hook_z[head=2, 0:3]", "blocks.1.attn.hook_z[head=2, 3]"]
     assert [u.name for u in channel_units(space, "blocks.0.mlp.hook_post")][:2] == ["b0_post_0", "b0_post_1"]

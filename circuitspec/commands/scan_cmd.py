@@ -39,8 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help=f"shipped model name or checkpoint directory (default {defaults.DEFAULT_MODEL})")
     p.add_argument("--task", required=True, help="task name (see `circuitspec tasks`)")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--units", choices=("all", "heads", "mlps"), default="all",
-                      help="knock out every head and every MLP layer (all, the default), or only one kind")
+    what.add_argument("--units", choices=("all", "heads", "mlps", "parts"), default="all",
+                      help="knock out every head and every MLP layer (all, the default), only one kind, or each "
+                           "head's q, k, v and z channels apart (parts) and every MLP layer")
     what.add_argument("--layer", metavar="HOOK",
                       help="knock out each channel of one hook instead: blocks.1.mlp.hook_post (each neuron), "
                            "blocks.0.hook_resid_mid, or blocks.0.attn.hook_z[head=6] (one head's channels)")

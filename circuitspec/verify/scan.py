@@ -69,16 +69,19 @@ class ScanResult:
 
 def head_and_mlp_units(space: MaskSpace, which: str = "all") -> list[ScanUnit]:
     """Every attention head (its q, k, v and z channels together) and every MLP layer (all its neurons);
-    ``which``: "heads", "mlps" or "all"."""
+    ``which``: "heads", "mlps", "all", or "parts" (each head's q, k, v and z channels as four units, and
+    every MLP layer)."""
     units = []
     for layer in range(space.n_layers):
         attn = f"blocks.{layer}.attn"
-        if which in ("heads", "all"):
-            n_heads = space.node_shapes[f"{attn}.hook_q"][0]
-            for head in range(n_heads):
+        n_heads = space.node_shapes[f"{attn}.hook_q"][0]
+        for head in range(n_heads):
+            if which in ("heads", "all"):
                 parts = ", ".join(f"{attn}.hook_{kind}[head={head}, *]" for kind in "qkvz")
                 units.append(ScanUnit(f"b{layer}_head{head}", "{" + parts + "}"))
-        if which in ("mlps", "all"):
+            elif which == "parts":
+                units += [ScanUnit(f"b{layer}_head{head}_{kind}", f"{attn}.hook_{kind}[head={head}, *]") for kind in "qkvz"]
+        if which in ("mlps", "all", "parts"):
             units.append(ScanUnit(f"b{layer}_mlp", f"blocks.{layer}.mlp.hook_post[*]"))
     return units
 
