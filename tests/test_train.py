@@ -84,7 +84,10 @@ def test_learning_rate_warms_up_then_decays():
 
 
 def test_shipped_configs_load():
-    for path in sorted((ROOT / "configs").glob("*.toml")):
+    """The shipped models' configs and the benchmarks' (which GPU scripts train without a CPU run first)."""
+    paths = sorted((ROOT / "configs").glob("*.toml")) + sorted((ROOT / "benchmarks" / "configs").glob("*.toml"))
+    assert len(paths) > 5
+    for path in paths:
         cfg = load_config(path)
         assert cfg.train.seq_len <= cfg.model.n_ctx, path
 
