@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if len(units) > MAX_UNITS:
         raise UsageError(f"{len(units)} units: more than a scan runs ({MAX_UNITS})", hint="use --chunk to group channels")
     ablation = ablation_line(args)
-    resolved = resolve_scan(str(context.path) if args.model else model_ref, task.name, ablation, units)
+    resolved = resolve_scan(str(context.path), task.name, ablation, units)  # the checkpoint already loaded
     resolved.context.model.to(device)
     settings = RunSettings(seed=defaults.SEED if args.seed is None else args.seed, samples=args.samples, device=device)
     say = Reporter(args, stdout_taken=writes_to_stdout(args.json))
