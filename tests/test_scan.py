@@ -118,3 +118,11 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
 def test_an_unknown_model_exits_3_with_the_shipped_names(capsys):
     assert main(["scan", "--model", "no/such/model", "--task", "closing_quote"]) == 3
     assert "py-sparse-small" in capsys.readouterr().err
+
+
+def test_the_project_seed_applies_and_the_flag_overrides(model_dir, tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[tool.circuitspec]\nseed = 3\n")
+    monkeypatch.chdir(tmp_path)
+    base = ["--model", str(model_dir), "--task", "last_ab", "--units", "mlps", "--samples", "20", "--random", "0"]
+    assert scan(tmp_path, *base)[1]["seed"] == 3
+    assert scan(tmp_path, *base, "--seed", "5")[1]["seed"] == 5

@@ -3,7 +3,7 @@
 ::
 
     [tool.circuitspec]
-    seed = 0          # verify, falsify, discover, show
+    seed = 0          # verify, falsify, discover, scan, show
     samples = 200     # verify and falsify: inputs per claim group
     device = "cpu"    # auto, cpu or cuda: every command with --device
     threads = 1       # every command
