@@ -6,7 +6,7 @@ first use, so ``import circuitspec`` stays light (no torch) for the command line
 
 __version__ = "0.1.0"
 
-_NOTEBOOK = ("load_spec", "Spec", "Verdicts", "Falsifications", "Picture")
+_NOTEBOOK = ("load_spec", "scan", "Spec", "Verdicts", "Falsifications", "Knockouts", "Picture")
 
 
 def __getattr__(name: str):

@@ -6,6 +6,7 @@ the results and the circuit inline.
     spec.verify()            # a table of verdicts (HTML in Jupyter, text elsewhere)
     spec.falsify()           # what the search and the ablation attacks found
     spec.picture()           # the circuit, drawn as `circuitspec show` draws it
+    circuitspec.scan("call_arity", model="py-sparse-medium")  # knockouts, as `circuitspec scan`
 
 The commands' own functions do the work (verify_spec, falsify_spec, the show pipeline); this module only
 binds them to one spec and gives their results a ``_repr_html_``. Errors in the spec raise
@@ -16,20 +17,23 @@ from __future__ import annotations
 
 import html
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from .engine.discover import circuit_edge_count
+from .engine.tasks import get_task
+from .engine.zoo import DEFAULT_MODEL
 from .engine.tasks.project import load_project_tasks
 from .lang.diagnostics import render_all
 from .lang.parser import parse_spec
-from .lang.resolve import ResolvedSpec, resolve
+from .lang.resolve import ResolvedSpec, load_context, resolve
 from .testing import LoadedSpec, SpecLoadError
 from .verify.example_store import ExampleStore
 from .verify.falsify import FalsifyResult, falsify_spec
 from .verify.judge import ClaimResult
 from .verify.runner import RunSettings
+from .verify.scan import ScanResult, UnitResult, channel_units, head_and_mlp_units, resolve_scan, run_scan
 from .verify.verifier import verify_spec
 
 #: The name a spec given as text is known by in diagnostics, in the folder its includes are read from.
@@ -143,19 +147,27 @@ class _Rows(Sequence):
         """The table cells of one result, in the order of ``columns``."""
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{c}</th>" for c in self.columns)
-        body = []
+        rows = []
         for r in self.items:
             cells = [_cell(v) for v in self.row(r)]
             cells[1] = f'<span style="color:{_COLOURS.get(r.verdict, "inherit")}">{cells[1]}</span>'
-            body.append("<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in cells) + "</tr>")
-        return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+            rows.append(cells)
+        return _html_table(self.columns, rows)
 
     def __repr__(self) -> str:
-        lines = [" | ".join(self.columns)]
-        lines += [" | ".join("" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v)) for v in self.row(r))
-                  for r in self.items]
-        return "\n".join(lines)
+        return _text_table(self.columns, [self.row(r) for r in self.items])
+
+
+def _html_table(columns: Sequence[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    body = ["<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in cells) + "</tr>" for cells in rows]
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _text_table(columns: Sequence[str], rows: list[list]) -> str:
+    lines = [" | ".join(columns)]
+    lines += [" | ".join("" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v)) for v in row) for row in rows]
+    return "\n".join(lines)
 
 
 class Verdicts(_Rows):
@@ -202,3 +214,45 @@ class Picture:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.svg, encoding="utf-8")
+
+
+class Knockouts(Sequence):
+    """``scan``'s results (:class:`~circuitspec.verify.scan.UnitResult`), the knockout that hurts most first;
+    ``result`` is the whole :class:`~circuitspec.verify.scan.ScanResult` (the random knockouts too)."""
+
+    columns = ("unit", "nodes", "F without it", "low", "high", "random as low", "selector")
+
+    def __init__(self, result: ScanResult) -> None:
+        self.result = result
+
+    def __getitem__(self, i) -> UnitResult:
+        return self.result.units[i]
+
+    def __len__(self) -> int:
+        return len(self.result.units)
+
+    def row(self, u: UnitResult) -> list:
+        return [u.name, u.nodes, u.faithfulness, u.ci[0], u.ci[1],
+                f"{u.random_as_low}/{u.random_count}" if u.random_count else None, u.selector]
+
+    def _repr_html_(self) -> str:
+        return _html_table(self.columns, [[_cell(v) for v in self.row(u)] for u in self])
+
+    def __repr__(self) -> str:
+        return _text_table(self.columns, [self.row(u) for u in self])
+
+
+def scan(task: str, *, model: str | Path = DEFAULT_MODEL, units: str = "all", layer: str | None = None,
+         chunk: int = 1, samples: int = 200, random: int = 10, seed: int = 0,
+         ablation: str = "mean over task", device: str = "cpu") -> Knockouts:
+    """``circuitspec scan`` in a notebook: knock out each head and MLP layer (``units``: "all", "heads",
+    "mlps" or "parts"), or each channel of one hook (``layer``, ``chunk`` channels a unit), everything else
+    kept, beside ``random`` random same-size knockouts. ``ablation`` is a spec's `ablate` line ("mean over
+    task", "mean over corpus" or "zero"). Bad arguments raise :class:`~circuitspec.engine.errors.UsageError`
+    (with a ``hint``), an unknown task or model its own error, as on the command line."""
+    context = load_context(str(model))
+    found = channel_units(context.space, layer, chunk) if layer else head_and_mlp_units(context.space, units)
+    resolved = resolve_scan(str(context.path), get_task(task).name, ablation, found)
+    resolved.context.model.to(device)
+    result = run_scan(resolved, found, ablation, RunSettings(seed=seed, samples=samples, device=device), random)
+    return Knockouts(replace(result, model=str(model)))

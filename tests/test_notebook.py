@@ -59,3 +59,16 @@ def test_falsify_and_the_picture(folder):
     assert picture._repr_svg_().startswith("<svg") and "hook_post" in picture.svg
     picture.save(folder / "drawn.svg")
     assert (folder / "drawn.svg").read_text().startswith("<svg")
+
+
+def test_a_knockout_scan_is_a_table_of_units_lowest_first(folder):
+    knockouts = circuitspec.scan("last_ab", model=folder / "model", layer="blocks.0.mlp.hook_post", samples=40, random=3)
+    assert isinstance(knockouts, circuitspec.Knockouts) and len(knockouts) == 8
+    assert {u.name for u in knockouts[:2]} == {"b0_post_0", "b0_post_1"}  # the planted neurons
+    assert knockouts[7].faithfulness == pytest.approx(1.0, abs=1e-4)
+    assert knockouts.result.random[1] and knockouts.result.model == str(folder / "model")
+    html = knockouts._repr_html_()
+    assert html.startswith("<table>") and "b0_post_0" in html and "blocks.0.mlp.hook_post[0]" in html
+    assert repr(knockouts).splitlines()[0].startswith("unit | nodes | F without it")
+    with pytest.raises(circuitspec.engine.errors.UsageError, match="has no heads"):
+        circuitspec.scan("last_ab", model=folder / "model", layer="blocks.0.mlp.hook_post[head=0]")
