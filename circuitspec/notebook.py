@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import html
 from abc import abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -27,13 +27,13 @@ from .engine.zoo import DEFAULT_MODEL
 from .engine.tasks.project import load_project_tasks
 from .lang.diagnostics import render_all
 from .lang.parser import parse_spec
-from .lang.resolve import ResolvedSpec, load_context, resolve
+from .lang.resolve import ResolvedSpec, resolve
 from .testing import LoadedSpec, SpecLoadError
 from .verify.example_store import ExampleStore
 from .verify.falsify import FalsifyResult, falsify_spec
 from .verify.judge import ClaimResult
 from .verify.runner import RunSettings
-from .verify.scan import ScanResult, UnitResult, channel_units, head_and_mlp_units, resolve_scan, run_scan
+from .verify.scan import ScanResult, UnitResult, knockout_scan
 from .verify.verifier import verify_spec
 
 #: The name a spec given as text is known by in diagnostics, in the folder its includes are read from.
@@ -250,9 +250,6 @@ def scan(task: str, *, model: str | Path = DEFAULT_MODEL, units: str = "all", la
     kept, beside ``random`` random same-size knockouts. ``ablation`` is a spec's `ablate` line ("mean over
     task", "mean over corpus" or "zero"). Bad arguments raise :class:`~circuitspec.engine.errors.UsageError`
     (with a ``hint``), an unknown task or model its own error, as on the command line."""
-    context = load_context(str(model))
-    found = channel_units(context.space, layer, chunk) if layer else head_and_mlp_units(context.space, units)
-    resolved = resolve_scan(str(context.path), get_task(task).name, ablation, found)
-    resolved.context.model.to(device)
-    result = run_scan(resolved, found, ablation, RunSettings(seed=seed, samples=samples, device=device), random)
-    return Knockouts(replace(result, model=str(model)))
+    settings = RunSettings(seed=seed, samples=samples, device=device)
+    return Knockouts(knockout_scan(str(model), get_task(task).name, ablation, settings, random, which=units,
+                                   layer=layer, chunk=chunk))

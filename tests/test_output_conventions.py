@@ -304,6 +304,8 @@ def test_command_line_defaults_match_the_modules_that_use_them():
     assert (defaults.DEFAULT_MODEL, defaults.EVAL_SEED, defaults.STATE_DIR, defaults.DEFAULT_WINDOWS) == (
         DEFAULT_MODEL, EVAL_SEED, STATE_DIR, DEFAULT_WINDOWS)
     assert defaults.DISCOVER_STEPS == DEFAULT_STEPS
+    from circuitspec.verify.scan import MAX_UNITS
+    assert defaults.SCAN_MAX_UNITS == MAX_UNITS
 
 
 @pytest.mark.parametrize("typed, meant", [

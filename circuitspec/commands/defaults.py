@@ -18,3 +18,4 @@ SHOW_SEED = 0  # ShowOptions.seed
 SHOW_MAX_EDGES = 120  # ShowOptions.max_edges
 SHOW_EXPAND = 8  # ShowOptions.expand
 DISCOVER_STEPS = 600  # circuitspec.engine.discover.DEFAULT_STEPS
+SCAN_MAX_UNITS = 4096  # circuitspec.verify.scan.MAX_UNITS

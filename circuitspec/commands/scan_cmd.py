@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 
 from rich.markup import escape
 from rich.table import Table
@@ -32,7 +31,6 @@ NAME, HELP = "scan", "knock out each head, MLP layer or channel in turn: what a 
 RANDOM_DEFAULT, MAX_RANDOM = 10, 1000
 #: Rows shown by default when the scan has more units than this (each channel of a layer).
 TOP_DEFAULT = 20
-MAX_UNITS = 4096
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--layer", metavar="HOOK",
                       help="knock out each channel of one hook instead: blocks.1.mlp.hook_post (each neuron), "
                            "blocks.0.hook_resid_mid, or blocks.0.attn.hook_z[head=6] (one head's channels)")
-    p.add_argument("--chunk", type=positive_int(MAX_UNITS), default=1, metavar="K",
+    p.add_argument("--chunk", type=positive_int(defaults.SCAN_MAX_UNITS), default=1, metavar="K",
                    help="with --layer: K consecutive channels per unit (default 1)")
     p.add_argument("--ablation", choices=("mean", "zero"), default="mean", help="what a knocked-out part carries (default mean)")
     p.add_argument("--reference", choices=("task", "corpus"), default="task",
@@ -55,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--random", type=bounded(0, MAX_RANDOM), default=RANDOM_DEFAULT, metavar="N",
                    help=f"random same-size circuits knocked out per unit size, as baselines (default {RANDOM_DEFAULT}; 0: none)")
     p.add_argument("--seed", type=seed, help=f"seed of the inputs and baselines (default: [tool.circuitspec] seed, else {defaults.SEED})")
-    p.add_argument("--top", type=positive_int(MAX_UNITS), metavar="N",
+    p.add_argument("--top", type=positive_int(defaults.SCAN_MAX_UNITS), metavar="N",
                    help=f"show the N units whose knockout hurts most (default: all, or {TOP_DEFAULT} with --layer)")
     p.add_argument("--json", type=output_file, metavar="FILE", help="write every unit's figures as JSON ('-' for stdout)")
     add_device_argument(p)
@@ -70,9 +68,8 @@ def ablation_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.tasks import get_task
-    from ..lang.resolve import load_context
     from ..verify.runner import RunSettings
-    from ..verify.scan import channel_units, head_and_mlp_units, resolve_scan, run_scan
+    from ..verify.scan import knockout_scan
 
     if args.reference == "corpus" and args.ablation != "mean":
         raise UsageError("--reference corpus needs mean ablation", hint="drop --ablation zero, or --reference corpus")
@@ -81,21 +78,14 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     task = get_task(args.task)
     model_ref = args.model or defaults.DEFAULT_MODEL
-    context = load_context(model_ref)
-    units = (channel_units(context.space, args.layer, args.chunk) if args.layer
-             else head_and_mlp_units(context.space, args.units))
-    if len(units) > MAX_UNITS:
-        raise UsageError(f"{len(units)} units: more than a scan runs ({MAX_UNITS})", hint="use --chunk to group channels")
     ablation = ablation_line(args)
-    resolved = resolve_scan(str(context.path), task.name, ablation, units)  # the checkpoint already loaded
-    resolved.context.model.to(device)
     settings = RunSettings(seed=defaults.SEED if args.seed is None else args.seed, samples=args.samples, device=device)
     say = Reporter(args, stdout_taken=writes_to_stdout(args.json))
     with say.progress() as bar:
         handle = bar.add_task("knockouts", total=1)
-        result = run_scan(resolved, units, ablation, settings, args.random,
-                          lambda done, total: bar.update(handle, completed=done, total=max(total, 1)))
-    result = replace(result, model=model_ref)
+        result = knockout_scan(model_ref, task.name, ablation, settings, args.random, which=args.units,
+                               layer=args.layer, chunk=args.chunk,
+                               progress=lambda done, total: bar.update(handle, completed=done, total=max(total, 1)))
     top = args.top or (TOP_DEFAULT if args.layer else len(result.units))
     say.result(_table(result, top))
     if top < len(result.units):

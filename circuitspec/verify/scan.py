@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -22,9 +22,10 @@ from ..engine.ablation import run_conditions_with_cache
 from ..engine.batch import encode_for
 from ..engine.errors import UsageError
 from ..engine.masks import Mask, MaskSpace
+from ..lang.ast import quote
 from ..lang.diagnostics import render_all
 from ..lang.parser import parse_spec
-from ..lang.resolve import ResolvedSpec, resolve
+from ..lang.resolve import ResolvedSpec, load_context, resolve
 from ..stats import faithfulness, faithfulness_interval
 from .baselines import random_circuits
 from .examples import sample_examples
@@ -33,6 +34,8 @@ from .runner import RunCache, RunSettings, make_reference, per_example_metric, s
 #: Conditions per batched forward call: each is a full masked forward, so this only bounds memory and
 #: lets the progress bar move.
 CHUNK = 8
+#: The most units one scan runs (each a condition): a layer wider than this is scanned in chunks.
+MAX_UNITS = 4096
 
 _LAYER = re.compile(r"^(?P<hook>[A-Za-z_][\w.]*)(\[\s*head\s*=\s*(?P<head>\d+)\s*\])?$")
 
@@ -120,8 +123,7 @@ def channel_units(space: MaskSpace, layer: str, chunk: int = 1) -> list[ScanUnit
 def scan_spec_text(model_ref: str, task: str, ablation: str, units: list[ScanUnit]) -> str:
     """A spec naming each unit as a group, with one ``ablating UNIT keeps faithfulness >= 0`` claim each:
     resolving it gives every unit's channels and the ablation, as a spec a user writes would."""
-    quoted = model_ref.replace("\\", "\\\\").replace('"', '\\"')
-    lines = ["spec knockout_scan", f'model "{quoted}"', f"task {task}", f"ablate {ablation}", ""]
+    lines = ["spec knockout_scan", f"model {quote(model_ref)}", f"task {task}", f"ablate {ablation}", ""]
     lines += [f"group {u.name} = {u.selector}" for u in units]
     lines.append("")
     lines += [f"claim {u.name}_knockout: ablating {u.name} keeps faithfulness >= 0" for u in units]
@@ -191,3 +193,20 @@ def run_scan(resolved: ResolvedSpec, units: list[ScanUnit], ablation: str, setti
                                   sum(r <= f for r in pool), len(pool)))
     results.sort(key=lambda r: (math.isnan(r.faithfulness), r.faithfulness))  # undefined F (no behaviour to lose) last
     return ScanResult(resolved.context.ref, task.name, ablation, len(examples), settings.seed, results, random)
+
+
+def knockout_scan(model_ref: str, task: str, ablation: str, settings: RunSettings, random_count: int = 10, *,
+                  which: str = "all", layer: str | None = None, chunk: int = 1,
+                  progress: Callable[[int, int], None] = lambda done, total: None) -> ScanResult:
+    """The whole scan, as ``circuitspec scan`` and the notebook's ``scan`` run it: the model (a shipped name
+    or a checkpoint folder) loaded once, the units (:func:`channel_units` of ``layer`` when given, else
+    :func:`head_and_mlp_units` of ``which``) resolved as a spec against it, run on ``settings.device``;
+    the result names the model as ``model_ref`` says it."""
+    context = load_context(model_ref)
+    units = channel_units(context.space, layer, chunk) if layer else head_and_mlp_units(context.space, which)
+    if len(units) > MAX_UNITS:
+        raise UsageError(f"{len(units)} units: more than a scan runs ({MAX_UNITS})",
+                         hint="group channels: --chunk K (chunk=K in Python)")
+    resolved = resolve_scan(str(context.path), task, ablation, units)  # the checkpoint already loaded
+    resolved.context.model.to(settings.device)
+    return replace(run_scan(resolved, units, ablation, settings, random_count, progress), model=model_ref)
