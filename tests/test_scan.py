@@ -126,3 +126,19 @@ def test_the_project_seed_applies_and_the_flag_overrides(model_dir, tmp_path, mo
     base = ["--model", str(model_dir), "--task", "last_ab", "--units", "mlps", "--samples", "20", "--random", "0"]
     assert scan(tmp_path, *base)[1]["seed"] == 3
     assert scan(tmp_path, *base, "--seed", "5")[1]["seed"] == 5
+
+
+def test_a_layer_wider_than_one_spec_holds_is_resolved_in_parts(tmp_path):
+    """512 neurons are 1,024 statements, past the language's 1,000: the units go into specs of 400."""
+    from circuitspec.lang.resolve import load_context
+    from circuitspec.verify.scan import SPEC_UNITS, resolve_scan
+
+    context = load_context("py-sparse-small")
+    units = channel_units(context.space, "blocks.0.mlp.hook_post")
+    specs = resolve_scan(str(context.path), "closing_quote", "mean over task", units)
+    assert [len(s.claims) for s in specs] == [SPEC_UNITS, 512 - SPEC_UNITS]
+    subjects = [c.subject for s in specs for c in s.claims]
+    assert [(n.hook, n.index) for (n,) in subjects] == [("blocks.0.mlp.hook_post", i) for i in range(512)]
+    code, data = scan(tmp_path, "--task", "closing_quote", "--layer", "blocks.0.mlp.hook_post", "--samples", "4",
+                      "--random", "0")
+    assert code == 0 and len(data["units"]) == 512

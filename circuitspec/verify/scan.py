@@ -130,27 +130,37 @@ def scan_spec_text(model_ref: str, task: str, ablation: str, units: list[ScanUni
     return "\n".join(lines) + "\n"
 
 
-def resolve_scan(model_ref: str, task: str, ablation: str, units: list[ScanUnit]) -> ResolvedSpec:
-    text = scan_spec_text(model_ref, task, ablation, units)
-    name = "<knockout scan>.circ"
-    parsed = parse_spec(text, name)
-    diagnostics = list(parsed.diagnostics)
-    resolved = None
-    if parsed.ok and parsed.spec is not None:
-        resolved, more = resolve(parsed.spec, name)
-        diagnostics += more
-    errors = [d for d in diagnostics if d.is_error]
-    if resolved is None or errors:  # the units are generated from the model's own hooks: shown in full
-        raise UsageError("the scan's units did not resolve:\n" + render_all(errors or diagnostics, {name: text}))
-    return resolved
+#: Units per generated spec: two statements each, so a spec stays inside the language's 1,000-statement
+#: limit (a layer of 1,024 neurons is four specs).
+SPEC_UNITS = 400
 
 
-def run_scan(resolved: ResolvedSpec, units: list[ScanUnit], ablation: str, settings: RunSettings,
+def resolve_scan(model_ref: str, task: str, ablation: str, units: list[ScanUnit]) -> list[ResolvedSpec]:
+    """:func:`scan_spec_text` of ``units``, :data:`SPEC_UNITS` at a time, each resolved against the model."""
+    specs = []
+    for start in range(0, len(units), SPEC_UNITS):
+        text = scan_spec_text(model_ref, task, ablation, units[start:start + SPEC_UNITS])
+        name = "<knockout scan>.circ"
+        parsed = parse_spec(text, name)
+        diagnostics = list(parsed.diagnostics)
+        resolved = None
+        if parsed.ok and parsed.spec is not None:
+            resolved, more = resolve(parsed.spec, name)
+            diagnostics += more
+        errors = [d for d in diagnostics if d.is_error]
+        if resolved is None or errors:  # the units are generated from the model's own hooks: shown in full
+            raise UsageError("the scan's units did not resolve:\n" + render_all(errors or diagnostics, {name: text}))
+        specs.append(resolved)
+    return specs
+
+
+def run_scan(specs: list[ResolvedSpec], units: list[ScanUnit], ablation: str, settings: RunSettings,
              random_count: int = 10, progress: Callable[[int, int], None] = lambda done, total: None) -> ScanResult:
-    """Knock out each unit (``resolved`` is :func:`resolve_scan`'s spec of ``units``) on ``settings.samples``
-    task inputs, with random same-size circuits knocked out as baselines; self-checked as ``verify`` is."""
+    """Knock out each unit (``specs`` are :func:`resolve_scan`'s of ``units``) on ``settings.samples`` task
+    inputs, with random same-size circuits knocked out as baselines; self-checked as ``verify`` is."""
+    resolved = specs[0]
     model, space, task = resolved.context.model, resolved.mask.space, resolved.task
-    claims = resolved.claims
+    claims = [claim for spec in specs for claim in spec.claims]
     by_claim = {f"{u.name}_knockout": u for u in units}
     first = claims[0]
     examples = sample_examples(task, settings.samples, settings.seed)
@@ -207,6 +217,6 @@ def knockout_scan(model_ref: str, task: str, ablation: str, settings: RunSetting
     if len(units) > MAX_UNITS:
         raise UsageError(f"{len(units)} units: more than a scan runs ({MAX_UNITS})",
                          hint="group channels: --chunk K (chunk=K in Python)")
-    resolved = resolve_scan(str(context.path), task, ablation, units)  # the checkpoint already loaded
-    resolved.context.model.to(settings.device)
-    return replace(run_scan(resolved, units, ablation, settings, random_count, progress), model=model_ref)
+    specs = resolve_scan(str(context.path), task, ablation, units)  # the checkpoint already loaded
+    specs[0].context.model.to(settings.device)
+    return replace(run_scan(specs, units, ablation, settings, random_count, progress), model=model_ref)
