@@ -343,15 +343,16 @@ def _small_node_mask(mask: Mask, memo: dict[int, bool] | None = None, fraction: 
 
 
 def _answer_only(model: Transformer, masks: Sequence[Mask], reference: Reference, memo: dict[int, bool]) -> bool:
-    """Whether a masked pass may compute the last block after attention at the answer positions alone
-    (:meth:`~.model.Transformer.forward` with ``at``): when every reference value is the same at every
-    position (zero, or a mean over all positions), no condition cuts paths, and no condition ablates an
-    edge of the last block's ``W_O``, the one matrix whose input (every position) and output (the answer
-    alone) are then cut differently."""
+    """Whether a masked pass may compute the last block's queries and everything after its attention at
+    the answer positions alone (:meth:`~.model.Transformer.forward` with ``at``): when every reference
+    value is the same at every position (zero, or a mean over all positions), no condition cuts paths,
+    and no condition ablates an edge of the last block's ``W_Q`` or ``W_O``, the two matrices whose input
+    (every position) and output (the answer alone) are then cut differently."""
     if not reference.same_at_every_position(model.cfg):
         return False
-    last_w_o = f"blocks.{model.cfg.n_layers - 1}.attn.W_O"
-    return all(not m.cuts and (last_w_o not in m.edges or _all_true(m.edges[last_w_o], memo)) for m in masks)
+    last = f"blocks.{model.cfg.n_layers - 1}.attn."
+    cut_apart = (last + "W_Q", last + "W_O")
+    return all(not m.cuts and all(w not in m.edges or _all_true(m.edges[w], memo) for w in cut_apart) for m in masks)
 
 
 def mixed_answer_logits(model: Transformer, tokens: torch.Tensor, answer_pos: torch.Tensor,

@@ -181,13 +181,13 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch, pos, head, d_head]
 
     def forward(self, x: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
-        """``at`` [B]: the output only at these positions, ``[B, 1, D]`` (keys and values still come from
-        every position; see :meth:`Transformer.forward`)."""
+        """``at`` [B]: queries and output only at these positions, ``[B, 1, D]`` (keys and values still
+        come from every position; see :meth:`Transformer.forward`)."""
         B, T, D = x.shape
         H, dh = self.W_Q.shape[0], self.W_Q.shape[2]
 
-        def project(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, T, H, dh] as one matmul
-            return linear(x, w.permute(1, 0, 2).reshape(D, H * dh), b.reshape(H * dh)).view(B, T, H, dh)
+        def project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, T, H, dh]
+            return linear(x, w.permute(1, 0, 2).reshape(D, H * dh), b.reshape(H * dh)).view(*x.shape[:2], H, dh)
 
         def sparsify(kind: str, x: torch.Tensor) -> torch.Tensor:  # AbsTopK over all heads' channels at once
             k = self.topk_qkv[kind]
@@ -195,20 +195,24 @@ class Attention(nn.Module):
                 return x
             return abs_topk(getattr(self, f"hook_{kind}_pre_topk")(x).flatten(-2), k).view_as(x)
 
-        q = self.hook_q(sparsify("q", project(self.W_Q, self.b_Q)))
-        k = self.hook_k(sparsify("k", project(self.W_K, self.b_K)))
-        v = self.hook_v(sparsify("v", project(self.W_V, self.b_V)))
-        scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)) / math.sqrt(dh)  # [B, H, T, T]
-        scores = self.hook_attn_scores(scores.masked_fill(~self.causal[:T, :T], float("-inf")))
+        if at is None:
+            q = self.hook_q(sparsify("q", project(x, self.W_Q, self.b_Q)))
+            blocked = ~self.causal[:T, :T]  # [T, T]: key after query
+        else:  # queries at the answers alone; each still sees the keys up to its own position
+            x_at = x[torch.arange(B, device=x.device), at].unsqueeze(1)
+            q = self.hook_q(sparsify("q", project(x_at, self.W_Q, self.b_Q)))  # [B, 1, H, dh]
+            blocked = (torch.arange(T, device=x.device) > at[:, None]).view(B, 1, 1, T)
+        k = self.hook_k(sparsify("k", project(x, self.W_K, self.b_K)))
+        v = self.hook_v(sparsify("v", project(x, self.W_V, self.b_V)))
+        scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)) / math.sqrt(dh)  # [B, H, T or 1, T]
+        scores = self.hook_attn_scores(scores.masked_fill(blocked, float("-inf")))
         if self.sink is not None:
             pattern = sink_softmax(scores, self.sink.view(1, H, 1, 1))
         else:
             pattern = torch.softmax(scores, dim=-1)
         pattern = self.hook_pattern(pattern)
-        z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # [B, T, H, dh]
-        if at is not None:
-            z, T = z[torch.arange(B, device=z.device), at].unsqueeze(1), 1
-        return linear(z.reshape(B, T, H * dh), self.W_O.reshape(H * dh, D), self.b_O)
+        z = self.hook_z((pattern @ v.transpose(1, 2)).transpose(1, 2))  # [B, T or 1, H, dh]
+        return linear(z.reshape(B, z.shape[1], H * dh), self.W_O.reshape(H * dh, D), self.b_O)
 
 
 class MLP(nn.Module):
@@ -346,10 +350,12 @@ class Transformer(HookedModule):
     def forward(self, tokens: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, T, V]``; with ``at`` [B] only those at position ``at[b]`` of each row, ``[B, V]``.
 
-        Only the last block's attention output and what follows it are position by position, so with
-        ``at`` they are computed at the answer positions alone: from there on every hook sees
-        ``[B, 1, ...]``. The values are the full pass's up to float rounding (the products have other
-        shapes).
+        Only the last block's queries, its attention and what follows are position by position (its
+        keys and values are read at every position), so with ``at`` they are computed at the answer
+        positions alone: ``hook_q``, ``hook_attn_scores``, ``hook_pattern`` and ``hook_z`` of the last
+        block, and every hook after them, see one position (``[B, 1, ...]``; scores and pattern
+        ``[B, H, 1, T]``, keys after ``at[b]`` at -inf and weight 0). The values are the full pass's up to
+        float rounding (the products have other shapes).
         """
         B, T = tokens.shape
         if T > self.cfg.n_ctx:

@@ -149,29 +149,31 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
             parts = []
             for kind, W, b in (("q", attn.W_Q, attn.b_Q), ("k", attn.W_K, attn.b_K), ("v", attn.W_V, attn.b_V)):
                 hook = f"{a}.hook_{kind}"
+                x, x_scale = resid, scale1
+                if tail and kind == "q":  # the last block's queries at the answers alone (as the model does)
+                    x, x_scale = resid[rows, at].unsqueeze(1), scale1[rows, at].unsqueeze(1)
                 # the reference of these heads, [*lead, n * dh], with the kept channels computed over it
                 full = ref(hook).index_select(-2, heads).flatten(-2)
-                full = full.expand(B, T, n * dh).clone()
+                full = full.expand(B, x.shape[1], n * dh).clone()
                 cols = cached(("cols", hook), lambda: keep[hook][heads].flatten().nonzero().flatten())
                 if len(cols):
                     W_cols = cached(("W", hook), lambda: gained(block.ln1, W[heads].permute(1, 0, 2).reshape(D, n * dh)[:, cols]))
                     bias = cached(("b", hook), lambda: b[heads].flatten()[cols])
-                    full.index_copy_(-1, cols, split_matmul(resid, pre_hook, scale1, W_cols, f"{a}.W_{kind}") + bias)
-                parts.append(full.view(B, T, n, dh).transpose(1, 2))  # [B, n, T, dh]
+                    full.index_copy_(-1, cols, split_matmul(x, pre_hook, x_scale, W_cols, f"{a}.W_{kind}") + bias)
+                parts.append(full.view(B, x.shape[1], n, dh).transpose(1, 2))  # [B, n, T (queries at the answer: 1), dh]
                 if hook in want:
                     captured[hook] = heads_view(hook, heads, full)
             q, k, v = parts
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
-            scores = scores.masked_fill(~attn.causal[:T, :T], float("-inf"))
+            blocked = (torch.arange(T, device=device) > at[:, None]).view(B, 1, 1, T) if tail else ~attn.causal[:T, :T]
+            scores = scores.masked_fill(blocked, float("-inf"))
             if attn.sink is not None:
                 pattern = sink_softmax(scores, cached(("sink", a), lambda: attn.sink[heads].view(1, n, 1, 1)))
             else:
                 pattern = torch.softmax(scores, -1)
-            z = (pattern @ v).transpose(1, 2).reshape(B, T, n * dh)
+            z = (pattern @ v).transpose(1, 2).reshape(B, q.shape[2], n * dh)
             if z_hook in want:
                 captured[z_hook] = heads_view(z_hook, heads, z, kept_only=True)
-            if tail:
-                z = z[rows, at].unsqueeze(1)
             z_cols = cached(("cols", z_hook), lambda: keep[z_hook][heads].flatten().nonzero().flatten())
             W_z = cached(("kept", f"{a}.W_O"), lambda: W_O[heads].reshape(n * dh, D)[z_cols][:, mid_keep])
             attn_out = attn_out + z.index_select(-1, z_cols) @ W_z

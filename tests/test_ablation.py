@@ -150,20 +150,35 @@ def test_answer_positions_are_gathered():
 
 
 def test_answer_only_pass_matches_the_full_pass_under_every_ablation():
-    """The last block computed at the answer alone gives the full pass's answer logits, for node and edge
-    masks and references with and without a position axis (which take the full pass)."""
-    answer = LENGTHS - 1
+    """The last block's queries and what follows computed at the answer alone give the full pass's answer
+    logits, for node and edge masks and references with and without a position axis (which take the
+    full pass); an ablated edge of the last block's W_Q or W_O (input at every position, output at the
+    answer) takes the full pass too. Answers before the row's end check that keys past the answer stay
+    unseen."""
     gen = torch.Generator().manual_seed(5)
-    last_w_o = f"blocks.{MODEL.cfg.n_layers - 1}.attn.W_O"
-    masks = [Mask(SPACE, {h: torch.rand(s, generator=gen) < 0.6 for h, s in SPACE.node_shapes.items()},
-                  {p: (torch.rand(s, generator=gen) < 0.8) | (p == last_w_o) for p, s in SPACE.edge_shapes.items()})
-             for _ in range(3)]
-    for ablation in (Ablation("mean"), Ablation("zero"), Ablation("mean", per_position=True), Ablation("resample")):
-        reference = reference_for(ablation)
-        assert _answer_only(MODEL, masks, reference, {}) == (not ablation.per_position and ablation.kind != "resample")
-        at_answer = run_conditions(MODEL, TOKENS, masks, reference, answer_pos=answer)
-        everywhere = run_conditions(MODEL, TOKENS, masks, reference)[:, torch.arange(3), answer]
-        assert torch.allclose(at_answer, everywhere, atol=1e-5), ablation
+    last = f"blocks.{MODEL.cfg.n_layers - 1}.attn."
+    for answer in (LENGTHS - 1, torch.clamp(LENGTHS - 3, min=0)):
+        masks = [Mask(SPACE, {h: torch.rand(s, generator=gen) < 0.6 for h, s in SPACE.node_shapes.items()},
+                      {p: (torch.rand(s, generator=gen) < 0.8) | p.startswith((last + "W_Q", last + "W_O"))
+                       for p, s in SPACE.edge_shapes.items()})
+                 for _ in range(3)]
+        for ablation in (Ablation("mean"), Ablation("zero"), Ablation("mean", per_position=True), Ablation("resample")):
+            reference = reference_for(ablation)
+            assert _answer_only(MODEL, masks, reference, {}) == (not ablation.per_position and ablation.kind != "resample")
+            at_answer = run_conditions(MODEL, TOKENS, masks, reference, answer_pos=answer)
+            everywhere = run_conditions(MODEL, TOKENS, masks, reference)[:, torch.arange(3), answer]
+            assert torch.allclose(at_answer, everywhere, atol=1e-5), ablation
+        for w in ("W_Q", "W_O"):  # one ablated edge of either: the whole pass, the same logits
+            edges = dict(Mask.full(SPACE).edges)
+            cut = torch.ones_like(edges[last + w])
+            cut.view(-1)[0] = False
+            edges[last + w] = cut
+            one = Mask(SPACE, Mask.full(SPACE).nodes, edges)
+            reference = reference_for(Ablation("mean"))
+            assert not _answer_only(MODEL, [one], reference, {})
+            at_answer = run_conditions(MODEL, TOKENS, [one], reference, answer_pos=answer)
+            everywhere = run_conditions(MODEL, TOKENS, [one], reference)[:, torch.arange(3), answer]
+            assert torch.allclose(at_answer, everywhere, atol=1e-5), w
 
 
 def test_mean_reference_ignores_padding():
