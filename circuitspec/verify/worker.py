@@ -30,6 +30,9 @@ def main() -> None:
         _send(channel, message)
 
     try:
+        from ..engine.memory import keep_freed_memory
+
+        keep_freed_memory()  # as the command's own process does (cli.main)
         import torch  # the slow imports first, while the command's process resolves the specs
 
         for module in ("circuitspec.commands.check_cmd", "circuitspec.lang.resolve", "circuitspec.verify.verifier"):
