@@ -1,9 +1,11 @@
-"""What computing the last block at the answer positions alone saves, measured in one run.
+"""What computing the last block's queries and all after its attention at the answer positions alone saves,
+measured in one run.
 
 Masked passes that read only the answer logits (verify's conditions, discovery's selection) run the last
-block after attention at the answer positions alone (``Transformer.forward(tokens, at)``). This times the
-complements of random same-size circuits (the conditions of a ``necessary`` claim's baselines) both ways,
-alternating, on one model and task, and prints the ratio of the best times.
+block's queries, attention and what follows at the answer positions alone
+(``Transformer.forward(tokens, at)``). This times the complements of random same-size circuits (the
+conditions of a ``necessary`` claim's baselines) both ways, alternating, on one model and task, and prints
+the ratio of the best times.
 
     python benchmarks/answer_only_pass.py [--model py-sparse-medium] [--task call_arity] [--rounds 4]
 """
