@@ -77,7 +77,8 @@ if a:
         rows.append((f"ablation: {what}", f"{value:.2f}x"))
 p = read("path_chooser")
 if p:
-    rows.append(("path chooser: worst chosen / faster path", f"{p['worst_chosen_over_faster']:.2f} (target <= 1.10)"))
+    rows.append(("path chooser: worst pick / faster path", f"{p['worst_pick_over_faster']:.2f} (target <= 1.10)"))
+    rows.append(("path chooser: worst chosen / faster, timed again", f"{p['worst_chosen_over_faster']:.2f}"))
     for r in p["rows"]:
         rows.append((f"  keep {r['fraction']:.0%}: subgraph / full (chooser took {r['chooser_took']})", f"{r['subgraph_over_full']:.2f}"))
 for name in ("train_small", "train_medium"):
