@@ -4,9 +4,9 @@ instead of faulting fresh pages in from the kernel.
 Why: a forward pass allocates and frees activations of a few MB each, hundreds of times per command.
 glibc serves a block above its mmap threshold with a fresh ``mmap`` and gives the top of its heap back
 to the kernel above its trim threshold, so every pass touched its activations' pages for the first
-time again: 2,600 page faults per 40-row forward of ``py-sparse-small`` and 15,000 of
+time again: 1,400-2,600 page faults per 40-row forward of ``py-sparse-small`` and 10,000-17,000 of
 ``py-sparse-medium`` on this project's 2-core virtual machine, where a fault is costly. With the
-thresholds raised there are none after the first pass (``benchmarks/page_faults.py`` measures both).
+thresholds raised, next to none after the first passes (``benchmarks/page_faults.py`` measures both).
 
 The cost is memory the process keeps after freeing it (up to its peak, at most ``TRIM_THRESHOLD`` more
 than glibc would keep), which a command that ends soon does not mind. So the command line and its
