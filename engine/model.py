@@ -117,6 +117,14 @@ def sink_softmax(scores: torch.Tensor, sink: torch.Tensor) -> torch.Tensor:
     return torch.softmax(torch.cat([scores, sink.expand(B, H, Tq, 1)], -1), -1)[..., :Tk]
 
 
+def blocked_keys(causal: torch.Tensor, T: int, at: torch.Tensor | None) -> torch.Tensor:
+    """Where attention scores are -inf: keys after their query (``[T, T]``, from the ``causal`` buffer),
+    or, with queries at the positions ``at`` [B] alone, keys after each row's own (``[B, 1, 1, T]``)."""
+    if at is None:
+        return ~causal[:T, :T]
+    return (torch.arange(T, device=at.device) > at[:, None]).view(-1, 1, 1, T)
+
+
 def rms_normalize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
@@ -195,17 +203,13 @@ class Attention(nn.Module):
                 return x
             return abs_topk(getattr(self, f"hook_{kind}_pre_topk")(x).flatten(-2), k).view_as(x)
 
-        if at is None:
-            q = self.hook_q(sparsify("q", project(x, self.W_Q, self.b_Q)))
-            blocked = ~self.causal[:T, :T]  # [T, T]: key after query
-        else:  # queries at the answers alone; each still sees the keys up to its own position
-            x_at = x[torch.arange(B, device=x.device), at].unsqueeze(1)
-            q = self.hook_q(sparsify("q", project(x_at, self.W_Q, self.b_Q)))  # [B, 1, H, dh]
-            blocked = (torch.arange(T, device=x.device) > at[:, None]).view(B, 1, 1, T)
+        # with ``at``, queries at the answers alone ([B, 1, H, dh]); each still sees the keys up to its own position
+        x_q = x if at is None else x[torch.arange(B, device=x.device), at].unsqueeze(1)
+        q = self.hook_q(sparsify("q", project(x_q, self.W_Q, self.b_Q)))
         k = self.hook_k(sparsify("k", project(x, self.W_K, self.b_K)))
         v = self.hook_v(sparsify("v", project(x, self.W_V, self.b_V)))
         scores = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)) / math.sqrt(dh)  # [B, H, T or 1, T]
-        scores = self.hook_attn_scores(scores.masked_fill(blocked, float("-inf")))
+        scores = self.hook_attn_scores(scores.masked_fill(blocked_keys(self.causal, T, at), float("-inf")))
         if self.sink is not None:
             pattern = sink_softmax(scores, self.sink.view(1, H, 1, 1))
         else:

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from .masks import Mask
-from .model import ModelConfig, Transformer, sink_softmax
+from .model import ModelConfig, Transformer, blocked_keys, sink_softmax
 from .naming import resid_hook
 
 
@@ -145,13 +145,14 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
         W_O = attn.W_O  # [H, dh, D]
         attn_out = cached(("const", rid, f"{a}.W_O"),  # the ablated z channels' share, and the bias
                           lambda: (ref(z_hook)[..., ~keep[z_hook]] @ W_O[~keep[z_hook]][:, mid_keep]) + attn.b_O[mid_keep])
+        resid_at = resid[rows, at].unsqueeze(1) if tail else None  # the last block's queries and output: at the answers
         if n:
             parts = []
             for kind, W, b in (("q", attn.W_Q, attn.b_Q), ("k", attn.W_K, attn.b_K), ("v", attn.W_V, attn.b_V)):
                 hook = f"{a}.hook_{kind}"
                 x, x_scale = resid, scale1
-                if tail and kind == "q":  # the last block's queries at the answers alone (as the model does)
-                    x, x_scale = resid[rows, at].unsqueeze(1), scale1[rows, at].unsqueeze(1)
+                if tail and kind == "q":  # as the model does
+                    x, x_scale = resid_at, scale1[rows, at].unsqueeze(1)
                 # the reference of these heads, [*lead, n * dh], with the kept channels computed over it
                 full = ref(hook).index_select(-2, heads).flatten(-2)
                 full = full.expand(B, x.shape[1], n * dh).clone()
@@ -165,8 +166,7 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
                     captured[hook] = heads_view(hook, heads, full)
             q, k, v = parts
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
-            blocked = (torch.arange(T, device=device) > at[:, None]).view(B, 1, 1, T) if tail else ~attn.causal[:T, :T]
-            scores = scores.masked_fill(blocked, float("-inf"))
+            scores = scores.masked_fill(blocked_keys(attn.causal, T, at if tail else None), float("-inf"))
             if attn.sink is not None:
                 pattern = sink_softmax(scores, cached(("sink", a), lambda: attn.sink[heads].view(1, n, 1, 1)))
             else:
@@ -183,7 +183,7 @@ def run_circuit(model: Transformer, tokens: torch.Tensor, mask: Mask, reference,
                     captured[f"{a}.hook_{kind}"] = heads_view(f"{a}.hook_{kind}", heads, None)
         # attn_out for kept resid_mid channels: kept z rows plus the reference z for the rest
         if tail:
-            resid = resid[rows, at].unsqueeze(1)
+            resid = resid_at
         resid_pre_full = _mix(resid, ref(pre_hook), index(pre_hook), D)
         if pre_hook in want:
             captured[pre_hook] = resid_pre_full
