@@ -21,71 +21,96 @@ from .model import Transformer
 from .naming import NodeName, resid_hook
 
 
-def _resid(boundary: int, n_layers: int, i: int) -> str:
-    return str(NodeName(resid_hook(boundary, n_layers), i))
-
-
 def build_graph(model: Transformer) -> nx.DiGraph:
     cfg = model.cfg
     L, H, D, dh = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head
     g = nx.DiGraph(n_layers=L)
+    # Every name is formatted once: an entry of a weight matrix picks its two ends from these lists (a
+    # 2-layer model has ~50,000 weight edges; formatting their names per edge took most of a second).
+    names = _NodeNames(cfg)
 
-    def add_nodes(names, kind, layer=None, **extra):
-        g.add_nodes_from((str(n), {"kind": kind, "layer": layer, **extra}) for n in names)
+    def add_nodes(listed, kind, layer=None):
+        g.add_nodes_from((n, {"kind": kind, "layer": layer}) for n in listed)
 
-    add_nodes((NodeName("hook_tokens", c) for c in range(cfg.d_vocab)), "tokens")
-    add_nodes((NodeName("hook_positions", p) for p in range(cfg.n_ctx)), "positions")
+    add_nodes(names.tokens, "tokens")
+    add_nodes(names.positions, "positions")
     for b in range(L + 1):
-        add_nodes((NodeName(resid_hook(b, L), i) for i in range(D)), "resid", layer=b)
+        add_nodes(names.resid[b], "resid", layer=b)
     for layer in range(L):
-        a = f"blocks.{layer}.attn"
         for kind in ("q", "k", "v", "z"):
-            add_nodes((NodeName(f"{a}.hook_{kind}", j, h) for h in range(H) for j in range(dh)), kind, layer)
-        add_nodes((NodeName(f"{a}.hook_pattern", None, h) for h in range(H)), "pattern", layer)
-        add_nodes((NodeName(f"blocks.{layer}.hook_resid_mid", i) for i in range(D)), "resid", layer)
-        add_nodes((NodeName(f"blocks.{layer}.mlp.hook_post", n) for n in range(cfg.d_mlp)), "mlp", layer)
-    g.add_nodes_from(
-        (str(NodeName("hook_logits", v)), {"kind": "logits", "layer": None, "token": model.tokenizer.token_repr(v)})
-        for v in range(cfg.d_vocab)
-    )
+            add_nodes((n for head in names.heads[layer][kind] for n in head), kind, layer)
+        add_nodes(names.patterns[layer], "pattern", layer)
+        add_nodes(names.mid[layer], "resid", layer)
+        add_nodes(names.post[layer], "mlp", layer)
+    g.add_nodes_from((n, {"kind": "logits", "layer": None, "token": model.tokenizer.token_repr(v)})
+                     for v, n in enumerate(names.logits))
 
     params = dict(model.named_parameters())
 
-    def add_weight_edges(param: str, src, dst):
-        """One edge per non-zero entry; ``src``/``dst`` map the entry index to node names."""
+    def add_weight_edges(param: str, *ends: list):
+        """One edge per non-zero entry: its first index picks the source from ``ends[0]``, the last the
+        target from ``ends[-1]``; a middle index (a head) first picks the list to pick from."""
         w = params[param].detach().cpu()
         entries = torch.nonzero(w)
         values = w[tuple(entries.T)].tolist()
-        g.add_edges_from(
-            (src(*e), dst(*e), {"kind": "weight", "param": param, "entry": tuple(e), "weight": val})
-            for e, val in zip(entries.tolist(), values)
-        )
+        g.add_edges_from(_weight_edges(param, entries.tolist(), values, *ends))
 
-    add_weight_edges("embed.W_E", lambda c, i: str(NodeName("hook_tokens", c)), lambda c, i: _resid(0, L, i))
-    add_weight_edges("pos_embed.W_pos", lambda p, i: str(NodeName("hook_positions", p)), lambda p, i: _resid(0, L, i))
+    add_weight_edges("embed.W_E", names.tokens, names.resid[0])
+    add_weight_edges("pos_embed.W_pos", names.positions, names.resid[0])
     for layer in range(L):
-        a, mid = f"blocks.{layer}.attn", f"blocks.{layer}.hook_resid_mid"
-        for kind in ("Q", "K", "V"):
-            hook = f"{a}.hook_{kind.lower()}"
-            add_weight_edges(f"{a}.W_{kind}", lambda h, i, j: _resid(layer, L, i), lambda h, i, j, hook=hook: str(NodeName(hook, j, h)))
-        add_weight_edges(f"{a}.W_O", lambda h, j, i: str(NodeName(f"{a}.hook_z", j, h)), lambda h, j, i: str(NodeName(mid, i)))
-        add_weight_edges(f"blocks.{layer}.mlp.W_in", lambda i, n: str(NodeName(mid, i)),
-                         lambda i, n: str(NodeName(f"blocks.{layer}.mlp.hook_post", n)))
-        add_weight_edges(f"blocks.{layer}.mlp.W_out", lambda n, i: str(NodeName(f"blocks.{layer}.mlp.hook_post", n)),
-                         lambda n, i: _resid(layer + 1, L, i))
+        a, mid, heads = f"blocks.{layer}.attn", names.mid[layer], names.heads[layer]
+        for kind in ("Q", "K", "V"):  # [H, D, dh] as (h, i, j): residual channel i -> head h's channel j
+            add_weight_edges(f"{a}.W_{kind}", names.resid[layer], heads[kind.lower()])
+        add_weight_edges(f"{a}.W_O", heads["z"], mid)  # [H, dh, D] as (h, j, i): head h's z channel j -> i
+        add_weight_edges(f"blocks.{layer}.mlp.W_in", mid, names.post[layer])
+        add_weight_edges(f"blocks.{layer}.mlp.W_out", names.post[layer], names.resid[layer + 1])
         for i in range(D):
-            g.add_edge(_resid(layer, L, i), str(NodeName(mid, i)), kind="residual")
-            g.add_edge(str(NodeName(mid, i)), _resid(layer + 1, L, i), kind="residual")
+            g.add_edge(names.resid[layer][i], mid[i], kind="residual")
+            g.add_edge(mid[i], names.resid[layer + 1][i], kind="residual")
         for h in range(H):
-            pattern = str(NodeName(f"{a}.hook_pattern", None, h))
+            pattern = names.patterns[layer][h]
             for j in range(dh):
-                z = str(NodeName(f"{a}.hook_z", j, h))
-                g.add_edge(str(NodeName(f"{a}.hook_v", j, h)), z, kind="attn_value")
-                g.add_edge(str(NodeName(f"{a}.hook_q", j, h)), pattern, kind="attn_query")
-                g.add_edge(str(NodeName(f"{a}.hook_k", j, h)), pattern, kind="attn_key")
+                z = heads["z"][h][j]
+                g.add_edge(heads["v"][h][j], z, kind="attn_value")
+                g.add_edge(heads["q"][h][j], pattern, kind="attn_query")
+                g.add_edge(heads["k"][h][j], pattern, kind="attn_key")
                 g.add_edge(pattern, z, kind="attn_pattern")
-    add_weight_edges("unembed.W_U", lambda i, v: _resid(L, L, i), lambda i, v: str(NodeName("hook_logits", v)))
+    add_weight_edges("unembed.W_U", names.resid[L], names.logits)
     return g
+
+
+class _NodeNames:
+    """Every node name of a model's graph, formatted once, as lists indexed like the weights' dimensions."""
+
+    def __init__(self, cfg) -> None:
+        L, H, D, dh = cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head
+
+        def listed(hook: str, count: int, head: int | None = None) -> list[str]:
+            return [str(NodeName(hook, i, head)) for i in range(count)]
+
+        self.tokens, self.positions = listed("hook_tokens", cfg.d_vocab), listed("hook_positions", cfg.n_ctx)
+        self.resid = [listed(resid_hook(b, L), D) for b in range(L + 1)]
+        self.heads = [{kind: [listed(f"blocks.{layer}.attn.hook_{kind}", dh, h) for h in range(H)] for kind in "qkvz"}
+                      for layer in range(L)]
+        self.patterns = [[str(NodeName(f"blocks.{layer}.attn.hook_pattern", None, h)) for h in range(H)]
+                         for layer in range(L)]
+        self.mid = [listed(f"blocks.{layer}.hook_resid_mid", D) for layer in range(L)]
+        self.post = [listed(f"blocks.{layer}.mlp.hook_post", cfg.d_mlp) for layer in range(L)]
+        self.logits = listed("hook_logits", cfg.d_vocab)
+
+
+def _weight_edges(param: str, entries: list[list[int]], values: list[float], source: list, target: list):
+    """(source, target, attributes) of each non-zero entry of a 2-d weight, or of a per-head 3-d one whose
+    head index selects the list of sources (W_O: ``source[h][j]``) or of targets (W_Q/K/V: ``target[h][j]``)."""
+    per_head_source = isinstance(source[0], list)
+    for e, val in zip(entries, values):
+        if len(e) == 2:
+            u, v = source[e[0]], target[e[1]]
+        elif per_head_source:
+            u, v = source[e[0]][e[1]], target[e[2]]
+        else:
+            u, v = source[e[1]], target[e[0]][e[2]]
+        yield u, v, {"kind": "weight", "param": param, "entry": tuple(e), "weight": val}
 
 
 def weight_edges(g: nx.DiGraph) -> list[tuple[str, str, dict]]:
@@ -102,9 +127,6 @@ def walk_tables(model: Transformer) -> tuple[dict[str, list[str]], dict[str, str
     succ: dict[str, list[str]] = {}
     kinds: dict[str, str] = {}
 
-    def names(hook: str, count: int, head: int | None = None) -> list[str]:
-        return [str(NodeName(hook, i, head)) for i in range(count)]
-
     def nodes(kind: str, listed: list[str]) -> None:
         for n in listed:
             kinds[n] = kind
@@ -118,26 +140,21 @@ def walk_tables(model: Transformer) -> tuple[dict[str, list[str]], dict[str, str
         for r, c in zip(rows.tolist(), cols.tolist()):
             succ[src_names[r]].append(dst_names[c])
 
-    tokens, positions = names("hook_tokens", cfg.d_vocab), names("hook_positions", cfg.n_ctx)
+    names = _NodeNames(cfg)
+    tokens, positions, resid, logits = names.tokens, names.positions, names.resid, names.logits
     nodes("tokens", tokens)
     nodes("positions", positions)
-    resid = [names(resid_hook(b, L), D) for b in range(L + 1)]
     for b in range(L + 1):
         nodes("resid", resid[b])
     per_layer = []
     for layer in range(L):
-        a = f"blocks.{layer}.attn"
-        heads = {kind: [names(f"{a}.hook_{kind}", dh, h) for h in range(H)] for kind in "qkvz"}
+        heads, patterns, mid, post = names.heads[layer], names.patterns[layer], names.mid[layer], names.post[layer]
         for kind in "qkvz":
             nodes(kind, [n for head in heads[kind] for n in head])
-        patterns = [str(NodeName(f"{a}.hook_pattern", None, h)) for h in range(H)]
         nodes("pattern", patterns)
-        mid = names(f"blocks.{layer}.hook_resid_mid", D)
         nodes("resid", mid)
-        post = names(f"blocks.{layer}.mlp.hook_post", cfg.d_mlp)
         nodes("mlp", post)
-        per_layer.append((a, heads, patterns, mid, post))
-    logits = names("hook_logits", cfg.d_vocab)
+        per_layer.append((f"blocks.{layer}.attn", heads, patterns, mid, post))
     nodes("logits", logits)
     link("embed.W_E", tokens, resid[0])
     link("pos_embed.W_pos", positions, resid[0])

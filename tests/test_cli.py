@@ -1,6 +1,7 @@
 """End-to-end through the command line: tasks, models, eval, train, and the exit-code contract."""
 
 import json
+import os
 import subprocess
 from pathlib import Path
 import sys
@@ -113,6 +114,36 @@ def test_train_command_end_to_end(tmp_path):
 def test_python_dash_m_and_console_script_agree():
     rc, out, _ = run_cli("--version")
     assert rc == 0 and out.startswith("circuitspec ")
+
+
+_LEAVE = ("import sys; sys.modules.pop('coverage', None); from circuitspec.cli import leave; "
+          "sys.stdout.write('o' * {size}); sys.stderr.write('e' * {size}); leave({code})")
+
+
+@pytest.mark.parametrize("code", [0, 1, 3])
+def test_leave_flushes_both_streams_and_keeps_the_exit_code(code):
+    """The fast exit (no interpreter teardown) must not lose buffered output or change the exit code."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as a user's shell has it
+    proc = subprocess.run([sys.executable, "-c", _LEAVE.format(code=code, size=100)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == code
+    assert proc.stdout == "o" * 100 and proc.stderr == "e" * 100
+
+
+def test_leave_survives_a_reader_that_left(monkeypatch):
+    """`circuitspec ... | head -c 1`: a flush that meets a closed pipe neither raises nor changes the code."""
+    import circuitspec.cli as cli
+
+    class Gone:
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    left = []
+    monkeypatch.delitem(sys.modules, "coverage", raising=False)
+    monkeypatch.setattr(sys, "stdout", Gone())
+    monkeypatch.setattr(cli.os, "_exit", left.append)
+    cli.leave(3)
+    assert left == [3]
 
 
 def test_shipped_models_present():

@@ -48,6 +48,10 @@ def main() -> None:
         except OSError:
             pass
         raise SystemExit(1)
+    channel.close()
+    from ..cli import leave
+
+    leave(0)  # the command waits for this process to end: skip the interpreter's teardown (cli.leave)
 
 
 def _serve(job: dict, inbox, send) -> None:
