@@ -107,9 +107,9 @@ def leave(code: int) -> None:
     A finished command has nothing left to do, but tearing the interpreter down still collected its
     garbage: after `verify specs/` printed its summary the process took another 1.2 s to end (task
     inputs, tensors and the parsed specs, freed one object at a time). So the streams are flushed and
-    the process ends at once. Output files are closed by then (reports are written with
-    :func:`~.engine.atomic.write_atomic` and closed; workers have been waited for). Under coverage,
-    whose data is saved at exit, the ordinary exit runs instead."""
+    the process ends at once. Output files are closed by then (written whole by :mod:`~.engine.atomic`,
+    or with ``Path.write_text``; workers have been waited for). Under coverage, whose data is saved at
+    exit, the ordinary exit runs instead."""
     if "coverage" in sys.modules:
         raise SystemExit(code)
     for stream in (sys.stdout, sys.stderr):
