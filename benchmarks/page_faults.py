@@ -57,18 +57,21 @@ def child(rows: int, width: int) -> None:
     print(json.dumps(out))
 
 
+def child_env(default: bool) -> dict:
+    """This process's environment, with glibc's defaults kept (``default``) or the command line's settings."""
+    return dict(os.environ, CIRCUITSPEC_MALLOC="default" if default else "")
+
+
 def run_child(default: bool, rows: int, width: int) -> dict:
-    env = dict(os.environ, CIRCUITSPEC_MALLOC="default" if default else "")
     done = subprocess.run([sys.executable, __file__, "--child", "--rows", str(rows), "--width", str(width)],
-                          env=env, capture_output=True, text=True, check=True, cwd=ROOT)
+                          env=child_env(default), capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def time_verify(default: bool, specs: list[str]) -> float:
-    env = dict(os.environ, CIRCUITSPEC_MALLOC="default" if default else "")
     cli = Path(sys.executable).with_name("circuitspec")
     start = time.perf_counter()
-    subprocess.run([str(cli), "verify", *specs, "-q"], env=env, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([str(cli), "verify", *specs, "-q"], env=child_env(default), cwd=ROOT, check=True, capture_output=True)
     return time.perf_counter() - start
 
 
