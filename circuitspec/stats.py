@@ -7,6 +7,7 @@ not only a mean.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
@@ -149,41 +150,63 @@ BASELINE_QUANTILE = {"sufficient": 0.9, "necessary": 0.5}
 
 
 #: Necessity's random baselines (each a full forward of the model with a random same-size circuit
-#: ablated) are run this many at a time, with a look at the comparison after each stage.
+#: ablated) are run in stages, with a look at the comparison after each; after the first look, this many
+#: at a time.
 BASELINE_STAGE = 10
-#: The share of a claim's alpha that the interim looks spend together, split evenly among them
-#: (Bonferroni over the looks: the chance of a pass under the null stays at most alpha); the last look,
-#: with every planned baseline run, is judged at the rest. At the default 50 baselines and alpha 0.05 the
-#: last look passes on exactly the same counts as a single look at alpha would (at most 18 of 50 random
-#: circuits hurting as much), and the first look stops when none of 10 does (p = 0.5^10 = 0.00098).
-INTERIM_ALPHA_SHARE = 0.1
 
 
-def baseline_looks(planned: int, stage: int = BASELINE_STAGE) -> list[int]:
-    """How many baselines have run at each look: one look every ``stage`` and the last at ``planned``."""
+@functools.lru_cache(maxsize=256)
+def baseline_schedule(planned: int, alpha: float, stage: int = BASELINE_STAGE) -> tuple[tuple[int, float], ...]:
+    """The looks of staged necessity baselines: ``(baselines run, level of the test there)``, in order.
+
+    Built so that staging never changes which counts pass once every baseline has run, and costs as
+    few forwards as that allows. A single test of ``planned`` baselines at ``alpha`` passes when at most
+    k* of them hurt as much as the circuit, k* the largest count with P(Bin(planned, 1/2) <= k*) <= alpha;
+    the last look gets exactly that tail, which keeps its pass set. The slack left (alpha minus the tail)
+    pays for the interim looks: the first comes after the fewest baselines that can pass with none
+    hurting as much (0.5^m within the slack: 6 at the defaults, 50 baselines and alpha 0.05), the rest
+    of the slack is split evenly over a look every ``stage`` baselines after it. The levels sum to at most
+    ``alpha`` (Bonferroni over the looks), so a pass at any look keeps its false-pass rate at most ``alpha``
+    whatever the dependence between looks."""
     if planned <= 0:
-        return []
-    return [*range(stage, planned, stage), planned]
+        return ()
+    last = None  # the tail at k*: the binomial CDF grows with k, so scan up to the first count above alpha
+    for k in range(planned + 1):
+        tail = binomial_cdf(k, planned, 0.5)
+        if tail > alpha:
+            break
+        last = tail
+    if last is None:
+        return ((planned, alpha),)
+    slack = alpha - last
+    first = math.ceil(-math.log2(slack)) if slack > 0 else planned
+    if first >= planned:
+        return ((planned, alpha),)
+    later = range(first + stage, planned, stage)
+    rest = (slack - 0.5 ** first) / len(later) if later else 0.0
+    return ((first, 0.5 ** first), *((ran, rest) for ran in later), (planned, last))
+
+
+def baseline_looks(planned: int, alpha: float, stage: int = BASELINE_STAGE) -> list[int]:
+    """How many baselines have run at each look of :func:`baseline_schedule`."""
+    return [ran for ran, _ in baseline_schedule(planned, alpha, stage)]
 
 
 def look_alpha(alpha: float, ran: int, planned: int, stage: int = BASELINE_STAGE) -> float:
-    """The level of the baseline test at the look after ``ran`` of ``planned`` staged baselines: the full
-    ``alpha`` when there is a single look, ``alpha * (1 - INTERIM_ALPHA_SHARE)`` at the last of several,
-    and an even share of ``alpha * INTERIM_ALPHA_SHARE`` at each interim one."""
-    interim = len(baseline_looks(planned, stage)) - 1
-    if interim <= 0:
-        return alpha
-    if ran >= planned:
-        return alpha * (1 - INTERIM_ALPHA_SHARE)
-    return alpha * INTERIM_ALPHA_SHARE / interim
+    """The level of the baseline test at the look after ``ran`` of ``planned`` staged baselines (the full
+    ``alpha`` when there is a single look; the smallest level of the schedule when ``ran`` is none of its
+    looks, which no run of the schedule produces)."""
+    levels = dict(baseline_schedule(planned, alpha, stage))
+    return levels.get(ran, min(levels.values(), default=alpha))
 
 
 def stops_early(comparison: BaselineComparison, ran: int, planned: int, alpha: float,
                 stage: int = BASELINE_STAGE) -> bool:
     """Whether staged baselines may stop after ``ran`` of ``planned``: an interim look whose test already
     passes at its own level (the remaining baselines are then not needed for the verdict)."""
-    return (ran < planned and ran in baseline_looks(planned, stage) and comparison.trials == ran
-            and comparison.p_value <= look_alpha(alpha, ran, planned, stage))
+    levels = dict(baseline_schedule(planned, alpha, stage))
+    return (ran < planned and ran in levels and comparison.trials == ran
+            and comparison.p_value <= levels[ran])
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

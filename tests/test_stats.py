@@ -166,17 +166,29 @@ def _comparison(losses: int, trials: int):
 
 
 def test_baseline_looks():
-    assert baseline_looks(50) == [10, 20, 30, 40, 50]
-    assert baseline_looks(45) == [10, 20, 30, 40, 45]
-    assert baseline_looks(10) == [10] and baseline_looks(3) == [3] and baseline_looks(0) == []
+    # the first look as early as a clean sweep can pass within the slack the last look leaves
+    assert baseline_looks(50, 0.05) == [6, 16, 26, 36, 46, 50]
+    assert baseline_looks(50, 0.01) == [9, 19, 29, 39, 49, 50]
+    assert baseline_looks(45, 0.05) == [7, 17, 27, 37, 45]
+    assert baseline_looks(10, 0.05) == [5, 10]
+    # too few baselines for any count to pass at alpha: one look, at alpha, as a single test
+    assert baseline_looks(3, 0.05) == [3] and look_alpha(0.05, 3, 3) == 0.05 and baseline_looks(0, 0.05) == []
+    # 6 of 6 random circuits hurting less passes at the first look (p = 1/64), 5 of 6 does not
+    assert stops_early(_comparison(0, 6), 6, 50, 0.05) and not stops_early(_comparison(1, 6), 6, 50, 0.05)
+    assert not stops_early(_comparison(0, 5), 5, 50, 0.05)  # no look there
 
 
 @given(st.integers(1, 300), st.sampled_from([0.1, 0.05, 0.01, 0.001]))
-def test_the_looks_spend_exactly_alpha(planned, alpha):
-    looks = baseline_looks(planned)
-    assert sum(look_alpha(alpha, ran, planned) for ran in looks) == pytest.approx(alpha)
+def test_the_looks_spend_at_most_alpha_and_keep_the_single_test(planned, alpha):
+    looks = baseline_looks(planned, alpha)
+    assert looks == sorted(set(looks)) and looks[-1] == planned
+    assert sum(look_alpha(alpha, ran, planned) for ran in looks) <= alpha * (1 + 1e-12)
     if len(looks) == 1:
         assert look_alpha(alpha, planned, planned) == alpha
+    # the last look passes on exactly the counts a single test of every baseline at alpha passes on
+    last = look_alpha(alpha, planned, planned)
+    assert [k for k in range(planned + 1) if _comparison(k, planned).p_value <= last] == \
+        [k for k in range(planned + 1) if _comparison(k, planned).p_value <= alpha]
 
 
 @pytest.mark.parametrize("planned", [20, 50, 100])
@@ -185,7 +197,7 @@ def test_staged_baselines_pass_at_most_alpha_at_the_null_boundary(planned, alpha
     """Exact, by dynamic programming over the looks: when each random circuit hurts as much as the
     circuit with probability exactly 1/2 (the null's boundary), the staged test passes (at an interim
     look or the last) with probability at most alpha."""
-    looks = baseline_looks(planned)
+    looks = baseline_looks(planned, alpha)
     alive = {0: 1.0}  # losses so far -> probability of having reached this look without stopping
     passed, done = 0.0, 0
     for look in looks:
@@ -215,10 +227,12 @@ def test_the_last_look_passes_on_the_counts_one_look_would_at_50_baselines(confi
 
 
 def test_an_interim_look_stops_only_when_its_test_passes():
-    assert stops_early(_comparison(0, 10), 10, 50, 0.05)  # p = 0.5^10 = 0.00098 <= 0.05 * 0.1 / 4
-    assert not stops_early(_comparison(1, 10), 10, 50, 0.05)  # p = 11 / 1024
-    assert not stops_early(_comparison(0, 10), 10, 50, 0.01)  # 0.00098 > 0.01 * 0.1 / 4
-    assert stops_early(_comparison(2, 20), 20, 50, 0.01)
+    assert stops_early(_comparison(0, 6), 6, 50, 0.05)  # p = 0.5^6 = 1/64, the first look's level
+    assert not stops_early(_comparison(1, 6), 6, 50, 0.05)  # p = 7 / 64
+    assert not stops_early(_comparison(0, 6), 6, 50, 0.01)  # no look there at 0.01 (the first is at 9)
+    assert stops_early(_comparison(0, 9), 9, 50, 0.01)
+    assert stops_early(_comparison(1, 16), 16, 50, 0.05)  # p = 17 / 65536 <= 0.00048
+    assert not stops_early(_comparison(2, 16), 16, 50, 0.05)  # p = 137 / 65536
     assert not stops_early(_comparison(0, 50), 50, 50, 0.05)  # the last look is judged, not stopped
     assert not stops_early(_comparison(0, 15), 15, 50, 0.05)  # not a look
-    assert not stops_early(_comparison(0, 9), 10, 50, 0.05)  # a baseline with undefined F: no early stop
+    assert not stops_early(_comparison(0, 5), 6, 50, 0.05)  # a baseline with undefined F: no early stop

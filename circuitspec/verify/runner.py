@@ -449,16 +449,16 @@ def run_group(resolved: ResolvedSpec, claims: list[ResolvedClaim], settings: Run
 
 def _run_staged_complements(data: GroupData, staged: list[Mask], necessary: list[ResolvedClaim],
                             metrics: Callable[[list[Mask]], list[np.ndarray]]) -> None:
-    """Run the complements of the random baseline circuits :data:`~..stats.BASELINE_STAGE` at a time,
-    stopping at a look where every necessity claim of the group already beats them at that look's level
-    (:func:`~..stats.stops_early`; the judge reads the same counts). Each is a full forward of the model,
-    nearly the whole cost of a necessity claim; one that clearly hurts more than random circuits when
-    ablated needs 10 of them, not 50."""
+    """Run the complements of the random baseline circuits in the stages of
+    :func:`~..stats.baseline_schedule`, stopping at a look where every necessity claim of the group already
+    beats them at that look's level (:func:`~..stats.stops_early`; the judge reads the same counts). Each is
+    a full forward of the model, nearly the whole cost of a necessity claim; one that clearly hurts more
+    than random circuits when ablated needs 6 of them at the defaults, not 50."""
     estimate = faithfulness(data.metric["complement"], data.metric["full"], data.metric["empty"])
     alpha = min(1 - c.confidence for c in necessary)
     planned = len(staged)
     start = 0
-    for look in baseline_looks(planned):
+    for look in baseline_looks(planned, alpha):
         data.baseline_complements.extend(metrics(staged[start:look]))
         start = look
         pool = [faithfulness(b, data.metric["full"], data.metric["empty"]) for b in data.baseline_complements]
