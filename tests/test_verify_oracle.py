@@ -133,6 +133,21 @@ def test_true_claims_pass(folder, ablation):
         assert necessity["p_value"] <= necessity["alpha"]
 
 
+def test_necessity_claims_of_two_confidences_in_one_group_each_pass_at_their_own_looks(folder):
+    """The looks of staged baselines depend on the level: a run may stop early only at a look that every
+    necessity claim of the group has, where each one's test passes, so each is judged at a look of its
+    own schedule (a weaker claim is never left inconclusive by a stricter one's early stop)."""
+    body = CIRCUIT + ("claim loose: necessary faithfulness <= 0.05\n"
+                      "claim strict: necessary faithfulness <= 0.05 confidence 0.99\n")
+    code, claims = verify(folder, write(folder, "two_confidences", body))
+    assert code == 0, {k: (v["verdict"], v["note"]) for k, v in claims.items()}
+    for name, alpha in (("loose", 0.05), ("strict", 0.01)):
+        baseline = claims[name]["baseline"]
+        assert baseline["random_circuits"] in baseline_looks(40, alpha)
+        assert baseline["alpha"] == pytest.approx(look_alpha(alpha, baseline["random_circuits"], 40), abs=1e-6)
+        assert baseline["p_value"] <= baseline["alpha"]
+
+
 def test_a_necessity_claim_that_fails_runs_every_baseline(folder):
     """Random circuits hurt as much as a decoy when ablated: no look stops them, all 40 run."""
     path = write(folder, "decoy_necessary", "node decoy = blocks.0.mlp.hook_post[4]\nclaim necessary faithfulness <= 0.05\n")

@@ -455,16 +455,18 @@ def _run_staged_complements(data: GroupData, staged: list[Mask], necessary: list
     a full forward of the model, nearly the whole cost of a necessity claim; one that clearly hurts more
     than random circuits when ablated needs 6 of them at the defaults, not 50."""
     estimate = faithfulness(data.metric["complement"], data.metric["full"], data.metric["empty"])
-    alpha = min(1 - c.confidence for c in necessary)
+    # claims of other confidences have other looks: stop only at a look of every one's schedule where
+    # every one's test passes, so that each is judged at a look of its own (the judge's look_alpha)
+    alphas = sorted({1 - c.confidence for c in necessary})
     planned = len(staged)
     start = 0
-    for look in baseline_looks(planned, alpha):
+    for look in sorted({ran for alpha in alphas for ran in baseline_looks(planned, alpha)}):
         data.baseline_complements.extend(metrics(staged[start:look]))
         start = look
         pool = [faithfulness(b, data.metric["full"], data.metric["empty"]) for b in data.baseline_complements]
         comparison = compare_to_baselines(estimate, pool, higher_is_better=False,
                                           quantile=BASELINE_QUANTILE["necessary"])
-        if stops_early(comparison, look, planned, alpha):
+        if all(stops_early(comparison, look, planned, alpha) for alpha in alphas):
             return
 
 
