@@ -179,12 +179,15 @@ def baseline_schedule(planned: int, alpha: float, stage: int = BASELINE_STAGE) -
     if last is None:
         return ((planned, alpha),)
     slack = alpha - last
-    first = math.ceil(-math.log2(slack)) if slack > 0 else planned
+    # the first look's level is the p-value of a clean sweep, computed as compare_to_baselines computes
+    # it, so that a clean sweep passes there bit for bit
+    first = next((m for m in range(1, planned) if binomial_cdf(0, m, 0.5) <= slack), planned)
     if first >= planned:
         return ((planned, alpha),)
+    sweep = binomial_cdf(0, first, 0.5)
     later = range(first + stage, planned, stage)
-    rest = (slack - 0.5 ** first) / len(later) if later else 0.0
-    return ((first, 0.5 ** first), *((ran, rest) for ran in later), (planned, last))
+    rest = (slack - sweep) / len(later) if later else 0.0
+    return ((first, sweep), *((ran, rest) for ran in later), (planned, last))
 
 
 def baseline_looks(planned: int, alpha: float, stage: int = BASELINE_STAGE) -> list[int]:
