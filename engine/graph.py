@@ -29,19 +29,8 @@ def build_graph(model: Transformer) -> nx.DiGraph:
     # 2-layer model has ~50,000 weight edges; formatting their names per edge took most of a second).
     names = _NodeNames(cfg)
 
-    def add_nodes(listed, kind, layer=None):
+    for kind, layer, listed in names.by_kind():
         g.add_nodes_from((n, {"kind": kind, "layer": layer}) for n in listed)
-
-    add_nodes(names.tokens, "tokens")
-    add_nodes(names.positions, "positions")
-    for b in range(L + 1):
-        add_nodes(names.resid[b], "resid", layer=b)
-    for layer in range(L):
-        for kind in ("q", "k", "v", "z"):
-            add_nodes((n for head in names.heads[layer][kind] for n in head), kind, layer)
-        add_nodes(names.patterns[layer], "pattern", layer)
-        add_nodes(names.mid[layer], "resid", layer)
-        add_nodes(names.post[layer], "mlp", layer)
     g.add_nodes_from((n, {"kind": "logits", "layer": None, "token": model.tokenizer.token_repr(v)})
                      for v, n in enumerate(names.logits))
 
@@ -98,6 +87,19 @@ class _NodeNames:
         self.post = [listed(f"blocks.{layer}.mlp.hook_post", cfg.d_mlp) for layer in range(L)]
         self.logits = listed("hook_logits", cfg.d_vocab)
 
+    def by_kind(self):
+        """(kind, layer, names) of every node but the logits, in the order the graph adds them."""
+        yield "tokens", None, self.tokens
+        yield "positions", None, self.positions
+        for b, listed in enumerate(self.resid):
+            yield "resid", b, listed
+        for layer, (heads, patterns, mid, post) in enumerate(zip(self.heads, self.patterns, self.mid, self.post)):
+            for kind in "qkvz":
+                yield kind, layer, [n for head in heads[kind] for n in head]
+            yield "pattern", layer, patterns
+            yield "resid", layer, mid
+            yield "mlp", layer, post
+
 
 def _weight_edges(param: str, entries: list[list[int]], values: list[float], source: list, target: list):
     """(source, target, attributes) of each non-zero entry of a 2-d weight, or of a per-head 3-d one whose
@@ -141,24 +143,15 @@ def walk_tables(model: Transformer) -> tuple[dict[str, list[str]], dict[str, str
             succ[src_names[r]].append(dst_names[c])
 
     names = _NodeNames(cfg)
-    tokens, positions, resid, logits = names.tokens, names.positions, names.resid, names.logits
-    nodes("tokens", tokens)
-    nodes("positions", positions)
-    for b in range(L + 1):
-        nodes("resid", resid[b])
-    per_layer = []
+    resid = names.resid
+    for kind, _, listed in names.by_kind():
+        nodes(kind, listed)
+    nodes("logits", names.logits)
+    link("embed.W_E", names.tokens, resid[0])
+    link("pos_embed.W_pos", names.positions, resid[0])
     for layer in range(L):
+        a = f"blocks.{layer}.attn"
         heads, patterns, mid, post = names.heads[layer], names.patterns[layer], names.mid[layer], names.post[layer]
-        for kind in "qkvz":
-            nodes(kind, [n for head in heads[kind] for n in head])
-        nodes("pattern", patterns)
-        nodes("resid", mid)
-        nodes("mlp", post)
-        per_layer.append((f"blocks.{layer}.attn", heads, patterns, mid, post))
-    nodes("logits", logits)
-    link("embed.W_E", tokens, resid[0])
-    link("pos_embed.W_pos", positions, resid[0])
-    for layer, (a, heads, patterns, mid, post) in enumerate(per_layer):
         for kind in "QKV":  # [H, D, dh] as (h, i, j): row-major over the head first, so per head
             w = params[f"{a}.W_{kind}"].detach().cpu()
             h_idx, i_idx, j_idx = w.nonzero(as_tuple=True)
@@ -176,5 +169,5 @@ def walk_tables(model: Transformer) -> tuple[dict[str, list[str]], dict[str, str
                 succ[heads["q"][h][j]].append(patterns[h])
                 succ[heads["k"][h][j]].append(patterns[h])
                 succ[patterns[h]].append(heads["z"][h][j])
-    link("unembed.W_U", resid[L], logits)
+    link("unembed.W_U", resid[L], names.logits)
     return succ, kinds
